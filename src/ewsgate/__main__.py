@@ -1,0 +1,5 @@
+import sys
+
+from ewsgate.cli import main
+
+sys.exit(main())

@@ -1,0 +1,23 @@
+"""Flags of ``ewsgate agent …``. Kept free of heavy imports: ``ewsgate --help`` reads it."""
+
+from __future__ import annotations
+
+from ewsgate.config import Option, parse_host_port, parse_path, parse_url
+
+__all__ = ["ENROLL", "RUN"]
+
+DATA_DIR = Option("data-dir", "directory for the installation's key, certificate and state",
+                  parse=parse_path, default=parse_path("./data/agent"), metavar="DIR")
+
+ENROLL: list[Option] = [
+    Option("portal", "HOST:PORT of the portal's gRPC control server", parse=parse_host_port,
+           required=True, metavar="HOST:PORT"),
+    Option("token", "the one-time enrolment token from the portal", required=True),
+    DATA_DIR,
+]
+
+RUN: list[Option] = [
+    DATA_DIR,
+    Option("proxy", "HTTP CONNECT proxy for outbound connections, e.g. "
+           "http://user:pass@proxy:3128 (default: HTTPS_PROXY)", parse=parse_url, metavar="URL"),
+]

@@ -1,0 +1,73 @@
+"""Flags of the portal-side commands (``portal``, ``demo``, ``admin …``, ``db …``).
+
+Kept free of heavy imports: ``ewsgate --help`` reads it.
+"""
+
+from __future__ import annotations
+
+from ewsgate.config import (
+    Option,
+    parse_host_port,
+    parse_path,
+    parse_positive_int,
+    parse_url,
+)
+
+__all__ = ["CREATE_RELAY", "CREATE_TOKEN", "CREATE_USER", "DATABASE", "DB", "DEMO", "PORTAL"]
+
+DATA_DIR = Option("data-dir", "directory for the portal's CA, signing keys and SQLite database",
+                  parse=parse_path, default=parse_path("./data/portal"), metavar="DIR")
+DATABASE = Option(
+    "database-url",
+    "SQLAlchemy URL; default: SQLite in the data directory "
+    "(e.g. postgresql+asyncpg://user@127.0.0.1:5432/ewsgate)",
+    metavar="URL",
+)
+
+PORTAL: list[Option] = [
+    Option("listen", "HOST:PORT for the web UI, REST API and OAuth endpoints",
+           parse=parse_host_port, default=parse_host_port("127.0.0.1:8000"), metavar="HOST:PORT"),
+    Option("grpc-listen", "HOST:PORT for the gRPC control server (mTLS) that agents connect to",
+           parse=parse_host_port, default=parse_host_port("127.0.0.1:8001"), metavar="HOST:PORT"),
+    DATA_DIR,
+    DATABASE,
+    Option("public-url", "the portal's URL as browsers and relays reach it "
+           "(default: http://LISTEN)", parse=parse_url, metavar="URL"),
+]
+
+DEMO: list[Option] = [
+    Option("data-dir", "directory for everything the demo creates (CA, database, demo.json)",
+           parse=parse_path, default=parse_path("./demo-data"), metavar="DIR"),
+    Option("base-port", "first of the consecutive loopback ports the demo opens",
+           parse=parse_positive_int, default=18000, metavar="N"),
+]
+
+CREATE_USER: list[Option] = [
+    Option("email", "the user's e-mail address (their login)", required=True),
+    Option("password", "the user's password (at least 8 characters)", required=True),
+    Option("role", "administrator, configurer, user or viewer", default="viewer"),
+    Option("scope", "customer id the role is limited to (omit: the whole dealer)",
+           metavar="CUSTOMER_ID"),
+    Option("name", "display name (default: the e-mail address)"),
+    DATA_DIR,
+    DATABASE,
+]
+
+CREATE_TOKEN: list[Option] = [
+    Option("email", "the user whose personal API token to create", required=True),
+    Option("token-name", "a label for the token", default="cli"),
+    DATA_DIR,
+    DATABASE,
+]
+
+CREATE_RELAY: list[Option] = [
+    Option("name", "the relay node's name", required=True),
+    Option("public-domain", "domain under which this relay serves session hosts "
+           "(s-<id>.DOMAIN), e.g. rt.example.com", required=True, metavar="DOMAIN"),
+    Option("tunnel-url", "HOST:PORT where agents reach this relay's tunnel listener",
+           parse=parse_host_port, metavar="HOST:PORT"),
+    DATA_DIR,
+    DATABASE,
+]
+
+DB: list[Option] = [DATA_DIR, DATABASE]
