@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ class Command:
 COMMANDS: list[Command] = [
     Command(("portal",), "run the portal: web UI, REST API, OAuth 2.1 server, CA, gRPC control",
             portal_options.PORTAL, "ewsgate.portal.main:run"),
-    Command(("relay",), "run a Remote Technician relay: agent tunnels and per-session HTTPS origins",
+    Command(("relay",), "run a Remote Technician relay: agent tunnels, per-session HTTPS origins",
             relay_options.RELAY, "ewsgate.relay.main:run"),
     Command(("agent", "enroll"), "enrol this installation with the portal using a one-time token",
             agent_options.ENROLL, "ewsgate.agent.main:enroll"),
@@ -114,8 +115,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     given = {key: value for key, value in vars(args).items() if not key.startswith("_")}
     try:
         config_path = given.get("config")
-        import os
-
         if config_path is None and os.environ.get("EWSGATE_CONFIG"):
             config_path = os.environ["EWSGATE_CONFIG"]
         file_data = load_config_file(Path(config_path)) if config_path else {}

@@ -154,7 +154,9 @@ def load_config_file(path: Path) -> dict[str, Any]:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; check --config / EWSGATE_CONFIG") from None
+        raise ConfigError(
+            f"config file {path} does not exist; check --config / EWSGATE_CONFIG"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
@@ -231,4 +233,6 @@ def _parse_one(option: Option, raw: Any, source: str) -> Any:
         return parser(text)
     except (ValueError, TypeError) as exc:
         hint = f" ({exc})" if str(exc) else ""
-        raise ConfigError(f"{source}: {text!r} is not a valid value for {option.flag}{hint}") from None
+        raise ConfigError(
+            f"{source}: {text!r} is not a valid value for {option.flag}{hint}"
+        ) from None
