@@ -1,0 +1,330 @@
+"""The portal's tables, as SQLAlchemy 2 declarative models.
+
+Ownership runs down one chain, and every access check walks it upwards::
+
+    Dealer ─┬─ Customer ─(parent_id, nested)─ Customer ─ Installation ─ Device
+            ├─ User ─ RoleAssignment (dealer-wide, or one customer's subtree)
+            │      ├─ ApiToken, WebSession
+            └─ Relay (dealer-independent)       Job ─ JobLogEntry     RemoteSession
+
+Models carry no relationships on purpose: the portal runs on asyncio, where an implicit lazy
+load is an error, so every query is explicit in the service layer. Enumerated values are plain
+strings validated by the service layer (the constants below are the single list of allowed
+values). Secrets are stored hashed (tokens, relay secrets) or as argon2 hashes (passwords); the
+SNMP credentials a device needs are stored as given because the agent must use them.
+
+The first migration creates every table; add columns in new migrations.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ewsgate.portal.store.types import UTCDateTime
+
+__all__ = [
+    "DEVICE_MAKES",
+    "IDENTITY_METHODS",
+    "JOB_STATUSES",
+    "REMOTE_SESSION_STATUSES",
+    "ROLES",
+    "SNMP_VERSIONS",
+    "ApiToken",
+    "Base",
+    "ControlCommand",
+    "Customer",
+    "Dealer",
+    "Device",
+    "EnrolmentToken",
+    "Installation",
+    "Job",
+    "JobLogEntry",
+    "Relay",
+    "RemoteSession",
+    "RoleAssignment",
+    "User",
+    "WebSession",
+]
+
+ROLES = ("administrator", "configurer", "user", "viewer")
+DEVICE_MAKES = ("hp", "ricoh", "kyocera", "canon", "brother", "lexmark", "xerox", "konica",
+                "sharp", "epson", "other")
+IDENTITY_METHODS = ("mac", "serial")
+SNMP_VERSIONS = ("2c", "3", "off")
+JOB_STATUSES = ("queued", "running", "completed", "failed")
+REMOTE_SESSION_STATUSES = ("verifying", "connecting", "ready", "ended", "failed")
+
+# Stable constraint names, so that Alembic migrations work the same on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the naming convention above."""
+
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON}
+
+
+class Dealer(Base):
+    """A printer dealer: owns customers, users and their role assignments."""
+
+    __tablename__ = "dealers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+
+class Customer(Base):
+    """A dealer's customer; ``parent_id`` nests customers (a tree, never a cycle)."""
+
+    __tablename__ = "customers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dealer_id: Mapped[int] = mapped_column(ForeignKey("dealers.id", ondelete="CASCADE"), index=True)
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("customers.id", ondelete="RESTRICT"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+
+class Installation(Base):
+    """An on-site agent at a customer; enrols once, then keeps a gRPC control stream open."""
+
+    __tablename__ = "installations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="RESTRICT"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime | None]
+    online: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: serial number of the installation's current client certificate, lower-case hex
+    cert_serial: Mapped[str | None] = mapped_column(String(64), index=True)
+    cert_not_after: Mapped[datetime | None]
+    agent_version: Mapped[str | None] = mapped_column(String(64))
+
+
+class EnrolmentToken(Base):
+    """A one-time enrolment token for an installation (only its SHA-256 is stored)."""
+
+    __tablename__ = "enrolment_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    installation_id: Mapped[int] = mapped_column(
+        ForeignKey("installations.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class Device(Base):
+    """A printer (or other LAN device) reached through its installation."""
+
+    __tablename__ = "devices"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    installation_id: Mapped[int] = mapped_column(
+        ForeignKey("installations.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    make: Mapped[str] = mapped_column(String(32), default="other")
+    model: Mapped[str] = mapped_column(String(200), default="")
+    ip: Mapped[str] = mapped_column(String(64))
+    hostname: Mapped[str | None] = mapped_column(String(253))
+    #: normalised ``aa:bb:cc:dd:ee:ff``
+    mac: Mapped[str | None] = mapped_column(String(17))
+    serial: Mapped[str | None] = mapped_column(String(128))
+    #: ``[{"scheme": "http"|"https", "port": int}, ...]``; the first is the landing page and a
+    #: tunnel stream names a port by its index in this list
+    ews_endpoints: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    identity_method: Mapped[str] = mapped_column(String(16), default="mac")
+    snmp_version: Mapped[str] = mapped_column(String(8), default="2c")
+    snmp_port: Mapped[int] = mapped_column(Integer, default=161)
+    snmp_community: Mapped[str | None] = mapped_column(String(128))
+    snmp_v3_user: Mapped[str | None] = mapped_column(String(128))
+    snmp_v3_auth_protocol: Mapped[str | None] = mapped_column(String(16))
+    snmp_v3_auth_key: Mapped[str | None] = mapped_column(String(256))
+    snmp_v3_priv_protocol: Mapped[str | None] = mapped_column(String(16))
+    snmp_v3_priv_key: Mapped[str | None] = mapped_column(String(256))
+    remote_technician_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    #: ``verified`` | ``mismatch`` | ``unknown`` from the last identity check, if any
+    last_identity_result: Mapped[str | None] = mapped_column(String(16))
+    last_identity_detail: Mapped[str | None] = mapped_column(Text)
+    last_seen_mac: Mapped[str | None] = mapped_column(String(17))
+    last_seen_serial: Mapped[str | None] = mapped_column(String(128))
+    last_verified_at: Mapped[datetime | None]
+
+
+class User(Base):
+    """A person who logs into the portal; ``email`` is stored lower-case (unique)."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dealer_id: Mapped[int] = mapped_column(ForeignKey("dealers.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+
+
+class RoleAssignment(Base):
+    """``role`` for ``user_id`` over a dealer (``customer_id`` NULL) or a customer subtree."""
+
+    __tablename__ = "role_assignments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    dealer_id: Mapped[int] = mapped_column(ForeignKey("dealers.id", ondelete="CASCADE"))
+    customer_id: Mapped[int | None] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime]
+
+
+class ApiToken(Base):
+    """A personal API token (``Authorization: Bearer``); only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+
+
+class WebSession(Base):
+    """A portal login (cookie); only the SHA-256 of the cookie value is stored."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    #: per-session secret; forms and cookie-authenticated API calls must echo it
+    csrf_secret: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    user_agent: Mapped[str | None] = mapped_column(String(400))
+    client_ip: Mapped[str | None] = mapped_column(String(64))
+
+
+class Job(Base):
+    """Work done on a device for a user (e.g. ``open_device_web_page``), with its outcome.
+
+    ``dealer_id``/``customer_id`` are copied from the device when the job is created, so that
+    the job stays visible to the right people after the device is deleted.
+    """
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    type: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    dealer_id: Mapped[int] = mapped_column(ForeignKey("dealers.id", ondelete="CASCADE"), index=True)
+    customer_id: Mapped[int | None] = mapped_column(
+        ForeignKey("customers.id", ondelete="SET NULL"), index=True)
+    device_id: Mapped[int | None] = mapped_column(
+        ForeignKey("devices.id", ondelete="SET NULL"), index=True)
+    device_name: Mapped[str | None] = mapped_column(String(200))
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    user_email: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class JobLogEntry(Base):
+    """One proxied request of a job (the Remote Technician Log); ``seq`` orders and dedupes."""
+
+    __tablename__ = "job_log_entries"
+    __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_job_log_entries_job_id_seq"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime]
+    user_email: Mapped[str | None] = mapped_column(String(320))
+    method: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str] = mapped_column(Text)
+    status: Mapped[int | None] = mapped_column(Integer)
+    bytes_in: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_out: Mapped[int] = mapped_column(Integer, default=0)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Relay(Base):
+    """A Remote Technician relay node; authenticates with ``id`` + a secret (stored hashed)."""
+
+    __tablename__ = "relays"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    public_domain: Mapped[str] = mapped_column(String(253))
+    public_port: Mapped[int | None] = mapped_column(Integer)
+    #: ``HOST:PORT`` where agents reach the relay's tunnel listener
+    tunnel_address: Mapped[str | None] = mapped_column(String(300))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime | None]
+
+
+class RemoteSession(Base):
+    """A Remote Technician session: one origin (``host``) on one relay, for one user."""
+
+    __tablename__ = "remote_sessions"
+    #: at least 128 bits of randomness, URL-safe (it appears in the session host name)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    device_id: Mapped[int | None] = mapped_column(
+        ForeignKey("devices.id", ondelete="SET NULL"), index=True)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    relay_id: Mapped[int | None] = mapped_column(ForeignKey("relays.id", ondelete="SET NULL"))
+    host: Mapped[str] = mapped_column(String(253))
+    url: Mapped[str] = mapped_column(Text)
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="verifying", index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+
+
+class ControlCommand(Base):
+    """A command sent down an installation's control stream; its id refuses replays."""
+
+    __tablename__ = "control_commands"
+    __table_args__ = (Index("ix_control_commands_installation_status", "installation_id",
+                            "status"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    installation_id: Mapped[int] = mapped_column(
+        ForeignKey("installations.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    completed_at: Mapped[datetime | None]

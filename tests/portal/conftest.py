@@ -1,0 +1,92 @@
+"""Fixtures for the portal's tests: a migrated database per test (or per module), and a
+small world of dealers, customers, devices and users.
+
+The database is a temporary SQLite file, or — when ``EWSGATE_TEST_DATABASE_URL`` names a
+PostgreSQL database — a fresh schema in it, created, migrated with Alembic and dropped again,
+so tests are independent of each other and of anyone else using the same database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from ewsgate.portal.store.db import Database, parse_database_url, upgrade
+
+TEST_URL_ENV = "EWSGATE_TEST_DATABASE_URL"
+
+
+def _pg_base_url() -> str | None:
+    return os.environ.get(TEST_URL_ENV) or None
+
+
+async def _pg_execute(base_url: str, sql: str) -> None:
+    import asyncpg
+
+    url, _ = parse_database_url(base_url)
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+def _with_schema(base_url: str, schema: str) -> str:
+    url, _ = parse_database_url(base_url)
+    return url.update_query_dict({"schema": schema}).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file; each test gets a copy (faster than migrating each time)."""
+    path = tmp_path_factory.mktemp("template") / "portal.sqlite3"
+    asyncio.run(upgrade(f"sqlite+aiosqlite:///{path}"))
+    assert not Path(str(path) + "-wal").exists() or Path(str(path) + "-wal").stat().st_size == 0
+    return path
+
+
+def _fresh_url(directory: Path, template: Path) -> Iterator[str]:
+    base = _pg_base_url()
+    if base is None:
+        target = directory / "portal.sqlite3"
+        shutil.copyfile(template, target)
+        yield f"sqlite+aiosqlite:///{target}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    asyncio.run(_pg_execute(base, f'CREATE SCHEMA "{schema}"'))
+    try:
+        url = _with_schema(base, schema)
+        asyncio.run(upgrade(url))
+        yield url
+    finally:
+        asyncio.run(_pg_execute(base, f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+@pytest.fixture
+def database_url(tmp_path: Path, _sqlite_template: Path) -> Iterator[str]:
+    """The URL of a freshly migrated, empty database for this test."""
+    yield from _fresh_url(tmp_path, _sqlite_template)
+
+
+@pytest.fixture(scope="module")
+def module_database_url(tmp_path_factory: pytest.TempPathFactory,
+                        _sqlite_template: Path) -> Iterator[str]:
+    """Like ``database_url``, shared by one test module (tests must roll back or not care)."""
+    yield from _fresh_url(tmp_path_factory.mktemp("moduledb"), _sqlite_template)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """A :class:`Database` on ``database_url``."""
+    database = Database(database_url)
+    try:
+        yield database
+    finally:
+        await database.dispose()
