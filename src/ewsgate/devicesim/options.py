@@ -22,6 +22,19 @@ DEVICESIM: list[Option] = [
            metavar="HOST:PORT"),
     Option("mac", "the MAC address the device reports, e.g. a0:d3:c1:4a:2b:3c"),
     Option("serial", "the serial number the device reports"),
+    Option("snmp-community", "SNMP v2c read community (default public; empty turns v2c off)",
+           metavar="COMMUNITY"),
+    Option("snmp-v3-user", "SNMP v3 user name (USM); with keys below for authPriv",
+           metavar="USER"),
+    Option("snmp-v3-auth-key", "SNMP v3 authentication pass phrase (8+ characters)",
+           metavar="KEY"),
+    Option("snmp-v3-priv-key", "SNMP v3 privacy pass phrase (8+ characters)", metavar="KEY"),
+    Option("snmp-v3-auth-protocol", "SNMP v3 auth protocol: MD5, SHA (default), SHA224, "
+           "SHA256, SHA384, SHA512", metavar="PROTO"),
+    Option("snmp-v3-priv-protocol", "SNMP v3 privacy protocol: DES, AES (default), AES192, "
+           "AES256", metavar="PROTO"),
+    Option("snmp-if-index", "ifIndex of the device's Ethernet port in IF-MIB (default: the "
+           "vendor's; 1 is the loopback)", parse=parse_positive_int, metavar="N"),
     Option("advertised-host", "the address the device believes it has, written into its "
            "absolute URLs, redirects and cookie domains (default: the --http host)",
            metavar="HOST"),
