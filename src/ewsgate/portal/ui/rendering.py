@@ -20,8 +20,8 @@ from typing import Any
 import jinja2
 from starlette.responses import HTMLResponse
 
-__all__ = ["STATIC_DIR", "TEMPLATE_DIR", "Renderer", "ago", "filesize", "job_type_label",
-           "make_label"]
+__all__ = ["JOB_TYPES", "STATIC_DIR", "TEMPLATE_DIR", "Renderer", "ago", "filesize",
+           "job_type_label", "make_label"]
 
 PORTAL_DIR = Path(__file__).resolve().parent.parent
 TEMPLATE_DIR = PORTAL_DIR / "templates"
@@ -30,7 +30,7 @@ STATIC_DIR = PORTAL_DIR / "static"
 _MAKES = {"hp": "HP", "ricoh": "Ricoh", "kyocera": "Kyocera", "canon": "Canon",
           "brother": "Brother", "lexmark": "Lexmark", "xerox": "Xerox",
           "konica": "Konica Minolta", "sharp": "Sharp", "epson": "Epson", "other": "Other"}
-_JOB_TYPES = {"open_device_web_page": "Open Device Web Page",
+JOB_TYPES = {"open_device_web_page": "Open Device Web Page",
               "verify_identity": "Verify identity"}
 
 
@@ -45,7 +45,7 @@ def job_type_label(job_type: str | None) -> str:
     """``"open_device_web_page"`` → ``"Open Device Web Page"``."""
     if not job_type:
         return "—"
-    return _JOB_TYPES.get(job_type, job_type.replace("_", " ").capitalize())
+    return JOB_TYPES.get(job_type, job_type.replace("_", " ").capitalize())
 
 
 def filesize(count: int | None) -> str:

@@ -1,0 +1,181 @@
+"""The Devices pages: the searchable list, a device's page, its Remote Technician switch and
+its *Open device web page* button.
+
+What a device page offers follows from the service layer alone:
+
+* the switch appears when ``get_device(..., CONFIGURE_REMOTE_TECHNICIAN)`` succeeds — the
+  signed-in person is a Remote Technician Configurer over the device;
+* the *Open device web page* button appears when ``can_open_session`` is true — a Remote
+  Technician User over the device, Remote Technician enabled, installation enabled.
+
+``POST /devices/{id}/remote-technician`` calls ``set_remote_technician``;
+``POST /devices/{id}/open`` checks ``authorize_open_session`` and, until remote sessions are
+built, answers with a page that says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.responses import Response
+
+from ewsgate.portal.services import devices as device_service
+from ewsgate.portal.services import jobs as job_service
+from ewsgate.portal.services.access import Action
+from ewsgate.portal.services.errors import InvalidInput, PermissionDenied, ServiceError
+from ewsgate.portal.store.models import DEVICE_MAKES, Device
+from ewsgate.portal.ui.lookups import load_directory
+from ewsgate.portal.ui.web import Page, PageError, page
+
+__all__ = ["device_detail", "device_list", "open_device", "set_remote_technician"]
+
+
+@dataclass(frozen=True)
+class DeviceFilters:
+    """The list's filters as the form shows them (ids as ints, flags as ``on``/``off``)."""
+
+    q: str = ""
+    customer: int | None = None
+    installation: int | None = None
+    make: str = ""
+    rt: str = ""
+
+    @property
+    def active(self) -> bool:
+        return bool(self.q or self.customer or self.installation or self.make or self.rt)
+
+    def for_service(self) -> device_service.DeviceFilter:
+        return device_service.DeviceFilter(
+            search=self.q or None, customer_id=self.customer,
+            installation_id=self.installation, make=self.make or None,
+            remote_technician_enabled={"on": True, "off": False}.get(self.rt))
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    device: Device
+    customer_name: str
+    installation_name: str
+    online: bool
+
+
+def _int_param(p: Page, name: str) -> int | None:
+    raw = p.request.query_params.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or len(raw) > 10:
+        raise InvalidInput(f"{name} must be a number (an id from the list), not {raw[:20]!r}",
+                           field=name)
+    return int(raw)
+
+
+def _filters(p: Page) -> DeviceFilters:
+    params = p.request.query_params
+    make = params.get("make", "").strip().lower()
+    if make and make not in DEVICE_MAKES:
+        raise InvalidInput(f"make {make[:20]!r} is not one of {', '.join(DEVICE_MAKES)}",
+                           field="make")
+    rt = params.get("rt", "").strip().lower()
+    if rt not in ("", "on", "off"):
+        raise InvalidInput("Remote Technician filter must be on or off", field="rt")
+    return DeviceFilters(q=params.get("q", "").strip()[:200], customer=_int_param(p, "customer"),
+                         installation=_int_param(p, "installation"), make=make, rt=rt)
+
+
+@page
+async def device_list(p: Page) -> Response:
+    """``GET /devices``: the devices the signed-in person can see, filtered."""
+    error = None
+    try:
+        filters = _filters(p)
+    except InvalidInput as exc:
+        filters, error = DeviceFilters(), PageError.of(exc)
+    async with p.transaction() as session:
+        directory = await load_directory(session, p.actor)
+        devices = await device_service.list_devices(session, p.actor, filters.for_service())
+    rows = [DeviceRow(d, directory.customer_label(directory.customer_of_installation(
+        d.installation_id)), directory.installation_name(d.installation_id),
+        directory.installation_online(d.installation_id)) for d in devices]
+    return p.render("devices/list.html", "devices", {
+        "title": "Devices", "rows": rows, "filters": filters, "filtered": filters.active,
+        "customer_options": directory.customer_options(),
+        "installation_options": directory.installation_options(),
+        "make_options": DEVICE_MAKES, "error": error,
+    }, status_code=422 if error else 200)
+
+
+async def _device_page(p: Page, device_id: int, *, error: PageError | None = None,
+                       status_code: int = 200) -> Response:
+    try:
+        async with p.transaction() as session:
+            device = await device_service.get_device(session, p.actor, device_id)
+            try:
+                await device_service.get_device(session, p.actor, device_id,
+                                                Action.CONFIGURE_REMOTE_TECHNICIAN)
+                can_configure = True
+            except PermissionDenied:
+                can_configure = False
+            try:
+                await device_service.get_device(session, p.actor, device_id,
+                                                Action.OPEN_SESSION)
+                is_rt_user = True
+            except PermissionDenied:
+                is_rt_user = False
+            can_open = await device_service.can_open_session(session, p.actor, device_id)
+            directory = await load_directory(session, p.actor)
+            jobs = await job_service.list_jobs(session, p.actor,
+                                               job_service.JobFilter(device_id=device.id),
+                                               limit=5)
+    except ServiceError as exc:
+        return p.failure(exc)
+    customer_id = directory.customer_of_installation(device.installation_id)
+    return p.render("devices/detail.html", "devices", {
+        "title": device.name, "device": device,
+        "customer_name": directory.customer_label(customer_id),
+        "installation_name": directory.installation_name(device.installation_id),
+        "installation_online": directory.installation_online(device.installation_id),
+        "can_configure": can_configure, "is_rt_user": is_rt_user, "can_open": can_open,
+        "can_verify": False, "jobs": jobs, "error": error,
+    }, status_code=status_code)
+
+
+@page
+async def device_detail(p: Page, device_id: int) -> Response:
+    """``GET /devices/{id}``: facts, the Remote Technician panel, recent jobs."""
+    return await _device_page(p, device_id)
+
+
+@page
+async def set_remote_technician(p: Page, device_id: int) -> Response:
+    """``POST /devices/{id}/remote-technician`` (``enabled=true|false``): Configurers only."""
+    enabled = p.field("enabled")
+    try:
+        async with p.transaction() as session:
+            device = await device_service.set_remote_technician(
+                session, p.actor, device_id, enabled, clock=p.ui.config.clock)
+    except ServiceError as exc:
+        if exc.status == 404:
+            return p.failure(exc)
+        return await _device_page(p, device_id, error=PageError.of(exc),
+                                  status_code=exc.status)
+    return p.redirect(f"/devices/{device_id}",
+                      "rt-on" if device.remote_technician_enabled else "rt-off")
+
+
+@page
+async def open_device(p: Page, device_id: int) -> Response:
+    """``POST /devices/{id}/open``: the *Open device web page* button."""
+    try:
+        async with p.transaction() as session:
+            device = await device_service.authorize_open_session(session, p.actor, device_id)
+    except ServiceError as exc:
+        if exc.status == 404:
+            return p.failure(exc)
+        return await _device_page(p, device_id, error=PageError.of(exc),
+                                  status_code=exc.status)
+    return p.ui.message(
+        p.request, title="Remote sessions are not available yet",
+        message=f"You may open {device.name}'s web page, but this portal cannot start Remote "
+        "Technician sessions yet. Nothing was started and no job was created.",
+        status_code=501, actor=p.actor, csrf_token=p.session_info.csrf_token,
+        back_href=f"/devices/{device_id}", back_label="Back to the device")

@@ -1,0 +1,67 @@
+"""The UI's URL map and :func:`mount_ui`, the one call the portal's ``create_app`` makes.
+
+Every page route is registered with ``include_in_schema=False`` so the OpenAPI document stays
+the REST API's alone. ``/static`` serves the stylesheet, the script and the images from the
+package (no CDN: the CSP allows only ``'self'``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from ewsgate.portal.ui import devices, inventory, jobs, login, people
+from ewsgate.portal.ui.rendering import STATIC_DIR
+from ewsgate.portal.ui.web import PortalUI, UIConfig
+
+__all__ = ["ROUTES", "mount_ui"]
+
+
+async def home(request: Request) -> Response:
+    """``GET /``: the device list is the portal's home."""
+    return RedirectResponse("/devices", status_code=303)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+#: (path, endpoint, methods)
+ROUTES: list[tuple[str, Endpoint, list[str]]] = [
+    ("/", home, ["GET"]),
+    ("/login", login.login_form, ["GET"]),
+    ("/login", login.login_submit, ["POST"]),
+    ("/logout", login.logout, ["POST"]),
+    ("/devices", devices.device_list, ["GET"]),
+    ("/devices/{device_id:int}", devices.device_detail, ["GET"]),
+    ("/devices/{device_id:int}/remote-technician", devices.set_remote_technician, ["POST"]),
+    ("/devices/{device_id:int}/open", devices.open_device, ["POST"]),
+    ("/installations", inventory.installation_list, ["GET"]),
+    ("/installations", inventory.create_installation, ["POST"]),
+    ("/installations/{installation_id:int}/enrolment-token", inventory.create_enrolment_token,
+     ["POST"]),
+    ("/customers", inventory.customer_list, ["GET"]),
+    ("/customers", inventory.create_customer, ["POST"]),
+    ("/users", people.user_list, ["GET"]),
+    ("/users", people.create_user, ["POST"]),
+    ("/users/{user_id:int}", people.user_detail, ["GET"]),
+    ("/users/{user_id:int}/roles", people.add_role, ["POST"]),
+    ("/users/{user_id:int}/roles/{assignment_id:int}/delete", people.remove_role, ["POST"]),
+    ("/account/tokens", people.api_tokens, ["GET"]),
+    ("/account/tokens", people.create_api_token, ["POST"]),
+    ("/account/tokens/{token_id:int}/revoke", people.revoke_api_token, ["POST"]),
+    ("/jobs", jobs.job_list, ["GET"]),
+    ("/jobs/{job_id:int}", jobs.job_detail, ["GET"]),
+]
+
+
+def mount_ui(app: Any, config: UIConfig) -> PortalUI:
+    """Add the web UI's pages and ``/static`` to ``app`` (a FastAPI or Starlette app)."""
+    ui = PortalUI(config)
+    app.state.ewsgate_ui = ui
+    for path, endpoint, methods in ROUTES:
+        app.add_route(path, endpoint, methods=methods, include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return ui

@@ -1,0 +1,361 @@
+"""The web UI through an ASGI client: sign-in, CSRF, what each role sees, errors in pages."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from .ui_world import NOW, PASSWORD, Seeded, csrf_of, sign_in
+
+pytestmark = pytest.mark.db
+
+
+async def test_pages_need_a_signed_in_user(client: httpx.AsyncClient):
+    response = await client.get("/devices?make=hp")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/login?next=%2Fdevices%3Fmake%3Dhp"
+
+
+async def test_sign_in_goes_to_next_and_sets_an_httponly_cookie(client, seeded: Seeded):
+    form = await client.get("/login?next=/jobs")
+    assert 'value="/jobs"' in form.text
+    response = await client.post("/login", data={
+        "email": seeded.email["admin"], "password": PASSWORD,
+        "csrf_token": csrf_of(form.text), "next": "/jobs"})
+    assert response.status_code == 303
+    assert response.headers["location"] == "/jobs"
+    cookie = response.headers.get_list("set-cookie")
+    session_cookie = next(c for c in cookie if c.startswith("ewsgate_session="))
+    assert "HttpOnly" in session_cookie and "SameSite=lax" in session_cookie
+    page = await client.get("/jobs")
+    assert page.status_code == 200
+    assert "Alice Admin" in page.text
+
+
+async def test_sign_in_never_redirects_off_site(client, seeded):
+    form = await client.get("/login")
+    response = await client.post("/login", data={
+        "email": seeded.email["admin"], "password": PASSWORD,
+        "csrf_token": csrf_of(form.text), "next": "//evil.example/x"})
+    assert response.headers["location"] == "/devices"
+
+
+async def test_wrong_password_is_a_clear_message(client, seeded):
+    response = await sign_in(client, seeded.email["admin"], "not the password")
+    assert response.status_code == 401
+    assert "Wrong e-mail or password" in response.text
+    assert "ewsgate_session=" not in response.headers.get("set-cookie", "")
+
+
+async def test_repeated_failures_are_rate_limited_with_a_message(client, seeded):
+    for _ in range(5):
+        response = await sign_in(client, seeded.email["viewer"], "wrong password!")
+        assert response.status_code == 401
+    response = await sign_in(client, seeded.email["viewer"], PASSWORD)
+    assert response.status_code == 429
+    assert "Too many failed sign-ins" in response.text
+    assert int(response.headers["retry-after"]) > 0
+
+
+async def test_login_form_without_its_token_is_refused(client, seeded):
+    await client.get("/login")
+    response = await client.post("/login", data={
+        "email": seeded.email["admin"], "password": PASSWORD, "csrf_token": "forged"})
+    assert response.status_code == 403
+    assert "sign in again" in response.text
+
+
+async def test_cross_site_login_post_is_refused(client, seeded):
+    form = await client.get("/login")
+    response = await client.post("/login", headers={"Origin": "https://evil.example"}, data={
+        "email": seeded.email["admin"], "password": PASSWORD,
+        "csrf_token": csrf_of(form.text)})
+    assert response.status_code == 403
+
+
+async def test_form_post_without_csrf_token_is_refused_and_changes_nothing(client, seeded):
+    await sign_in(client, seeded.email["configurer"])
+    device = seeded.device["reception"]
+    response = await client.post(f"/devices/{device}/remote-technician",
+                                 data={"enabled": "true"})
+    assert response.status_code == 403
+    assert "Request refused" in response.text
+    page = await client.get(f"/devices/{device}")
+    assert 'aria-checked="false"' in page.text
+
+
+async def test_form_post_with_a_foreign_origin_is_refused(client, seeded):
+    await sign_in(client, seeded.email["configurer"])
+    device = seeded.device["reception"]
+    page = await client.get(f"/devices/{device}")
+    response = await client.post(f"/devices/{device}/remote-technician",
+                                 headers={"Origin": "https://evil.example"},
+                                 data={"enabled": "true", "csrf_token": csrf_of(page.text)})
+    assert response.status_code == 403
+
+
+async def test_configurer_sees_the_switch_and_flips_it(client, seeded):
+    await sign_in(client, seeded.email["configurer"])
+    device = seeded.device["reception"]
+    page = await client.get(f"/devices/{device}")
+    assert 'role="switch"' in page.text and 'aria-checked="false"' in page.text
+    assert "Open device web page" not in page.text
+    response = await client.post(f"/devices/{device}/remote-technician",
+                                 data={"enabled": "true", "csrf_token": csrf_of(page.text)})
+    assert response.status_code == 303
+    page = await client.get(response.headers["location"])
+    assert 'aria-checked="true"' in page.text
+    assert "Remote Technician is now enabled" in page.text
+
+
+@pytest.mark.parametrize("role", ["viewer", "tech", "admin"])
+async def test_no_switch_for_people_who_are_not_configurers(client, seeded, role):
+    await sign_in(client, seeded.email[role])
+    page = await client.get(f"/devices/{seeded.device['reception']}")
+    assert page.status_code == 200
+    assert 'role="switch"' not in page.text
+
+
+async def test_open_button_only_for_users_and_only_when_enabled(client, seeded, ui_db):
+    from ewsgate.portal.services import devices
+    from ewsgate.portal.services.access import actor_for
+    from ewsgate.portal.store.models import User
+
+    device = seeded.device["reception"]
+    await sign_in(client, seeded.email["tech"])
+    page = await client.get(f"/devices/{device}")
+    assert 'id="open-device"' not in page.text
+    assert "Remote Technician is off for this device" in page.text
+    async with ui_db.transaction() as s:
+        configurer = await actor_for(s, await s.get(User, seeded.user["configurer"]))
+        await devices.set_remote_technician(s, configurer, device, True)
+    page = await client.get(f"/devices/{device}")
+    assert 'id="open-device"' in page.text
+    assert f'action="/devices/{device}/open"' in page.text
+    response = await client.post(f"/devices/{device}/open",
+                                 data={"csrf_token": csrf_of(page.text)})
+    assert response.status_code == 501
+    assert "Remote sessions are not available yet" in response.text
+
+    viewer = httpx.AsyncClient(transport=client._transport, base_url="http://portal.test")
+    async with viewer:
+        await sign_in(viewer, seeded.email["viewer"])
+        page = await viewer.get(f"/devices/{device}")
+        assert 'id="open-device"' not in page.text
+        refused = await viewer.post(f"/devices/{device}/open",
+                                    data={"csrf_token": csrf_of(page.text)})
+        assert refused.status_code == 403
+        assert "user role" in refused.text
+
+
+async def test_device_out_of_scope_is_not_found_like_a_missing_one(client, seeded):
+    await sign_in(client, seeded.email["outsider"])
+    hidden = await client.get(f"/devices/{seeded.device['reception']}")
+    missing = await client.get("/devices/999999")
+    assert hidden.status_code == missing.status_code == 404
+    listing = await client.get("/devices")
+    assert "Dental X-ray printer" in listing.text
+    assert "Reception MFP" not in listing.text
+
+
+async def test_device_list_filters(client, seeded):
+    await sign_in(client, seeded.email["admin"])
+    page = await client.get("/devices")
+    for name in ("Reception MFP", "Accounts printer", "Warehouse label", "Dental X-ray printer"):
+        assert name in page.text
+    by_customer = await client.get(f"/devices?customer={seeded.customer['acme']}")
+    assert "Warehouse label" in by_customer.text  # the customer's subtree
+    assert "Dental X-ray printer" not in by_customer.text
+    assert "Acme Logistics \u203a Warehouse" in by_customer.text
+    by_make = await client.get("/devices?make=ricoh")
+    assert "Accounts printer" in by_make.text and "Reception MFP" not in by_make.text
+    by_search = await client.get("/devices?q=10.30.0")
+    assert "Warehouse label" in by_search.text and "Accounts printer" not in by_search.text
+    rt_on = await client.get("/devices?rt=on")
+    assert "No device matches these filters" in rt_on.text
+    by_installation = await client.get(f"/devices?installation={seeded.installation['bb']}")
+    assert "Dental X-ray printer" in by_installation.text
+    assert "Reception MFP" not in by_installation.text
+    bad = await client.get("/devices?customer=abc")
+    assert bad.status_code == 422
+    assert "Customer must be a number" in bad.text
+
+
+async def test_every_page_has_the_security_headers(client, seeded):
+    await sign_in(client, seeded.email["admin"])
+    for path in ("/login", "/devices", f"/devices/{seeded.device['reception']}",
+                 "/installations", "/customers", "/users", "/jobs", "/account/tokens",
+                 "/static/css/portal.css", "/devices/424242"):
+        response = await client.get(path)
+        csp = response.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp, path
+        assert response.headers["x-frame-options"] == "DENY", path
+        assert response.headers["x-content-type-options"] == "nosniff", path
+        if not path.startswith("/static"):
+            assert response.headers["cache-control"] == "no-store", path
+
+
+async def test_navigation_shows_users_only_to_administrators(client, seeded):
+    await sign_in(client, seeded.email["admin"])
+    assert 'href="/users"' in (await client.get("/devices")).text
+    await client.post("/logout", data={"csrf_token": csrf_of((await client.get("/jobs")).text)})
+    await sign_in(client, seeded.email["viewer"])
+    page = await client.get("/devices")
+    assert 'href="/users"' not in page.text
+    assert (await client.get("/users")).status_code == 403
+
+
+async def test_sign_out_ends_the_session(client, seeded):
+    await sign_in(client, seeded.email["viewer"])
+    page = await client.get("/devices")
+    cookie = client.cookies.get("ewsgate_session")
+    response = await client.post("/logout", data={"csrf_token": csrf_of(page.text)})
+    assert response.status_code == 303 and response.headers["location"].startswith("/login")
+    client.cookies.set("ewsgate_session", cookie)  # replaying the old cookie does not work
+    assert (await client.get("/devices")).status_code == 303
+
+
+async def test_admin_creates_a_user_with_a_role(client, seeded):
+    await sign_in(client, seeded.email["admin"])
+    page = await client.get("/users")
+    response = await client.post("/users", data={
+        "csrf_token": csrf_of(page.text), "email": "new.tech@example.com", "name": "New Tech",
+        "password": "long enough pw", "role": "configurer",
+        "customer_id": str(seeded.customer["warehouse"])})
+    assert response.status_code == 303
+    detail = await client.get(response.headers["location"])
+    assert "New Tech" in detail.text
+    assert "Remote Technician Configurer" in detail.text
+    assert "Acme Logistics \u203a Warehouse" in detail.text
+
+
+async def test_duplicate_email_is_shown_with_its_field_and_nothing_is_written(client, seeded):
+    await sign_in(client, seeded.email["admin"])
+    page = await client.get("/users")
+    response = await client.post("/users", data={
+        "csrf_token": csrf_of(page.text), "email": seeded.email["viewer"], "name": "Dup",
+        "password": "long enough pw", "role": "viewer", "customer_id": ""})
+    assert response.status_code == 409
+    assert 'aria-invalid="true"' in response.text and 'id="email-error"' in response.text
+    assert 'value="Dup"' in response.text  # the form keeps what was typed...
+    assert "long enough pw" not in response.text  # ...except the password
+
+
+async def test_refused_role_leaves_no_half_created_user(client, seeded):
+    await sign_in(client, seeded.email["admin"])
+    page = await client.get("/users")
+    response = await client.post("/users", data={
+        "csrf_token": csrf_of(page.text), "email": "half@example.com", "name": "Half",
+        "password": "long enough pw", "role": "overlord", "customer_id": ""})
+    assert response.status_code == 422
+    assert "role" in response.text.lower()
+    listing = await client.get("/users")
+    assert "half@example.com" not in listing.text
+
+
+async def test_admin_gives_and_removes_a_role(client, seeded):
+    await sign_in(client, seeded.email["admin"])
+    user = seeded.user["viewer"]
+    page = await client.get(f"/users/{user}")
+    response = await client.post(f"/users/{user}/roles", data={
+        "csrf_token": csrf_of(page.text), "role": "user",
+        "customer_id": str(seeded.customer["bluebell"])})
+    assert response.status_code == 303
+    page = await client.get(f"/users/{user}")
+    assert "Remote Technician User" in page.text
+    removal = re.findall(rf'action="/users/{user}/roles/(\d+)/delete"', page.text)
+    assert len(removal) == 2
+    for assignment in removal:
+        response = await client.post(f"/users/{user}/roles/{assignment}/delete",
+                                     data={"csrf_token": csrf_of(page.text)})
+        assert response.status_code == 303
+    page = await client.get(f"/users/{user}")
+    assert "This user has no role" in page.text
+
+
+async def test_api_token_is_shown_once_and_can_be_revoked(client, seeded):
+    await sign_in(client, seeded.email["tech"])
+    page = await client.get("/account/tokens")
+    created = await client.post("/account/tokens", data={
+        "csrf_token": csrf_of(page.text), "name": "inventory script"})
+    assert created.status_code == 201
+    token = re.search(r'<code id="token-value">([^<]+)</code>', created.text).group(1)
+    assert token.startswith("ewst_")
+    listing = await client.get("/account/tokens")
+    assert "inventory script" in listing.text and token not in listing.text
+    token_id = re.search(r'action="/account/tokens/(\d+)/revoke"', listing.text).group(1)
+    revoked = await client.post(f"/account/tokens/{token_id}/revoke",
+                                data={"csrf_token": csrf_of(listing.text)})
+    assert revoked.status_code == 303
+    assert "inventory script" not in (await client.get("/account/tokens")).text
+
+
+async def test_installation_created_with_a_one_time_enrolment_command(client, seeded):
+    await sign_in(client, seeded.email["admin"])
+    page = await client.get("/installations")
+    response = await client.post("/installations", data={
+        "csrf_token": csrf_of(page.text), "name": "Branch office",
+        "customer_id": str(seeded.customer["bluebell"])})
+    assert response.status_code == 201
+    assert "ewsgate agent enroll --portal 127.0.0.1:8001 --token ewse_" in response.text
+    again = await client.get("/installations")
+    assert "Branch office" in again.text and "--token ewse_" not in again.text
+
+
+async def test_installation_without_customer_names_the_field(client, seeded):
+    await sign_in(client, seeded.email["admin"])
+    page = await client.get("/installations")
+    response = await client.post("/installations", data={
+        "csrf_token": csrf_of(page.text), "name": "Nowhere", "customer_id": ""})
+    assert response.status_code == 422
+    assert 'id="customer_id-error"' in response.text
+    assert "Nowhere" not in (await client.get("/installations")).text.split("Add an")[0]
+
+
+async def test_customers_page_shows_the_tree_and_creates_children(client, seeded):
+    await sign_in(client, seeded.email["admin"])
+    page = await client.get("/customers")
+    assert re.search(r"Acme Logistics.*<ul>.*Warehouse", page.text, re.S)
+    response = await client.post("/customers", data={
+        "csrf_token": csrf_of(page.text), "name": "Acme Annex",
+        "parent_id": str(seeded.customer["acme"])})
+    assert response.status_code == 303
+    assert "Acme Annex" in (await client.get("/customers")).text
+
+
+async def test_viewer_sees_no_admin_forms(client, seeded):
+    await sign_in(client, seeded.email["viewer"])
+    assert "Add an installation" not in (await client.get("/installations")).text
+    assert "Add a customer" not in (await client.get("/customers")).text
+
+
+async def test_jobs_list_filters_and_detail_with_log(client, seeded, ui_db):
+    from ewsgate.portal.services import jobs
+    from ewsgate.portal.store.models import Device
+
+    async with ui_db.transaction() as s:
+        device = await s.get(Device, seeded.device["reception"])
+        job = await jobs.create_job(s, type="open_device_web_page", device=device,
+                                    user_id=seeded.user["tech"])
+        await jobs.append_job_log(s, job.id, [{
+            "seq": 1, "at": NOW, "user_email": "tech@example.com",
+            "method": "GET", "url": "/hp/device/DeviceStatus", "status": 200,
+            "bytes_in": 400, "bytes_out": 18000, "duration_ms": 80, "outcome": "ok"}])
+        job_id = job.id
+    await sign_in(client, seeded.email["viewer"])
+    listing = await client.get("/jobs?status=queued&type=open_device_web_page")
+    assert f'href="/jobs/{job_id}"' in listing.text
+    assert f'href="/jobs/{job_id}"' not in (await client.get("/jobs?status=failed")).text
+    other = seeded.device["dental"]
+    assert f'href="/jobs/{job_id}"' not in (await client.get(f"/jobs?device={other}")).text
+    bad = await client.get("/jobs?status=exploded")
+    assert bad.status_code == 422 and "status" in bad.text
+    detail = await client.get(f"/jobs/{job_id}")
+    assert "Remote Technician Log" in detail.text
+    assert "/hp/device/DeviceStatus" in detail.text and "17.6 KiB" in detail.text
+    outsider = httpx.AsyncClient(transport=client._transport, base_url="http://portal.test")
+    async with outsider:
+        await sign_in(outsider, seeded.email["outsider"])
+        assert (await outsider.get(f"/jobs/{job_id}")).status_code == 404
