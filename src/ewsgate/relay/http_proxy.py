@@ -1,0 +1,836 @@
+"""The browser-facing reverse proxy: one h11 loop per browser connection, streaming both ways.
+
+Theory of operation (one browser connection, after TLS)::
+
+    browser ──bytes──▶ h11 server ──Request──▶ checks ──▶ h11 client ──bytes──▶ device stream
+       ▲                                        │  host → session, expiry, cookie,
+       │                                        │  cross-site, smuggling leftovers
+       └──bytes── h11 server ◀── rewrite+harden ◀── Response/Data ◀── h11 client ◀──┘
+
+- **Parsing** is h11 on both sides (sans-I/O, strict on requests): Content-Length together with
+  Transfer-Encoding is refused (h11 lets TE win; a proxy must not guess), so are any coding but
+  ``chunked``, bad chunk sizes, conflicting lengths, request heads above ``max_header_bytes``
+  (431) and anything but an origin-form target. Obsolete line folding is unfolded by h11 into one
+  line before it is re-serialised (RFC 9112 §5.2 allows exactly that), so the device never sees
+  a fold. The device's responses go through the same h11 as a client, which is lenient where
+  embedded servers need it: HTTP/1.0, bodies ended by EOF, chunked answers to anything, both
+  Content-Length and chunked (chunked wins).
+- **Re-serialising** to the device: ``Host``, ``Origin`` and ``Referer`` are rewritten to the
+  device's LAN view; hop-by-hop headers, ``X-Forwarded-*``/``Forwarded``/``X-Real-IP`` from the
+  client, ``Proxy-Authorization``, ``Expect`` and the relay's own cookies are stripped;
+  ``Accept-Encoding`` is limited to what the rewriter can decode. No forwarding headers are
+  added: the device has no use for them and they would tell it who the technician is.
+  ``Authorization`` passes through (devices use HTTP Basic/Digest).
+- **Streaming**: bodies move in reads of ``read_size`` bytes, each written with ``drain`` before
+  the next read, so a slow side slows the other instead of filling memory; a 1 GiB upload takes
+  the memory of a few reads. The request body is pumped in its own task while the response is
+  read, so a device that answers before reading the whole body (401, 413) is not deadlocked.
+- **Responses** are re-framed by h11 for the browser (chunked for HTTP/1.1 when the length is
+  unknown, close-delimited for HTTP/1.0 clients), rewritten (:mod:`.rewrite`) and hardened
+  (:mod:`.hardening`).
+- **WebSockets**: an ``Upgrade: websocket`` request whose ``Origin`` is the session origin is
+  forwarded; after the device's ``101`` both sides are spliced as raw bytes until either closes
+  or the session ends.
+- **Timeouts**: ``header_timeout`` for a whole request head from its first byte (slow-loris),
+  ``idle_timeout`` between requests, ``body_timeout`` for a body making no progress (long, for
+  firmware uploads), ``response_timeout`` for the device's first response byte.
+- **Expiry**: once a connection is bound to a session, a watchdog on the relay's clock cancels
+  it at the session's end: in-flight responses and WebSockets are cut, and the next request on a
+  new connection gets the "session ended" page.
+
+Every request that names a session is written to the access log with its outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import h11
+
+from ewsgate.relay.access_log import AccessLog
+from ewsgate.relay.browser_auth import Authenticator, Identity, RelayResponse
+from ewsgate.relay.clock import Clock
+from ewsgate.relay.hardening import check_request_site, harden_response_headers, security_headers
+from ewsgate.relay.rewrite import (
+    RESERVED_COOKIE_PREFIX,
+    BodyDecoder,
+    LanRewriter,
+    StreamRewriter,
+    rewritable_content_type,
+)
+from ewsgate.relay.session_pages import render
+from ewsgate.relay.upstream import (
+    ByteStream,
+    SessionDirectory,
+    SessionInfo,
+    UpstreamUnavailable,
+)
+
+__all__ = ["MAX_SESSION_SECONDS", "ProxyConfig", "RelayProxy"]
+
+MAX_SESSION_SECONDS = 30 * 60
+RELAY_PATH_PREFIX = "/.ewsgate/"
+
+_HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
+    b"upgrade", b"proxy-authenticate", b"proxy-authorization",
+})
+_CLIENT_STRIPPED = frozenset({
+    b"forwarded", b"x-real-ip", b"expect", b"host", b"origin", b"referer", b"cookie",
+    b"accept-encoding", b"content-length",
+})
+_SESSION_LABEL = re.compile(r"s-([a-z0-9]{16,63})")
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The browser side's settings, validated once at start-up."""
+
+    #: session hosts are ``s-<id>.<domain>``
+    domain: str
+    #: the portal's URL, for links on the relay's pages
+    portal_url: str
+    #: the port browsers use (written in session origins when not 443)
+    public_port: int = 443
+    header_timeout: float = 10.0
+    idle_timeout: float = 75.0
+    body_timeout: float = 300.0
+    response_timeout: float = 120.0
+    max_header_bytes: int = 32 * 1024
+    read_size: int = 64 * 1024
+    #: no session lives longer than this on the relay, whatever its ticket says
+    max_session_seconds: float = MAX_SESSION_SECONDS
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_session_seconds <= MAX_SESSION_SECONDS:
+            raise ValueError(
+                f"max_session_seconds {self.max_session_seconds} is out of range: sessions may "
+                f"last at most {MAX_SESSION_SECONDS} s (30 minutes); choose a value up to that")
+        for name in ("header_timeout", "idle_timeout", "body_timeout", "response_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.max_header_bytes < 1024:
+            raise ValueError("max_header_bytes must be at least 1024")
+        object.__setattr__(self, "domain", self.domain.lower().strip("."))
+
+    def session_host(self, session_id: str) -> str:
+        """``s-<id>.<domain>`` with ``:port`` unless the port is 443."""
+        host = f"s-{session_id}.{self.domain}"
+        return host if self.public_port == 443 else f"{host}:{self.public_port}"
+
+    def session_origin(self, session_id: str) -> str:
+        return f"https://{self.session_host(session_id)}"
+
+    def session_id_for_host(self, host: bytes) -> str | None:
+        """The session id a ``Host`` header names, or None if it is not a session host."""
+        text = host.decode("ascii", "replace").strip().lower()
+        name, _, port = text.rpartition(":") if not text.endswith("]") else (text, "", "")
+        if not name:
+            name, port = text, ""
+        if port and port != str(self.public_port):
+            return None
+        label, _, rest = name.partition(".")
+        if rest.rstrip(".") != self.domain:
+            return None
+        match = _SESSION_LABEL.fullmatch(label)
+        return match.group(1) if match else None
+
+
+@dataclass
+class _Exchange:
+    """What the access log needs about one request, filled in as it goes."""
+
+    session_id: str
+    method: str
+    url: str
+    started: float
+    wall: float
+    user: str | None = None
+    status: int | None = None
+    bytes_in: int = 0
+    bytes_out: int = 0
+    outcome: str = "ok"
+    detail: str | None = None
+    logged: bool = False
+
+
+class _CloseConnection(Exception):
+    """Stop serving this browser connection (after whatever was already sent)."""
+
+
+@dataclass
+class _Upstream:
+    stream: ByteStream
+    conn: h11.Connection = field(default_factory=lambda: h11.Connection(
+        h11.CLIENT, max_incomplete_event_size=64 * 1024))
+
+
+def _header(headers: Any, name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return bytes(value)
+    return None
+
+
+def _tokens(value: bytes | None) -> set[bytes]:
+    return {token.strip().lower() for token in (value or b"").split(b",") if token.strip()}
+
+
+class RelayProxy:
+    """Serves browser connections for every session on this relay."""
+
+    def __init__(self, config: ProxyConfig, directory: SessionDirectory, auth: Authenticator,
+                 access_log: AccessLog | None, clock: Clock) -> None:
+        self.config = config
+        self.directory = directory
+        self.auth = auth
+        self.access_log = access_log
+        self.clock = clock
+        #: session id → when this relay first saw it (caps the lifetime at the maximum)
+        self._first_seen: dict[str, float] = {}
+        #: sessions seen ending here, so later requests get "ended", not "not found"
+        self._ended: dict[str, float] = {}
+
+    # -- session lifetime ----------------------------------------------------------------
+
+    def session_end(self, info: SessionInfo) -> float:
+        """When the session ends by the relay's clock (ticket expiry, capped at the maximum)."""
+        started = info.started_at or self._first_seen.setdefault(info.session_id,
+                                                                 self.clock.now())
+        return min(info.expires_at, started + self.config.max_session_seconds)
+
+    def mark_ended(self, session_id: str) -> None:
+        self._ended.setdefault(session_id, self.clock.now())
+
+    # -- connection loop -----------------------------------------------------------------
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one browser connection until it closes, times out or its session ends."""
+        connection = _BrowserConnection(self, reader, writer)
+        connection.task = asyncio.current_task()
+        try:
+            await connection.serve()
+        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError, OSError):
+            pass
+        except asyncio.CancelledError:
+            if not connection.expired:
+                raise
+            # the session ended: the watchdog cut this connection on purpose
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        finally:
+            await connection.close()
+
+    def log(self, exchange: _Exchange) -> None:
+        if exchange.logged or self.access_log is None:
+            return
+        exchange.logged = True
+        self.access_log.record(
+            session_id=exchange.session_id, time=exchange.wall, user=exchange.user,
+            method=exchange.method, url=exchange.url, status=exchange.status,
+            bytes_in=exchange.bytes_in, bytes_out=exchange.bytes_out,
+            duration_ms=int((time.monotonic() - exchange.started) * 1000),
+            outcome=exchange.outcome, detail=exchange.detail)
+
+
+class _BrowserConnection:
+    """One browser connection: the read → feed → dispatch loop and its cleanup."""
+
+    def __init__(self, proxy: RelayProxy, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.proxy = proxy
+        self.config = proxy.config
+        self.reader = reader
+        self.writer = writer
+        self.conn = h11.Connection(h11.SERVER,
+                                   max_incomplete_event_size=self.config.max_header_bytes)
+        self.session: SessionInfo | None = None
+        self.upstream: _Upstream | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        #: the task serving this connection (cancelled by the watchdog at the session's end)
+        self.task: asyncio.Task[Any] | None = None
+        self.expired = False
+
+    async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        await self._drop_upstream()
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.writer.wait_closed(), 2.0)
+
+    async def _drop_upstream(self) -> None:
+        if self.upstream is not None:
+            upstream, self.upstream = self.upstream, None
+            with contextlib.suppress(Exception):
+                await upstream.stream.aclose()
+
+    # -- low-level I/O -------------------------------------------------------------------
+
+    async def _write(self, data: bytes | None) -> None:
+        if data:
+            self.writer.write(data)
+            await asyncio.wait_for(self.writer.drain(), self.config.body_timeout)
+
+    async def _send(self, event: Any) -> int:
+        data = self.conn.send(event)
+        await self._write(data)
+        return len(data or b"")
+
+    async def _next_request(self, first: bool) -> h11.Request | None:
+        """The next request head, or None when the browser closed or went idle."""
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        while True:
+            try:
+                event = self.conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                await self._protocol_error(exc)
+                return None
+            if isinstance(event, h11.Request):
+                return event
+            if event is not h11.NEED_DATA:
+                return None  # ConnectionClosed, or PAUSED after a protocol switch
+            if deadline is None and self.conn.trailing_data[0]:
+                deadline = loop.time() + self.config.header_timeout
+            if deadline is not None:
+                timeout = deadline - loop.time()
+            else:
+                timeout = self.config.header_timeout if first else self.config.idle_timeout
+            try:
+                if timeout <= 0:
+                    raise TimeoutError
+                data = await asyncio.wait_for(self.reader.read(self.config.read_size), timeout)
+            except TimeoutError:
+                if deadline is not None:
+                    await self._simple_error(408, "bad_request",
+                                             "The request head did not arrive in time.")
+                return None
+            if deadline is None and data:
+                deadline = loop.time() + self.config.header_timeout
+            self.conn.receive_data(data)
+
+    async def _receive_body_event(self) -> Any:
+        """The next body event of the browser's request (Data / EndOfMessage)."""
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            data = await asyncio.wait_for(self.reader.read(self.config.read_size),
+                                          self.config.body_timeout)
+            self.conn.receive_data(data)
+
+    async def _protocol_error(self, exc: h11.RemoteProtocolError) -> None:
+        status = exc.error_status_hint if exc.error_status_hint >= 400 else 400
+        await self._simple_error(status, "bad_request",
+                                 f"The request was malformed and refused: {exc}.")
+
+    async def _simple_error(self, status: int, kind: str, detail: str) -> None:
+        """A relay page on a connection that is then closed (no session context needed)."""
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        page = render(kind, portal_url=self.config.portal_url, detail=detail, status=status)
+        host = self.config.session_host(self.session.session_id) if self.session else (
+            self.config.domain)
+        headers = [(b"Content-Type", b"text/html; charset=utf-8"),
+                   (b"Cache-Control", b"no-store"), (b"Connection", b"close"),
+                   (b"Content-Length", str(len(page.body)).encode()),
+                   *security_headers(host)]
+        with contextlib.suppress(Exception):
+            await self._send(h11.Response(status_code=status, headers=headers))
+            await self._send(h11.Data(data=page.body))
+            await self._send(h11.EndOfMessage())
+
+    # -- request loop --------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        first = True
+        while True:
+            request = await self._next_request(first)
+            if request is None:
+                return
+            first = False
+            try:
+                await self._handle(request)
+            except _CloseConnection:
+                return
+            if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+                self.conn.start_next_cycle()
+            else:
+                return
+
+    async def _handle(self, request: h11.Request) -> None:
+        method = request.method.upper()
+        target = request.target.decode("latin-1")
+        host = _header(request.headers, b"host") or b""
+        session_id = self.config.session_id_for_host(host)
+        if session_id is None:
+            await self._simple_error(404, "not_a_session_host", "")
+            raise _CloseConnection
+        exchange = _Exchange(session_id=session_id, method=method.decode("latin-1"),
+                             url=target, started=time.monotonic(), wall=self.proxy.clock.now())
+        try:
+            await self._handle_session_request(request, session_id, exchange)
+        except asyncio.CancelledError:
+            exchange.outcome, exchange.detail = "ended", "session_expired_mid_request"
+            raise
+        except (ConnectionError, OSError, TimeoutError) as exc:
+            if exchange.outcome == "ok":
+                exchange.outcome = "aborted"
+                exchange.detail = exchange.detail or f"{type(exc).__name__}: {exc}"[:200]
+            raise _CloseConnection from exc
+        finally:
+            self.proxy.log(exchange)
+
+    async def _handle_session_request(self, request: h11.Request, session_id: str,
+                                      exchange: _Exchange) -> None:
+        if self.session is not None and self.session.session_id != session_id:
+            await self._page(exchange, "misdirected", close=True)
+            return
+        headers = list(request.headers)
+        if _header(headers, b"content-length") is not None and _header(
+                headers, b"transfer-encoding") is not None:
+            await self._page(exchange, "bad_request", close=True, detail=(
+                "The request had both Content-Length and Transfer-Encoding; send one."))
+            return
+        target = request.target
+        if not target.startswith(b"/") and not (request.method == b"OPTIONS" and target == b"*"):
+            await self._page(exchange, "bad_request", close=True, detail=(
+                "Only origin-form request targets (a path) are accepted."))
+            return
+        info = self.proxy.directory.lookup(session_id)
+        now = self.proxy.clock.now()
+        if info is None:
+            kind = "session_ended" if session_id in self.proxy._ended else "session_not_found"
+            await self._page(exchange, kind, close=True)
+            return
+        if now >= self.proxy.session_end(info):
+            self.proxy.mark_ended(session_id)
+            await self._page(exchange, "session_ended", close=True)
+            return
+        if self.session is None:
+            self.session = info
+            self._watchdog = asyncio.create_task(self._expire_at(self.proxy.session_end(info)))
+        cookie_header = _header(headers, b"cookie")
+        path = target.decode("latin-1")
+        if path.startswith(RELAY_PATH_PREFIX):
+            await self._relay_path(request, info, path, cookie_header, exchange)
+            return
+        identity = self.proxy.auth.identify(session_id, cookie_header)
+        if identity is None:
+            if request.method in (b"GET", b"HEAD"):
+                await self._respond(exchange, self.proxy.auth.begin(session_id, path),
+                                    close=False)
+            else:
+                await self._page(exchange, "not_signed_in", close=True)
+            return
+        exchange.user = identity.email
+        websocket = b"websocket" in _tokens(_header(headers, b"upgrade")) and (
+            b"upgrade" in _tokens(_header(headers, b"connection")))
+        refusal = check_request_site(request.method, headers,
+                                     self.config.session_origin(session_id), websocket=websocket)
+        if refusal is not None:
+            exchange.detail = refusal.code
+            await self._page(exchange, "cross_site_refused", close=True, detail=refusal.message,
+                             outcome="refused")
+            return
+        await self._forward(request, info, identity, exchange, websocket)
+
+    async def _relay_path(self, request: h11.Request, info: SessionInfo, path: str,
+                          cookie_header: bytes | None, exchange: _Exchange) -> None:
+        route = path.split("?", 1)[0]
+        if route == "/.ewsgate/callback" and request.method == b"GET":
+            response = await self.proxy.auth.callback(
+                info.session_id, path, cookie_header, self.proxy.session_end(info))
+            await self._respond(exchange, response, close=False)
+            return
+        await self._page(exchange, "session_not_found", close=False, status=404,
+                         detail="This relay address does not exist.")
+
+    # -- answering from the relay --------------------------------------------------------
+
+    async def _page(self, exchange: _Exchange, kind: str, *, close: bool,
+                    detail: str | None = None, status: int | None = None,
+                    outcome: str | None = None) -> None:
+        page = render(kind, portal_url=self.config.portal_url, detail=detail, status=status)
+        headers = [(b"Content-Type", b"text/html; charset=utf-8"),
+                   (b"Cache-Control", b"no-store")]
+        if kind == "not_signed_in":
+            headers.append((b"WWW-Authenticate", b'Cookie realm="Remote Technician"'))
+        response = RelayResponse(status=page.status, headers=headers, body=page.body,
+                                 outcome=outcome or _outcome_for(kind),
+                                 detail=exchange.detail or page.code)
+        await self._respond(exchange, response, close=close)
+
+    async def _respond(self, exchange: _Exchange, response: RelayResponse, *,
+                       close: bool) -> None:
+        """Send a relay-made response; close if the request body was not read."""
+        exchange.status = response.status
+        exchange.outcome = response.outcome
+        exchange.detail = response.detail
+        if exchange.user is None and response.user is not None:
+            exchange.user = response.user
+        session_host = self.config.session_host(exchange.session_id)
+        must_close = close or self.conn.their_state is not h11.DONE
+        headers = [*response.headers, (b"Content-Length", str(len(response.body)).encode()),
+                   *security_headers(session_host)]
+        if must_close:
+            headers.append((b"Connection", b"close"))
+        if self.conn.our_state is not h11.SEND_RESPONSE:
+            raise _CloseConnection
+        await self._send(h11.Response(status_code=response.status, headers=headers))
+        if response.body:
+            await self._send(h11.Data(data=response.body))
+            exchange.bytes_out += len(response.body)
+        await self._send(h11.EndOfMessage())
+        if must_close:
+            raise _CloseConnection
+
+    async def _expire_at(self, moment: float) -> None:
+        await self.proxy.clock.sleep_until(moment)
+        if self.session is not None:
+            self.proxy.mark_ended(self.session.session_id)
+        self.expired = True
+        if self.task is not None:
+            self.task.cancel()
+
+    # -- forwarding ----------------------------------------------------------------------
+
+    def _device_request_headers(self, request: h11.Request, info: SessionInfo,
+                                websocket: bool) -> list[tuple[bytes, bytes]]:
+        headers = list(request.headers)
+        connection_tokens = _tokens(_header(headers, b"connection"))
+        origin = self.config.session_origin(info.session_id).encode("ascii")
+        device_origin = info.device.origin.encode("ascii")
+        out: list[tuple[bytes, bytes]] = [(b"Host", info.device.host_header.encode("ascii"))]
+        for name, value in headers:
+            lower = name.lower()
+            if lower in _HOP_BY_HOP or lower in _CLIENT_STRIPPED or lower in connection_tokens:
+                continue
+            if lower.startswith(b"x-forwarded-"):
+                continue
+            out.append((name, value))
+        if websocket:
+            out += [(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")]
+        incoming_origin = _header(headers, b"origin")
+        if incoming_origin == origin:
+            out.append((b"Origin", device_origin))
+        referer = _header(headers, b"referer")
+        if referer and (referer == origin or referer.startswith(origin + b"/")):
+            out.append((b"Referer", device_origin + referer[len(origin):]))
+        cookie = _strip_relay_cookies(_header(headers, b"cookie"))
+        if cookie:
+            out.append((b"Cookie", cookie))
+        out.append((b"Accept-Encoding", b"gzip, deflate"))
+        length = _header(headers, b"content-length")
+        if length is not None:
+            out.append((b"Content-Length", length))
+        elif _header(headers, b"transfer-encoding") is not None:
+            out.append((b"Transfer-Encoding", b"chunked"))
+        return out
+
+    async def _open_upstream(self, info: SessionInfo) -> _Upstream:
+        if self.upstream is not None:
+            if self.upstream.conn.our_state is h11.IDLE and (
+                    self.upstream.conn.their_state is h11.IDLE):
+                return self.upstream
+            await self._drop_upstream()
+        stream = await self.proxy.directory.open_stream(info.session_id,
+                                                        info.device.primary_index)
+        self.upstream = _Upstream(stream)
+        return self.upstream
+
+    async def _forward(self, request: h11.Request, info: SessionInfo, identity: Identity,
+                       exchange: _Exchange, websocket: bool) -> None:
+        device_request = h11.Request(method=request.method, target=request.target,
+                                     headers=self._device_request_headers(request, info,
+                                                                          websocket))
+        retry = request.method in (b"GET", b"HEAD", b"OPTIONS") and not websocket
+        while True:
+            reused = self.upstream is not None
+            try:
+                upstream = await self._open_upstream(info)
+            except UpstreamUnavailable as exc:
+                exchange.detail = f"device_unreachable: {exc}"[:300]
+                await self._page(exchange, "device_unreachable", close=True, outcome="error")
+                return
+            try:
+                await upstream.stream.write(upstream.conn.send(device_request) or b"")
+            except (ConnectionError, OSError):
+                await self._drop_upstream()
+                if reused and retry:
+                    continue  # a kept-alive device connection had closed meanwhile
+                raise
+            if self.conn.they_are_waiting_for_100_continue:
+                await self._send(h11.InformationalResponse(status_code=100, headers=[]))
+            pump = asyncio.create_task(self._pump_request_body(upstream, exchange))
+            try:
+                head = await self._response_head(upstream, exchange, pump)
+                if head is None and reused and retry:
+                    # a kept-alive device connection closed before answering: once more, fresh
+                    await self._drop_upstream()
+                    exchange.detail, retry = None, False
+                    continue
+                if head is None:
+                    await self._page(exchange, "bad_gateway", close=True, outcome="error",
+                                     detail="Its response could not be read or parsed.")
+                await self._relay_response(upstream, info, exchange, pump, head)
+                return
+            finally:
+                if not pump.done():
+                    pump.cancel()
+                    with contextlib.suppress(BaseException):
+                        await pump
+                    await self._drop_upstream()
+
+    async def _pump_request_body(self, upstream: _Upstream, exchange: _Exchange) -> None:
+        while True:
+            event = await self._receive_body_event()
+            if isinstance(event, h11.Data):
+                exchange.bytes_in += len(event.data)
+                await upstream.stream.write(upstream.conn.send(h11.Data(data=event.data)) or b"")
+            elif isinstance(event, h11.EndOfMessage):
+                await upstream.stream.write(upstream.conn.send(h11.EndOfMessage()) or b"")
+                return
+            else:
+                raise ConnectionResetError("the browser closed the connection mid-request")
+
+    async def _upstream_event(self, upstream: _Upstream, wait: float) -> Any:
+        while True:
+            event = upstream.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            data = await asyncio.wait_for(upstream.stream.read(self.config.read_size), wait)
+            upstream.conn.receive_data(data)
+
+    async def _read_head(self, upstream: _Upstream) -> Any:
+        while True:
+            event = await self._upstream_event(upstream, self.config.response_timeout)
+            if isinstance(event, h11.InformationalResponse) and event.status_code != 101:
+                continue
+            return event
+
+    async def _response_head(self, upstream: _Upstream, exchange: _Exchange,
+                             pump: asyncio.Task[None]) -> Any:
+        """The device's response head, racing the request body pump; None after an error.
+
+        A request body the browser framed badly (a bad chunk size) fails the pump first: the
+        browser gets a 400 and the device connection is dropped.
+        """
+        head_task = asyncio.create_task(self._read_head(upstream))
+        try:
+            done, _ = await asyncio.wait({head_task, pump}, return_when=asyncio.FIRST_COMPLETED)
+            if pump in done and pump.exception() is not None and not head_task.done():
+                error = pump.exception()
+                if isinstance(error, h11.RemoteProtocolError):
+                    exchange.detail = f"bad_request_body: {error}"[:300]
+                    await self._page(exchange, "bad_request", close=True,
+                                     detail=f"The request body was malformed: {error}.")
+                    return None
+                exchange.outcome, exchange.detail = "aborted", "browser_closed_mid_request"
+                raise _CloseConnection
+            return await head_task
+        except TimeoutError:
+            exchange.detail = "device_timeout"
+            await self._page(exchange, "device_timeout", close=True, outcome="error")
+            return None
+        except (h11.RemoteProtocolError, ConnectionError, OSError) as exc:
+            exchange.detail = f"bad_device_response: {exc}"[:300]
+            return None
+        finally:
+            if not head_task.done():
+                head_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await head_task
+
+    async def _relay_response(self, upstream: _Upstream, info: SessionInfo,
+                              exchange: _Exchange, pump: asyncio.Task[None], event: Any) -> None:
+        if not isinstance(event, h11.Response | h11.InformationalResponse):
+            exchange.detail = "device_closed_without_response"
+            await self._page(exchange, "bad_gateway", close=True, outcome="error",
+                             detail=_DETAIL_TEXT[exchange.detail])
+            return
+        rewriter = LanRewriter(info.device, self.config.session_host(info.session_id))
+        if isinstance(event, h11.InformationalResponse):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pump, self.config.header_timeout)
+            await self._switch_protocols(upstream, event, exchange)
+            return
+        headers, transform = self._response_headers(event, rewriter, exchange)
+        if headers is None:
+            await self._page(exchange, "bad_gateway", close=True, outcome="refused",
+                             detail="It redirected the browser to an internal address outside "
+                             "this session.")
+            return
+        exchange.status = event.status_code
+        await self._send(h11.Response(status_code=event.status_code, headers=headers,
+                                      reason=event.reason))
+        await self._stream_response_body(upstream, transform, exchange)
+        if not pump.done():
+            # the device answered before taking the whole body: this connection cannot continue
+            raise _CloseConnection
+        pump.result()
+        if upstream.conn.our_state is h11.DONE and upstream.conn.their_state is h11.DONE:
+            upstream.conn.start_next_cycle()
+        else:
+            await self._drop_upstream()
+
+    def _response_headers(
+        self, response: h11.Response, rewriter: LanRewriter, exchange: _Exchange,
+    ) -> tuple[list[tuple[bytes, bytes]] | None, _BodyTransform | None]:
+        headers = [(bytes(name), bytes(value)) for name, value in response.headers]
+        connection_tokens = _tokens(_header(headers, b"connection"))
+        content_type = (_header(headers, b"content-type") or b"").decode("latin-1")
+        coding = (_header(headers, b"content-encoding") or b"identity").decode(
+            "latin-1").strip().lower()
+        transform: _BodyTransform | None = None
+        if rewritable_content_type(content_type) and (
+                coding == "identity" or BodyDecoder.supports(coding)):
+            transform = _BodyTransform(rewriter, coding)
+        out: list[tuple[bytes, bytes]] = []
+        for name, value in headers:
+            lower = name.lower()
+            if lower in _HOP_BY_HOP or lower in connection_tokens:
+                continue
+            if transform is not None and lower in (b"content-length", b"content-encoding"):
+                continue
+            text = value.decode("latin-1")
+            if lower in (b"location", b"content-location"):
+                text = rewriter.rewrite_location(text)
+                if lower == b"location":
+                    foreign = rewriter.leaves_session(text)
+                    if foreign is not None:
+                        exchange.detail = "redirect_to_internal_host"
+                        exchange.outcome = "refused"
+                        return None, None
+            elif lower == b"refresh":
+                text = rewriter.rewrite_refresh(text)
+            elif lower == b"link":
+                text = rewriter.rewrite_link(text)
+            elif lower == b"set-cookie":
+                rewritten = rewriter.rewrite_set_cookie(text)
+                if rewritten is None:
+                    continue
+                text = rewritten
+            out.append((name, text.encode("latin-1")))
+        return harden_response_headers(out, rewriter.session_host), transform
+
+    async def _stream_response_body(self, upstream: _Upstream, transform: _BodyTransform | None,
+                                    exchange: _Exchange) -> None:
+        while True:
+            try:
+                event = await self._upstream_event(upstream, self.config.body_timeout)
+            except (h11.RemoteProtocolError, ConnectionError, OSError) as exc:
+                # e.g. HTTP/1.0 + chunked without the last chunk: end what the device sent
+                exchange.detail = f"device_body_incomplete: {exc}"[:300]
+                event = h11.EndOfMessage()
+                await self._drop_upstream()
+            if isinstance(event, h11.Data):
+                data = transform.feed(event.data) if transform else bytes(event.data)
+                if data:
+                    exchange.bytes_out += len(data)
+                    await self._send(h11.Data(data=data))
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                if transform is not None:
+                    tail = transform.finish()
+                    if tail:
+                        exchange.bytes_out += len(tail)
+                        await self._send(h11.Data(data=tail))
+                await self._send(h11.EndOfMessage())
+                return
+
+    async def _switch_protocols(self, upstream: _Upstream, event: h11.InformationalResponse,
+                                exchange: _Exchange) -> None:
+        headers = [(bytes(n), bytes(v)) for n, v in event.headers
+                   if bytes(n).lower() not in (b"content-security-policy",)]
+        exchange.status = 101
+        await self._send(h11.InformationalResponse(status_code=101, headers=headers))
+        browser_tail, _ = self.conn.trailing_data
+        device_tail, _ = upstream.conn.trailing_data
+        stream = upstream.stream
+        self.upstream = None  # the stream now belongs to the splice
+
+        async def to_device() -> None:
+            if browser_tail:
+                exchange.bytes_in += len(browser_tail)
+                await stream.write(browser_tail)
+            while data := await self.reader.read(self.config.read_size):
+                exchange.bytes_in += len(data)
+                await stream.write(data)
+            await stream.write_eof()
+
+        async def to_browser() -> None:
+            if device_tail:
+                exchange.bytes_out += len(device_tail)
+                await self._write(device_tail)
+            while data := await stream.read(self.config.read_size):
+                exchange.bytes_out += len(data)
+                await self._write(data)
+
+        tasks = [asyncio.create_task(to_device()), asyncio.create_task(to_browser())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if tasks[1] in done:
+                await asyncio.wait([tasks[0]], timeout=1.0)
+            else:
+                await asyncio.wait([tasks[1]], timeout=self.config.idle_timeout)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(BaseException):
+                    await task
+            await stream.aclose()
+        exchange.detail = "websocket"
+        raise _CloseConnection
+
+
+class _BodyTransform:
+    """Decode (if compressed) and rewrite one response body as it streams."""
+
+    def __init__(self, rewriter: LanRewriter, coding: str) -> None:
+        self._decoder = BodyDecoder(coding) if coding != "identity" else None
+        self._rewriter: StreamRewriter = rewriter.body_rewriter()
+
+    def feed(self, data: bytes) -> bytes:
+        if self._decoder is None:
+            return self._rewriter.feed(data)
+        return b"".join(self._rewriter.feed(piece) for piece in self._decoder.decode(data))
+
+    def finish(self) -> bytes:
+        tail = b""
+        if self._decoder is not None:
+            tail = self._rewriter.feed(self._decoder.flush())
+        return tail + self._rewriter.finish()
+
+
+def _strip_relay_cookies(cookie: bytes | None) -> bytes | None:
+    if not cookie:
+        return None
+    kept = [part.strip() for part in cookie.split(b";")
+            if part.strip() and not part.strip().lower().startswith(
+                RESERVED_COOKIE_PREFIX.encode())]
+    return b"; ".join(kept) or None
+
+
+_DETAIL_TEXT = {
+    "device_closed_without_response": "The device closed the connection without answering.",
+}
+
+
+def _outcome_for(kind: str) -> str:
+    return {
+        "session_ended": "ended",
+        "session_not_found": "refused",
+        "cross_site_refused": "refused",
+        "not_signed_in": "refused",
+        "auth_failed": "refused",
+        "misdirected": "refused",
+        "bad_request": "refused",
+    }.get(kind, "error")
