@@ -18,7 +18,6 @@ The SNMP agent (``ewsgate.devicesim.snmp_agent``) serves the same serial and MAC
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ewsgate.config import HostPort
-from ewsgate.devicesim.ews_server import serve_http
+from ewsgate.devicesim.ews_server import HttpListener, serve_http
 from ewsgate.devicesim.profiles import PROFILES, profile_class
 from ewsgate.devicesim.profiles.base import Profile
 from ewsgate.devicesim.state import (
@@ -68,7 +67,7 @@ class RunningDevice:
     https: HostPort | None
     snmp: HostPort | None
     certificate: CertificatePair | None
-    _servers: list[asyncio.Server] = field(default_factory=list, repr=False)
+    _servers: list[HttpListener] = field(default_factory=list, repr=False)
     _snmp: Any = field(default=None, repr=False)
 
     @property
@@ -85,10 +84,7 @@ class RunningDevice:
 
     async def close(self) -> None:
         for server in self._servers:
-            server.close()
-        for server in self._servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 2)
+            await server.close()
         self._servers.clear()
         if self._snmp is not None:
             self._snmp.close()
@@ -164,7 +160,7 @@ async def start_device(
         if http is not None:
             server = await _listen(app, http, "http", None)
             device._servers.append(server)
-            device.http = HostPort(http.host, server.sockets[0].getsockname()[1])
+            device.http = HostPort(http.host, server.port)
             context.http_port = device.http.port
         if https is not None:
             if certificate is None:
@@ -175,7 +171,7 @@ async def start_device(
                    else modern_server_context)(certificate)
             server = await _listen(app, https, "https", tls)
             device._servers.append(server)
-            device.https = HostPort(https.host, server.sockets[0].getsockname()[1])
+            device.https = HostPort(https.host, server.port)
             device.certificate = certificate
             context.https_port = device.https.port
         holder.append(cls(context))
@@ -190,7 +186,7 @@ async def start_device(
     return device
 
 
-async def _listen(app: Any, where: HostPort, scheme: str, tls: Any) -> asyncio.Server:
+async def _listen(app: Any, where: HostPort, scheme: str, tls: Any) -> HttpListener:
     try:
         return await serve_http(app, where.host, where.port, scheme=scheme, ssl_context=tls)
     except OSError as exc:

@@ -49,7 +49,7 @@ from ewsgate.devicesim.web import (
     WebSocketResponse,
 )
 
-__all__ = ["App", "serve_http"]
+__all__ = ["App", "HttpListener", "serve_http"]
 
 log = logging.getLogger("ewsgate.devicesim.http")
 
@@ -60,17 +60,51 @@ _DRAIN_LIMIT = 16 * 1024 * 1024
 _MAX_HEADER_BYTES = 64 * 1024
 
 
+class HttpListener:
+    """A listening EWS socket and its open connections; ``close()`` ends them all."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=2)
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2)
+
+
 async def serve_http(app: App, host: str, port: int, *, scheme: str,
-                     ssl_context: ssl.SSLContext | None = None) -> asyncio.Server:
+                     ssl_context: ssl.SSLContext | None = None) -> HttpListener:
     """Listen on ``host:port`` (0 picks a free port) and serve ``app`` on every connection."""
+    listener = HttpListener()
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _HttpConnection(reader, writer, app, scheme).run()
+        task = asyncio.current_task()
+        assert task is not None
+        listener.tasks.add(task)
+        try:
+            await _HttpConnection(reader, writer, app, scheme).run()
+        finally:
+            listener.tasks.discard(task)
 
     if ssl_context is None:
-        return await asyncio.start_server(on_connect, host, port, limit=_READ_SIZE)
-    return await asyncio.start_server(on_connect, host, port, ssl=ssl_context,
-                                      limit=_READ_SIZE, ssl_handshake_timeout=10)
+        listener.server = await asyncio.start_server(on_connect, host, port, limit=_READ_SIZE)
+    else:
+        listener.server = await asyncio.start_server(
+            on_connect, host, port, ssl=ssl_context, limit=_READ_SIZE, ssl_handshake_timeout=10)
+    return listener
 
 
 class _HttpConnection:
@@ -96,7 +130,7 @@ class _HttpConnection:
         finally:
             self.writer.close()
             with contextlib.suppress(Exception):
-                await self.writer.wait_closed()
+                await asyncio.wait_for(self.writer.wait_closed(), 2)
 
     async def _loop(self) -> None:
         while True:

@@ -14,6 +14,7 @@ Screens::
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -97,7 +98,8 @@ class PanelModel:
             rows = [title.upper()] + [("> " if i == self.item else "  ") + self._fill(name)
                                       for i, name in enumerate(items)]
         else:
-            rows = [self.message, "", "OK/Back: return", ""]
+            wrapped = textwrap.wrap(self.message, WIDTH)[:2] or [""]
+            rows = [*wrapped, *[""] * (3 - len(wrapped)), "OK/Back: return"]
         rows = [*rows, "", "", "", ""][:4]
         return [row[:WIDTH].ljust(WIDTH) for row in rows]
 
