@@ -1,0 +1,164 @@
+"""The agent's device dialer: the verified device's IP, its configured ports, nothing else.
+
+A tunnel stream names a *port index* into the device's endpoint list (from the ticket's ``dev``
+claim, which the portal built from the device record the agent just verified). The dialer turns
+that index into ``(ip, port, scheme)`` and connects. It refuses, and logs, everything else:
+
+* an index outside the endpoint list (an unconfigured port);
+* any host other than the verified IP (:meth:`DeviceDialer.authorize` is the one gate);
+* a target that is a host name rather than an IP literal, or an IP that is loopback,
+  link-local, multicast, unspecified or reserved -- the agent's own machine and its neighbours'
+  infrastructure are never reachable through a tunnel.
+
+Loopback is allowed only with :data:`ALLOW_LOOPBACK_FOR_TESTS`, an object (not a flag, not an
+environment variable, not a config key) that test code must import and pass explicitly, so no
+production configuration can switch it on by accident.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+
+from ewsgate.agent.device_tls import DeviceCertChanged, DeviceCertPin
+from ewsgate.aio.errors import TunnelError
+from ewsgate.aio.splice import SpliceProtocol, splice_connect
+from ewsgate.aio.streams import TunnelStream
+from ewsgate.aio.tls import peer_certificate_sha256
+from ewsgate.tunnel import ErrorCode
+
+__all__ = [
+    "ALLOW_LOOPBACK_FOR_TESTS",
+    "DestinationRefused",
+    "DeviceDialer",
+    "DeviceEndpoint",
+    "DeviceTarget",
+    "DialPolicy",
+]
+
+log = logging.getLogger(__name__)
+
+
+class _TestOnlySwitch:
+    def __repr__(self) -> str:
+        return "ALLOW_LOOPBACK_FOR_TESTS"
+
+
+#: pass as ``DialPolicy(allow_loopback=ALLOW_LOOPBACK_FOR_TESTS)`` in tests only
+ALLOW_LOOPBACK_FOR_TESTS = _TestOnlySwitch()
+
+
+class DestinationRefused(TunnelError):
+    """The requested destination is not the verified device's configured endpoint."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, ErrorCode.DESTINATION_REFUSED)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEndpoint:
+    """One configured EWS endpoint: ``http`` or ``https`` and a port."""
+
+    scheme: str
+    port: int
+
+    def __post_init__(self) -> None:
+        if self.scheme not in ("http", "https") or not 0 < self.port < 65536:
+            raise ValueError(f"bad device endpoint {self.scheme}:{self.port}")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTarget:
+    """The verified device: its IP literal and its configured endpoints, in order."""
+
+    ip: str
+    endpoints: tuple[DeviceEndpoint, ...]
+    hostname: str = ""
+
+    @classmethod
+    def from_claim(cls, dev: dict[str, object]) -> DeviceTarget:
+        """From a ticket's / OpenSession's ``dev``: {"ip", "hostname", "endpoints": [...]}."""
+        raw = dev.get("endpoints")
+        items = raw if isinstance(raw, list) else []
+        return cls(ip=str(dev.get("ip", "")),
+                   endpoints=tuple(DeviceEndpoint(str(e["scheme"]), int(e["port"]))
+                                   for e in items),
+                   hostname=str(dev.get("hostname") or ""))
+
+
+@dataclass(frozen=True, slots=True)
+class DialPolicy:
+    """How the dialer may connect. Defaults are the production rules."""
+
+    allow_loopback: _TestOnlySwitch | None = None
+    connect_within: float = 10.0
+    refused_log: list[str] = field(default_factory=list, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.allow_loopback is not None and self.allow_loopback is not ALLOW_LOOPBACK_FOR_TESTS:
+            raise TypeError("allow_loopback takes only ALLOW_LOOPBACK_FOR_TESTS")
+
+
+class DeviceDialer:
+    """Dials the one verified device of one session."""
+
+    def __init__(self, target: DeviceTarget, policy: DialPolicy | None = None) -> None:
+        self.target = target
+        self.policy = policy or DialPolicy()
+        self.pin = DeviceCertPin(target.ip)
+        self._ip = self._check_ip(target.ip)
+
+    def _refuse(self, message: str) -> DestinationRefused:
+        log.warning("destination refused: %s", message)
+        self.policy.refused_log.append(message)
+        return DestinationRefused(message)
+
+    def _check_ip(self, host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            raise self._refuse(f"{host!r} is not an IP address; the agent dials only the "
+                               "verified device's IP, never a host name") from None
+        if ip.is_loopback and self.policy.allow_loopback is ALLOW_LOOPBACK_FOR_TESTS:
+            return ip
+        if ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified or \
+                ip.is_reserved or (isinstance(ip, ipaddress.IPv6Address) and
+                                   ip.ipv4_mapped is not None):
+            raise self._refuse(f"{ip} is a loopback, link-local, multicast, unspecified or "
+                               "reserved address; a device is never reached there")
+        return ip
+
+    def authorize(self, host: str, port: int) -> DeviceEndpoint:
+        """The endpoint for ``host:port`` if it is the verified device's; else refuse (and log)."""
+        ip = self._check_ip(host)
+        if ip != self._ip:
+            raise self._refuse(f"{host} is not the verified device {self.target.ip}")
+        for endpoint in self.target.endpoints:
+            if endpoint.port == port:
+                return endpoint
+        raise self._refuse(f"port {port} is not a configured endpoint of {self.target.ip}")
+
+    def resolve(self, port_index: int) -> DeviceEndpoint:
+        """The endpoint at ``port_index``; refuse an index that is not configured."""
+        if not 0 <= port_index < len(self.target.endpoints):
+            raise self._refuse(f"port index {port_index} is not configured for "
+                               f"{self.target.ip} ({len(self.target.endpoints)} endpoints)")
+        return self.target.endpoints[port_index]
+
+    async def connect(self, stream: TunnelStream) -> SpliceProtocol:
+        """Dial the endpoint ``stream.port_index`` and return the (not started) splice."""
+        endpoint = self.resolve(stream.port_index)
+        endpoint = self.authorize(self.target.ip, endpoint.port)
+        tls = self.pin.context if endpoint.scheme == "https" else None
+        splice = await splice_connect(stream, str(self._ip), endpoint.port, tls,
+                                      self.policy.connect_within)
+        if tls is not None:
+            assert splice.transport is not None
+            fingerprint = peer_certificate_sha256(splice.transport.get_extra_info("ssl_object"))
+            try:
+                self.pin.check(fingerprint, endpoint.port)
+            except DeviceCertChanged:
+                splice.transport.abort()
+                raise
+        return splice
