@@ -255,17 +255,24 @@ class SnmpAgentHandle:
         return bytes(self._engine.snmpEngineID)
 
     def close(self) -> None:
-        """Stop answering and release the UDP socket. Safe to call twice."""
+        """Stop answering. Safe to call twice. asyncio releases the socket on the next loop
+        iteration; ``await wait_closed()`` when the port must be free at once."""
         if self._closed:
             return
         self._closed = True
         self._engine.transport_dispatcher.close_dispatcher()
+
+    async def wait_closed(self) -> None:
+        """Wait until the UDP socket is released (after :meth:`close`)."""
+        for _ in range(3):  # transport.close() → call_soon(connection_lost) → socket closed
+            await asyncio.sleep(0)
 
     async def __aenter__(self) -> SnmpAgentHandle:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.close()
+        await self.wait_closed()
 
 
 async def serve_snmp(config: SnmpAgentConfig, *,
