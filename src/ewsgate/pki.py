@@ -31,7 +31,9 @@ Typical use::
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import ipaddress
 import os
 from collections.abc import Iterable
@@ -48,14 +50,17 @@ __all__ = [
     "CA_LIFETIME",
     "CLIENT_CERT_LIFETIME",
     "INSTALLATION_URI_PREFIX",
+    "PORTAL_SERVER_NAME",
     "SERVER_CERT_LIFETIME",
     "CertificateAuthority",
     "IssuedCert",
     "PkiError",
     "PrivateKey",
     "build_csr",
+    "ca_pin",
     "cert_from_pem",
     "cert_to_pem",
+    "compose_enrolment_token",
     "create_ca",
     "fingerprint_sha256",
     "generate_key",
@@ -67,11 +72,15 @@ __all__ = [
     "load_ca",
     "load_or_create_ca",
     "serial_hex",
+    "split_enrolment_token",
     "write_private_key",
 ]
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
+#: the DNS name in every portal control-server certificate; agents verify this name (they pin
+#: the portal's own CA, so the name only has to tell the portal apart from the CA's other servers)
+PORTAL_SERVER_NAME = "ewsgate-portal"
 #: ``urn:ewsgate:installation:<id>`` is the URI SAN that names an installation.
 INSTALLATION_URI_PREFIX = "urn:ewsgate:installation:"
 CA_LIFETIME = dt.timedelta(days=3650)
@@ -159,6 +168,33 @@ def write_private_key(path: Path, key: PrivateKey) -> None:
 def fingerprint_sha256(cert: x509.Certificate) -> str:
     """SHA-256 of the DER certificate, lowercase hex without separators (64 characters)."""
     return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def ca_pin(ca_cert: x509.Certificate) -> str:
+    """SHA-256 of a (CA) certificate's DER, base64url without padding: 43 characters.
+
+    Enrolment tokens carry it so that an agent can pick the portal's CA out of the certificate
+    chain the enrolment port presents before it trusts anything
+    (see :func:`compose_enrolment_token`).
+    """
+    digest = hashlib.sha256(ca_cert.public_bytes(serialization.Encoding.DER)).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def compose_enrolment_token(secret: str, ca_cert: x509.Certificate) -> str:
+    """The enrolment token an administrator copies to the site: ``<secret>.<ca-pin>``.
+
+    ``secret`` is the one-time token the portal stores hashed; the pin is public.
+    """
+    if "." in secret:
+        raise PkiError("pki.bad_token", "an enrolment secret cannot contain '.'")
+    return f"{secret}.{ca_pin(ca_cert)}"
+
+
+def split_enrolment_token(token: str) -> tuple[str, str | None]:
+    """``(secret, ca_pin)`` from ``<secret>.<ca-pin>``; the pin is None without a dot."""
+    secret, dot, pin = token.strip().partition(".")
+    return secret, (pin if dot else None)
 
 
 def serial_hex(cert: x509.Certificate) -> str:

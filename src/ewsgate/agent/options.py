@@ -9,15 +9,21 @@ __all__ = ["ENROLL", "RUN"]
 DATA_DIR = Option("data-dir", "directory for the installation's key, certificate and state",
                   parse=parse_path, default=parse_path("./data/agent"), metavar="DIR")
 
+PROXY = Option("proxy", "HTTP CONNECT proxy for outbound connections, e.g. "
+               "http://user:pass@proxy:3128 (default: HTTPS_PROXY)", parse=parse_url,
+               metavar="URL")
+
 ENROLL: list[Option] = [
-    Option("portal", "HOST:PORT of the portal's gRPC control server", parse=parse_host_port,
-           required=True, metavar="HOST:PORT"),
-    Option("token", "the one-time enrolment token from the portal", required=True),
+    Option("portal", "HOST:PORT of the portal's gRPC enrolment port (the portal's "
+           "--enrol-listen; it tells the agent where its control server is)",
+           parse=parse_host_port, required=True, metavar="HOST:PORT"),
+    Option("token", "the one-time enrolment token from the portal (<secret>.<ca-pin>)",
+           required=True),
     DATA_DIR,
+    PROXY,
 ]
 
 RUN: list[Option] = [
     DATA_DIR,
-    Option("proxy", "HTTP CONNECT proxy for outbound connections, e.g. "
-           "http://user:pass@proxy:3128 (default: HTTPS_PROXY)", parse=parse_url, metavar="URL"),
+    PROXY,
 ]

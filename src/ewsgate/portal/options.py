@@ -29,6 +29,16 @@ PORTAL: list[Option] = [
            parse=parse_host_port, default=parse_host_port("127.0.0.1:8000"), metavar="HOST:PORT"),
     Option("grpc-listen", "HOST:PORT for the gRPC control server (mTLS) that agents connect to",
            parse=parse_host_port, default=parse_host_port("127.0.0.1:8001"), metavar="HOST:PORT"),
+    Option("enrol-listen", "HOST:PORT for gRPC enrolment (server TLS only; agents without a "
+           "certificate yet); default: the --grpc-listen host, port + 1", parse=parse_host_port,
+           metavar="HOST:PORT"),
+    Option("grpc-advertise", "HOST:PORT agents dial for the control stream, told to them at "
+           "enrolment (default: the host they enrolled with, the --grpc-listen port)",
+           parse=parse_host_port, metavar="HOST:PORT"),
+    Option("ca-cert", "the CA certificate (PEM) to load instead of DATA_DIR/ca/ca.crt",
+           parse=parse_path, metavar="FILE"),
+    Option("ca-key", "the CA private key (PEM) to load instead of DATA_DIR/ca/ca.key",
+           parse=parse_path, metavar="FILE"),
     DATA_DIR,
     DATABASE,
     Option("public-url", "the portal's URL as browsers and relays reach it "

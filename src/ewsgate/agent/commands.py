@@ -1,0 +1,83 @@
+"""The agent's command handlers, by kind, for the control stream.
+
+A handler is ``async def handler(ctx: CommandContext) -> dict`` (see
+:mod:`ewsgate.agent.control_client`): it reads ``ctx.payload`` (a JSON object), may call
+``ctx.progress(stage, detail)``, and returns the result object or raises ``CommandFailure``.
+Other parts add their kinds with :func:`register` or by passing more handlers to
+:func:`default_handlers` (e.g. the tunnel's ``OpenSession`` / ``CloseSession``).
+
+``VerifyDevice`` payload (built by the portal from the device record)::
+
+    {"device_id": 7, "ip": "10.0.0.5", "method": "mac" | "serial", "make": "hp",
+     "expected_mac": "aa:bb:cc:dd:ee:ff", "expected_serial": "CNBRM5K0QZ",
+     "ews_port": 80, "timeout": 4.0,
+     "snmp": {"version": "2c" | "3" | "off", "port": 161, "community": "public",
+              "v3_user": "", "v3_auth_key": "", "v3_priv_key": "",
+              "v3_auth_protocol": "SHA", "v3_priv_protocol": "AES"}}
+
+Result: ``{"result": "verified" | "mismatch" | "unknown", "code", "detail", "seen_mac",
+"seen_serial", "method_used", "duration"}`` — a mismatch is a successful command whose result
+says *mismatch*; the portal fails closed on anything but *verified*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ewsgate import __version__
+from ewsgate.agent.control_client import CommandContext, CommandFailure, CommandHandler
+
+__all__ = ["default_handlers", "ping", "register", "verify_device"]
+
+_EXTRA: dict[str, CommandHandler] = {}
+
+
+def register(kind: str, handler: CommandHandler) -> None:
+    """Add a handler for ``kind`` to every client built by :func:`default_handlers` from now."""
+    _EXTRA[kind] = handler
+
+
+async def ping(ctx: CommandContext) -> dict[str, Any]:
+    """``Ping``: answers at once; used by health checks and the benchmark's round trips."""
+    return {"pong": True, "agent_version": __version__, "echo": ctx.payload.get("echo")}
+
+
+async def verify_device(ctx: CommandContext) -> dict[str, Any]:
+    """``VerifyDevice``: the SNMP/ARP identity check of :mod:`ewsgate.agent.identity`."""
+    from ewsgate.agent.identity import IdentityRequest, IdentityRequestError, check_identity
+    from ewsgate.agent.snmp.client import SnmpSettings, SnmpSettingsError
+
+    payload = ctx.payload
+    snmp_fields = payload.get("snmp") or {}
+    if not isinstance(snmp_fields, Mapping):
+        raise CommandFailure("bad_payload", "VerifyDevice: 'snmp' must be an object")
+    allowed = {"version", "port", "community", "v3_user", "v3_auth_key", "v3_priv_key",
+               "v3_auth_protocol", "v3_priv_protocol", "retries"}
+    try:
+        snmp = SnmpSettings(**{k: v for k, v in snmp_fields.items()
+                               if k in allowed and v is not None})
+        request = IdentityRequest(
+            ip=str(payload.get("ip", "")), method=payload.get("method", "mac"),
+            make=str(payload.get("make") or ""), expected_mac=payload.get("expected_mac"),
+            expected_serial=payload.get("expected_serial"), snmp=snmp,
+            timeout=float(payload.get("timeout", 4.0)),
+            ews_port=payload.get("ews_port"))
+    except (IdentityRequestError, SnmpSettingsError) as exc:
+        raise CommandFailure(exc.code, str(exc)) from None
+    except (TypeError, ValueError) as exc:
+        raise CommandFailure("bad_payload", f"VerifyDevice payload: {exc}") from None
+    ctx.progress("checking", f"checking the identity of {request.ip} by {request.method}")
+    result = await check_identity(request)
+    return {"result": result.result, "code": result.code, "detail": result.detail,
+            "seen_mac": result.seen_mac, "seen_serial": result.seen_serial,
+            "method_used": result.method_used, "duration": round(result.duration, 4)}
+
+
+def default_handlers(extra: Mapping[str, CommandHandler] | None = None
+                     ) -> dict[str, CommandHandler]:
+    """The agent's handlers: Ping, VerifyDevice, what was registered, and ``extra``."""
+    handlers: dict[str, CommandHandler] = {"Ping": ping, "VerifyDevice": verify_device}
+    handlers.update(_EXTRA)
+    handlers.update(extra or {})
+    return handlers

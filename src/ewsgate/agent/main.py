@@ -1,0 +1,88 @@
+"""``ewsgate agent enroll`` and ``ewsgate agent run``: the CLI handlers of the installation.
+
+``enroll(values)`` exchanges the one-time token for a certificate (:mod:`.enroll`) and saves it
+in ``--data-dir``; ``run(values)`` loads that identity and keeps the control stream up
+(:mod:`.control_client`) with the command handlers of :mod:`.commands` until SIGINT/SIGTERM.
+Both take the resolved flag values and return an exit code (0 ok, 1 failed, 2 bad usage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any
+
+from ewsgate import __version__
+from ewsgate.agent.proxy import ProxyConfig, resolve_proxy
+from ewsgate.agent.state import AgentState, StateError
+
+__all__ = ["enroll", "run"]
+
+log = logging.getLogger("ewsgate.agent")
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _proxy(flag: str | None, host: str) -> ProxyConfig | None:
+    try:
+        return resolve_proxy(flag, host)
+    except ValueError as exc:
+        from ewsgate.config import ConfigError
+
+        raise ConfigError(f"--proxy / HTTPS_PROXY: {exc}") from None
+
+
+def enroll(values: dict[str, Any]) -> int:
+    """Enrol with ``--portal`` (the portal's enrolment port) using ``--token``."""
+    from ewsgate.agent.enroll import EnrolError, EnrolOptions
+    from ewsgate.agent.enroll import enroll as do_enroll
+
+    _logging()
+    portal = values["portal"]
+    options = EnrolOptions(portal=portal, token=values["token"], agent_version=__version__,
+                           proxy=_proxy(values.get("proxy"), portal.host))
+    state = AgentState(values["data_dir"])
+    try:
+        identity = asyncio.run(do_enroll(options, state))
+    except EnrolError as exc:
+        print(f"ewsgate agent enroll: {exc.code}: {exc}", file=sys.stderr)
+        return 1
+    print(f"enrolled as installation {identity.installation_id}; certificate "
+          f"{identity.serial} valid until {identity.not_after:%Y-%m-%d %H:%M} UTC; "
+          f"control server {identity.control_address}; data in {state.data_dir}")
+    return 0
+
+
+async def _run(state: AgentState, proxy_flag: str | None) -> int:
+    from ewsgate.agent.commands import default_handlers
+    from ewsgate.agent.control_client import ClientConfig, ControlClient
+
+    identity = state.load()
+    config = ClientConfig(agent_version=__version__,
+                          proxy=_proxy(proxy_flag, identity.control_address.host))
+    client = ControlClient(state, default_handlers(), config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, client.stop)
+    log.info("installation %s: connecting to %s%s", identity.installation_id,
+             identity.control_address, f" via proxy {config.proxy}" if config.proxy else "")
+    await client.run()
+    return 0
+
+
+def run(values: dict[str, Any]) -> int:
+    """Keep the control stream up until SIGINT/SIGTERM."""
+    _logging()
+    state = AgentState(values["data_dir"])
+    try:
+        return asyncio.run(_run(state, values.get("proxy")))
+    except StateError as exc:
+        print(f"ewsgate agent run: {exc.code}: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,100 @@
+"""Enrolment: a one-time token and a CSR in, the installation's client certificate out.
+
+The token an administrator is shown has two parts, ``<secret>.<ca-pin>``
+(:func:`ewsgate.pki.compose_enrolment_token`):
+
+* ``<secret>`` is the one-time token of :mod:`ewsgate.portal.services.installations`
+  (``ewse_…``, 256 random bits, stored as SHA-256, single use, 24 h);
+* ``<ca-pin>`` is the SHA-256 of the portal CA's certificate, base64url without padding.
+
+The agent has no certificate and no CA yet when it enrols, so it cannot verify the portal's TLS
+certificate the usual way. It reads the certificate chain the enrolment port presents, keeps the
+CA certificate whose hash is the pin, and only then opens the gRPC call with that CA as its only
+root. A man in the middle therefore never sees the secret. The pin is public information (the
+CA certificate is not secret); only the ``<secret>`` part is sent to the portal.
+
+:class:`EnrolmentServicer` redeems the secret, signs the CSR with the CA (the CA writes the
+installation id into the certificate; nothing of the CSR's subject is kept) and records the
+certificate's serial and expiry as the installation's current certificate — all in one
+transaction, so a refused CSR leaves the token unused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+
+from ewsgate import pki
+from ewsgate.portal.services.errors import AuthenticationFailed
+from ewsgate.portal.services.installations import redeem_enrolment_token
+from ewsgate.portal.store.db import Database
+from ewsgate.proto import control_pb2 as pb
+from ewsgate.proto import control_pb2_grpc as pb_grpc
+
+__all__ = ["EnrolmentServicer", "EnrolmentSettings"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolmentSettings:
+    """What the enrolment answer tells the agent about the control server."""
+
+    cert_lifetime: dt.timedelta
+    control_port: int
+    #: HOST:PORT agents should dial for the control stream; empty: the host they enrolled with
+    control_address: str
+    server_name: str
+
+
+class EnrolmentServicer(pb_grpc.EnrolmentServicer):
+    """The ``Enrolment`` service (served on the server-TLS-only enrolment port)."""
+
+    def __init__(self, database: Database, ca: pki.CertificateAuthority,
+                 settings: Callable[[], EnrolmentSettings],
+                 clock: Callable[[], dt.datetime]) -> None:
+        self.database = database
+        self.ca = ca
+        self.settings = settings
+        self.clock = clock
+
+    async def Enroll(self, request: pb.EnrollRequest,
+                     context: grpc.aio.ServicerContext[pb.EnrollRequest, pb.EnrollResponse],
+                     ) -> pb.EnrollResponse:
+        secret, _pin = pki.split_enrolment_token(request.token)
+        settings = self.settings()
+        now = self.clock()
+        failure: tuple[grpc.StatusCode, str] | None = None
+        response = pb.EnrollResponse()
+        try:
+            async with self.database.transaction() as session:
+                installation = await redeem_enrolment_token(session, secret, clock=self.clock)
+                cert = self.ca.sign_installation_csr(
+                    request.csr_pem, installation_id=installation.id, now=now,
+                    lifetime=settings.cert_lifetime)
+                installation.cert_serial = pki.serial_hex(cert)
+                installation.cert_not_after = cert.not_valid_after_utc
+                if request.agent_version:
+                    installation.agent_version = request.agent_version[:64]
+                response = pb.EnrollResponse(
+                    installation_id=str(installation.id),
+                    certificate_pem=pki.cert_to_pem(cert),
+                    ca_certificate_pem=self.ca.cert_pem,
+                    control_address=settings.control_address,
+                    control_port=settings.control_port,
+                    server_name=settings.server_name)
+                log.info("installation %s enrolled (certificate %s, host %r, peer %s)",
+                         installation.id, installation.cert_serial, request.hostname[:100],
+                         context.peer())
+        except AuthenticationFailed as exc:
+            failure = (grpc.StatusCode.UNAUTHENTICATED, f"{exc.code}: {exc.message}")
+        except pki.PkiError as exc:
+            failure = (grpc.StatusCode.INVALID_ARGUMENT, f"{exc.code}: {exc}")
+        if failure is not None:
+            log.info("enrolment refused from %s: %s", context.peer(), failure[1])
+            await context.abort(*failure)
+        return response

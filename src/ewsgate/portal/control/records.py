@@ -1,0 +1,174 @@
+"""What the control server reads and writes in the portal's database.
+
+The control server decides who is on a stream from the client certificate alone, then asks this
+module whether that certificate is still good:
+
+* the installation named in the certificate exists and is enabled, and
+* the certificate's serial is the installation's current one (``Installation.cert_serial``).
+
+A renewed certificate is *adopted on first use*: renewal signs a new certificate but leaves the
+recorded serial alone, and the first stream that presents a certificate of the same installation
+that expires later than the recorded one makes it current. From then on the older certificate
+is refused. So a renewal whose answer was lost on the way to the agent never locks the agent
+out, and re-enrolment (a later certificate) revokes the earlier one.
+
+Online state: ``online`` and ``last_seen_at`` are written when a stream starts and ends, and the
+hub refreshes ``last_seen_at`` of every live stream in batches. Rows marked online whose
+``last_seen_at`` is older than the stale limit are marked offline by :meth:`mark_stale_offline`,
+which also repairs rows left online by a portal process that died.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+
+from ewsgate.portal.store.db import Database
+from ewsgate.portal.store.models import ControlCommand, Installation
+
+__all__ = ["ControlRecords", "Refusal", "StreamGrant"]
+
+_CHUNK = 500
+#: an expiry earlier than any real one: a live stream is never "newer" and so never adopts
+_FLOOR = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+class Refusal(Exception):
+    """The certificate may not open or keep a stream. ``code`` is stable; ``status`` is the gRPC
+    status name to end the stream with."""
+
+    def __init__(self, code: str, status: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class StreamGrant:
+    """The outcome of a successful check: who, and the certificate that is now current."""
+
+    installation_id: int
+    cert_serial: str
+    adopted: bool
+
+
+def _check(installation: Any, installation_id: int, cert_serial: str,
+           cert_not_after: dt.datetime) -> bool:
+    """True when the certificate should be adopted as the installation's current one.
+
+    ``installation`` is an Installation or a row with its ``enabled``, ``cert_serial`` and
+    ``cert_not_after``; None when it does not exist.
+    """
+    if installation is None:
+        raise Refusal("installation_deleted", "PERMISSION_DENIED",
+                      f"installation {installation_id} no longer exists; its certificate is "
+                      "revoked. Create a new installation and enrol again")
+    if not installation.enabled:
+        raise Refusal("installation_disabled", "PERMISSION_DENIED",
+                      f"installation {installation_id} is disabled; enable it in the portal")
+    if installation.cert_serial == cert_serial:
+        return False
+    recorded = installation.cert_not_after
+    if installation.cert_serial is not None and recorded is not None and cert_not_after > recorded:
+        return True
+    raise Refusal("certificate_superseded", "UNAUTHENTICATED",
+                  f"certificate {cert_serial} is not installation {installation_id}'s current "
+                  "certificate (it was replaced by a renewal or a new enrolment); enrol again "
+                  "if this agent has no newer certificate")
+
+
+class ControlRecords:
+    """Database access for the control server (one instance per portal process)."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def authorize(self, installation_id: int, cert_serial: str,
+                        cert_not_after: dt.datetime) -> StreamGrant:
+        """Check a certificate at stream start (may adopt a renewed one); raise :class:`Refusal`."""
+        async with self.database.transaction() as session:
+            installation = await session.get(Installation, installation_id)
+            adopt = _check(installation, installation_id, cert_serial, cert_not_after)
+            if adopt:
+                assert installation is not None
+                installation.cert_serial = cert_serial
+                installation.cert_not_after = cert_not_after
+        return StreamGrant(installation_id, cert_serial, adopt)
+
+    async def recheck(self, installation_id: int, cert_serial: str) -> None:
+        """Check a live stream's certificate again (no adoption); raises :class:`Refusal`."""
+        async with self.database.transaction() as session:
+            installation = await session.get(Installation, installation_id)
+            _check(installation, installation_id, cert_serial, _FLOOR)
+
+    async def refused_among(self, streams: Mapping[int, str]) -> dict[int, Refusal]:
+        """For many live streams ``{installation_id: cert_serial}`` at once: those now refused."""
+        refused: dict[int, Refusal] = {}
+        ids = list(streams)
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start:start + _CHUNK]
+            async with self.database.transaction() as session:
+                result = await session.execute(
+                    select(Installation.id, Installation.enabled, Installation.cert_serial,
+                           Installation.cert_not_after).where(Installation.id.in_(chunk)))
+                rows = {row.id: row for row in result.all()}
+            for installation_id in chunk:
+                try:
+                    _check(rows.get(installation_id), installation_id, streams[installation_id],
+                           _FLOOR)
+                except Refusal as refusal:
+                    refused[installation_id] = refusal
+        return refused
+
+    async def mark_online(self, installation_id: int, now: dt.datetime,
+                          agent_version: str | None = None) -> None:
+        values: dict[str, Any] = {"online": True, "last_seen_at": now}
+        if agent_version:
+            values["agent_version"] = agent_version[:64]
+        async with self.database.transaction() as session:
+            await session.execute(update(Installation)
+                                  .where(Installation.id == installation_id).values(**values))
+
+    async def mark_offline(self, installation_id: int, now: dt.datetime) -> None:
+        async with self.database.transaction() as session:
+            await session.execute(update(Installation).where(Installation.id == installation_id)
+                                  .values(online=False, last_seen_at=now))
+
+    async def touch(self, installation_ids: Iterable[int], now: dt.datetime) -> None:
+        """Refresh ``last_seen_at`` (and ``online``) of live streams, in batches."""
+        ids = sorted(set(installation_ids))
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start:start + _CHUNK]
+            async with self.database.transaction() as session:
+                await session.execute(update(Installation).where(Installation.id.in_(chunk))
+                                      .values(online=True, last_seen_at=now))
+
+    async def mark_stale_offline(self, older_than: dt.datetime) -> None:
+        """Mark offline every installation marked online but not seen since ``older_than``."""
+        async with self.database.transaction() as session:
+            await session.execute(update(Installation).where(
+                Installation.online.is_(True),
+                (Installation.last_seen_at.is_(None)) | (Installation.last_seen_at < older_than))
+                .values(online=False))
+
+    async def record_command(self, command_id: str, installation_id: int, kind: str,
+                             payload: dict[str, Any], now: dt.datetime) -> None:
+        async with self.database.transaction() as session:
+            session.add(ControlCommand(id=command_id, installation_id=installation_id, kind=kind,
+                                       created_at=now, status="pending", payload=payload))
+
+    async def finish_command(self, command_id: str, status: str,
+                             result: dict[str, Any] | None, now: dt.datetime) -> None:
+        async with self.database.transaction() as session:
+            await session.execute(update(ControlCommand).where(ControlCommand.id == command_id)
+                                  .values(status=status, result=result, completed_at=now))
+
+    async def set_command_status(self, command_id: str, status: str) -> None:
+        async with self.database.transaction() as session:
+            await session.execute(update(ControlCommand).where(ControlCommand.id == command_id)
+                                  .values(status=status))

@@ -1,0 +1,319 @@
+"""The portal's gRPC control server: mTLS ``Control`` streams and the ``Enrolment`` port.
+
+One ``grpc.aio`` server, two ports::
+
+    --grpc-listen   mutual TLS (ssl_server_credentials(require_client_auth=True), root = the
+                    portal CA): a client without a certificate, with a certificate of another CA
+                    or with an expired one fails the TLS handshake (the client sees UNAVAILABLE).
+    --enrol-listen  server TLS only, for agents that have no certificate yet. ``Connect`` on this
+                    port has no peer certificate and is refused (UNAUTHENTICATED); ``Enroll`` is
+                    the only call that works here.
+
+grpcio's server credentials cannot make a client certificate optional per method, hence the two
+ports. Both present the same server certificate, issued by the CA at start-up for the fixed name
+:data:`SERVER_NAME` (which agents verify, pinning the CA) plus the listen hosts and loopback.
+
+A ``Connect`` stream, in the servicer:
+
+1. identity from the TLS peer certificate only (``auth_context()["x509_pem_cert"]``): the
+   installation id in its URI SAN, its serial and expiry;
+2. :meth:`ControlRecords.authorize`: exists, enabled, current serial (or a renewal adopted now);
+3. the first message must be ``Hello``; a Hello claiming another installation is refused;
+4. ``Welcome``; then a reader task handles heartbeats, progress, results and renewals (each
+   message re-checks a closing flag that the hub's sweep sets from the database, and results
+   and renewals are checked against the database directly), while the handler writes what the
+   hub hands it, until the stream ends or the hub closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import ipaddress
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import grpc
+from cryptography import x509
+
+from ewsgate import pki
+from ewsgate.portal.control.enrolment import EnrolmentServicer, EnrolmentSettings
+from ewsgate.portal.control.hub import Connection, ControlHub, HubConfig
+from ewsgate.portal.control.records import ControlRecords, Refusal
+from ewsgate.portal.store.db import Database
+from ewsgate.proto import control_pb2 as pb
+from ewsgate.proto import control_pb2_grpc as pb_grpc
+
+__all__ = ["SERVER_NAME", "ControlServer", "ControlServerConfig", "peer_certificate"]
+
+log = logging.getLogger(__name__)
+
+#: the DNS name every portal control certificate carries and agents verify
+SERVER_NAME = pki.PORTAL_SERVER_NAME
+HELLO_TIMEOUT = 10.0
+_MAX_MESSAGE = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ControlServerConfig:
+    """Where to listen and how long things live."""
+
+    listen: str = "127.0.0.1:0"
+    #: None: no enrolment port
+    enrol_listen: str | None = "127.0.0.1:0"
+    #: HOST:PORT agents should dial for the control stream (told to them at enrolment)
+    advertise: str = ""
+    #: extra DNS names / IPs for the server certificate
+    server_names: tuple[str, ...] = ()
+    cert_lifetime: dt.timedelta = pki.CLIENT_CERT_LIFETIME
+    hub: HubConfig = field(default_factory=HubConfig)
+
+
+def peer_certificate(context: grpc.aio.ServicerContext[object, object]) -> x509.Certificate | None:
+    """The client certificate the TLS layer verified, or None (no mTLS on this port)."""
+    pems = context.auth_context().get("x509_pem_cert") or []
+    if not pems:
+        return None
+    try:
+        return x509.load_pem_x509_certificate(pems[0])
+    except ValueError:
+        return None
+
+
+def _host_of(address: str) -> str:
+    host = address.rsplit(":", 1)[0]
+    return host[1:-1] if host.startswith("[") else host
+
+
+def _names(hosts: Iterable[str]) -> tuple[list[str], list[str]]:
+    dns, ips = [SERVER_NAME, "localhost"], ["127.0.0.1", "::1"]
+    for host in hosts:
+        if not host or host in ("0.0.0.0", "::", "*"):
+            continue
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if host not in dns:
+                dns.append(host)
+        else:
+            if host not in ips:
+                ips.append(host)
+    return dns, ips
+
+
+class ControlServicer(pb_grpc.ControlServicer):
+    """The ``Control`` service: one long-lived stream per installation."""
+
+    def __init__(self, hub: ControlHub, ca: pki.CertificateAuthority,
+                 cert_lifetime: dt.timedelta) -> None:
+        self.hub = hub
+        self.records = hub.records
+        self.ca = ca
+        self.cert_lifetime = cert_lifetime
+
+    async def Connect(self, request_iterator: object,
+                      context: grpc.aio.ServicerContext[pb.AgentMessage, pb.PortalMessage],
+                      ) -> None:
+        cert = peer_certificate(context)
+        if cert is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "no client certificate: the control stream needs mutual TLS; "
+                                "this is the enrolment port")
+            return
+        ident = pki.installation_id_from_cert(cert)
+        if ident is None or not ident.isdigit() or not pki.is_issued_by(cert, self.ca.cert):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "the client certificate names no installation of this portal")
+            return
+        installation_id, serial = int(ident), pki.serial_hex(cert)
+        try:
+            await self.records.authorize(installation_id, serial, cert.not_valid_after_utc)
+        except Refusal as refusal:
+            log.info("stream of installation %s refused: %s", installation_id, refusal.message)
+            await context.abort(grpc.StatusCode[refusal.status], f"{refusal.code}: {refusal}")
+            return
+        try:
+            first = await asyncio.wait_for(context.read(), HELLO_TIMEOUT)
+        except TimeoutError:
+            first = None
+        if not isinstance(first, pb.AgentMessage) or first.WhichOneof("body") != "hello":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "protocol_error: the first message must be Hello")
+            return
+        hello = first.hello
+        if hello.installation_id and hello.installation_id != ident:
+            log.warning("installation %s claimed to be installation %r; refused",
+                        installation_id, hello.installation_id)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"identity_mismatch: the message claims installation "
+                                f"{hello.installation_id!r} but the certificate names "
+                                f"installation {ident}; identity comes from the certificate")
+            return
+        loop = asyncio.get_running_loop()
+        connection = Connection(installation_id=installation_id, cert_serial=serial,
+                                peer=context.peer(), connected_at=loop.time(),
+                                last_message_at=loop.time())
+        await self.hub.attach(connection, hello.agent_version or None)
+        log.info("installation %s online from %s (agent %s)", installation_id, context.peer(),
+                 hello.agent_version or "?")
+        connection.push(pb.PortalMessage(welcome=pb.Welcome(
+            installation_id=ident,
+            heartbeat_interval_ms=int(self.hub.config.heartbeat_interval * 1000),
+            server_time_unix_ms=int(self.hub.clock().timestamp() * 1000))))
+        reader = asyncio.create_task(self._read(connection, context))
+        try:
+            await self._write(connection, context, reader)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            await self.hub.detach(connection)
+            log.info("installation %s offline (%s)", installation_id,
+                     connection.closing.code if connection.closing else "stream ended")
+
+    async def _write(self, connection: Connection,
+                     context: grpc.aio.ServicerContext[pb.AgentMessage, pb.PortalMessage],
+                     reader: asyncio.Task[None]) -> None:
+        while True:
+            if connection.closing is not None:
+                refusal = connection.closing
+                await context.abort(grpc.StatusCode[refusal.status],
+                                    f"{refusal.code}: {refusal.message}")
+                return
+            item = self.hub.take(connection)
+            if item is None:
+                if reader.done():
+                    return
+                connection.wakeup.clear()
+                await connection.wakeup.wait()
+                continue
+            message, command_id = item
+            try:
+                await context.write(message)
+            except BaseException:
+                if command_id is not None:
+                    self.hub.sent(command_id, written=False)
+                raise
+            if command_id is not None:
+                self.hub.sent(command_id, written=True)
+
+    async def _read(self, connection: Connection,
+                    context: grpc.aio.ServicerContext[pb.AgentMessage, pb.PortalMessage]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while connection.closing is None:
+                message = await context.read()
+                if message is grpc.aio.EOF or not isinstance(message, pb.AgentMessage):
+                    return
+                connection.last_message_at = loop.time()
+                if connection.closing is not None:
+                    return
+                await self._dispatch(connection, message)
+        except Refusal as refusal:
+            connection.close(refusal)
+        except (grpc.RpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
+            return
+        finally:
+            connection.wakeup.set()
+
+    async def _dispatch(self, connection: Connection, message: pb.AgentMessage) -> None:
+        kind = message.WhichOneof("body")
+        if kind == "heartbeat":
+            connection.push(pb.PortalMessage(heartbeat=message.heartbeat))
+        elif kind == "progress":
+            self.hub.on_progress(connection, message.progress)
+        elif kind == "result":
+            await self.records.recheck(connection.installation_id, connection.cert_serial)
+            self.hub.on_result(connection, message.result)
+        elif kind == "renew":
+            await self.records.recheck(connection.installation_id, connection.cert_serial)
+            connection.push(pb.PortalMessage(renewed=self._renew(connection, message.renew)))
+        else:
+            raise Refusal("protocol_error", "INVALID_ARGUMENT",
+                          f"unexpected {kind or 'empty'} message on an open stream")
+
+    def _renew(self, connection: Connection, request: pb.RenewRequest) -> pb.RenewResponse:
+        try:
+            cert = self.ca.sign_installation_csr(
+                request.csr_pem, installation_id=connection.installation_id,
+                now=self.hub.clock(), lifetime=self.cert_lifetime)
+        except pki.PkiError as exc:
+            return pb.RenewResponse(request_id=request.request_id, error_code=exc.code,
+                                    error_message=str(exc))
+        log.info("installation %s renewed its certificate: %s -> %s (adopted on first use)",
+                 connection.installation_id, connection.cert_serial, pki.serial_hex(cert))
+        return pb.RenewResponse(request_id=request.request_id,
+                                certificate_pem=pki.cert_to_pem(cert),
+                                ca_certificate_pem=self.ca.cert_pem)
+
+
+class ControlServer:
+    """The gRPC server with both ports, the hub and its sweeper. ``start()`` then ``stop()``."""
+
+    def __init__(self, config: ControlServerConfig, *, database: Database,
+                 ca: pki.CertificateAuthority, clock: Callable[[], dt.datetime]) -> None:
+        self.config = config
+        self.ca = ca
+        self.clock = clock
+        self.records = ControlRecords(database)
+        self.hub = ControlHub(self.records, config=config.hub, clock=clock)
+        self.port = 0
+        self.enrol_port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._database = database
+
+    def _enrolment_settings(self) -> EnrolmentSettings:
+        return EnrolmentSettings(cert_lifetime=self.config.cert_lifetime, control_port=self.port,
+                                 control_address=self.config.advertise, server_name=SERVER_NAME)
+
+    async def start(self) -> None:
+        """Issue the server certificate, bind both ports, start serving and sweeping."""
+        hosts = [_host_of(self.config.listen), *self.config.server_names]
+        if self.config.enrol_listen:
+            hosts.append(_host_of(self.config.enrol_listen))
+        if self.config.advertise:
+            hosts.append(_host_of(self.config.advertise))
+        dns, ips = _names(hosts)
+        issued = self.ca.issue_server_cert(dns_names=dns, ip_addresses=ips, now=self.clock(),
+                                           common_name=SERVER_NAME)
+        chain = issued.cert_pem + self.ca.cert_pem
+        options = [
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+            ("grpc.http2.max_ping_strikes", 0),
+            ("grpc.max_receive_message_length", _MAX_MESSAGE),
+            ("grpc.max_concurrent_streams", 8),
+        ]
+        server = grpc.aio.server(options=options)
+        pb_grpc.add_ControlServicer_to_server(
+            ControlServicer(self.hub, self.ca, self.config.cert_lifetime), server)
+        pb_grpc.add_EnrolmentServicer_to_server(
+            EnrolmentServicer(self._database, self.ca, self._enrolment_settings, self.clock),
+            server)
+        mtls = grpc.ssl_server_credentials([(issued.key_pem, chain)],
+                                           root_certificates=self.ca.cert_pem,
+                                           require_client_auth=True)
+        self.port = server.add_secure_port(self.config.listen, mtls)
+        if self.config.enrol_listen:
+            tls = grpc.ssl_server_credentials([(issued.key_pem, chain)])
+            self.enrol_port = server.add_secure_port(self.config.enrol_listen, tls)
+        await server.start()
+        self._server = server
+        self._sweeper = asyncio.create_task(self.hub.run_sweeper())
+        log.info("control server on %s (mTLS), enrolment on %s", self.port, self.enrol_port)
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Close every stream (agents reconnect elsewhere or later) and stop serving."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        self.hub.close_all()
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
