@@ -135,7 +135,7 @@ async def _device_page(p: Page, device_id: int, *, error: PageError | None = Non
         "installation_name": directory.installation_name(device.installation_id),
         "installation_online": directory.installation_online(device.installation_id),
         "can_configure": can_configure, "is_rt_user": is_rt_user, "can_open": can_open,
-        "can_verify": False, "jobs": jobs, "error": error,
+        "jobs": jobs, "error": error,
     }, status_code=status_code)
 
 

@@ -114,7 +114,8 @@ class Viewer:
 
     @classmethod
     def of(cls, actor: Actor) -> Viewer:
-        roles = sorted({a.role for a in actor.assignments}, key=list(ROLE_LABELS).index)
+        order = {role: index for index, role in enumerate(ROLE_LABELS)}
+        roles = sorted({a.role for a in actor.assignments}, key=lambda r: order.get(r, 99))
         label = ", ".join(ROLE_LABELS.get(r, r) for r in roles) or "no role yet"
         return cls(actor.email, actor.name or actor.email, label)
 
