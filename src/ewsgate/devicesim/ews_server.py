@@ -96,6 +96,8 @@ async def serve_http(app: App, host: str, port: int, *, scheme: str,
         listener.tasks.add(task)
         try:
             await _HttpConnection(reader, writer, app, scheme).run()
+        except asyncio.CancelledError:
+            pass  # the listener is closing; ending quietly keeps asyncio from logging it
         finally:
             listener.tasks.discard(task)
 

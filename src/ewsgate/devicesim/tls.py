@@ -19,6 +19,7 @@ import datetime
 import ipaddress
 import ssl
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,8 +106,10 @@ def legacy_server_context(pair: CertificatePair) -> ssl.SSLContext:
     """TLS 1.0/1.1 only, old CBC-SHA suites (a Brother-like device)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.set_ciphers(LEGACY_CIPHERS)
-    context.minimum_version = ssl.TLSVersion.TLSv1
-    context.maximum_version = ssl.TLSVersion.TLSv1_1
+    with warnings.catch_warnings():  # deprecated on purpose: this *is* the legacy device
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.maximum_version = ssl.TLSVersion.TLSv1_1
     _load_chain(context, pair)
     return context
 
@@ -121,5 +124,7 @@ def legacy_client_context() -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     context.set_ciphers("DEFAULT:@SECLEVEL=0")
-    context.minimum_version = ssl.TLSVersion.TLSv1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = ssl.TLSVersion.TLSv1
     return context
