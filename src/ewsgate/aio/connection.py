@@ -149,7 +149,6 @@ class TunnelConnection(asyncio.Protocol):
     def refuse_peer(self, code: ErrorCode, reason: str) -> None:
         self.core.refuse_peer(code, reason)
         self._flush()
-        self._close_transport()
         self._finish(TunnelClosedError(reason, code))
 
     # ------------------------------------------------------------------ streams
@@ -306,7 +305,7 @@ class TunnelConnection(asyncio.Protocol):
             log.info("tunnel peer sent GOAWAY (%s): %s", event.error_code, event.reason)
         elif isinstance(event, ConnectionTerminated):
             self._flush()
-            self._close_transport()
+            # record why before closing: closing a TLS transport may report EOF synchronously
             self._finish(TunnelClosedError(event.reason or "tunnel closed", event.error_code))
 
     def _on_stream_opened(self, event: StreamOpened) -> None:
@@ -337,7 +336,6 @@ class TunnelConnection(asyncio.Protocol):
         self.core.close(code, reason)
         self._flush()
         if code is not ErrorCode.NO_ERROR or self.core.is_drained:
-            self._close_transport()
             self._finish(TunnelClosedError(reason or "tunnel closed", code))
 
     def abort(self, code: ErrorCode, reason: str) -> None:
