@@ -359,3 +359,52 @@ async def test_jobs_list_filters_and_detail_with_log(client, seeded, ui_db):
     async with outsider:
         await sign_in(outsider, seeded.email["outsider"])
         assert (await outsider.get(f"/jobs/{job_id}")).status_code == 404
+
+
+async def test_admin_adds_a_device(client, seeded):
+    await sign_in(client, seeded.email["admin"])
+    listing = await client.get("/devices")
+    assert 'href="/devices/new"' in listing.text
+    form = await client.get("/devices/new")
+    assert form.status_code == 200
+    response = await client.post("/devices", data={
+        "csrf_token": csrf_of(form.text), "installation_id": str(seeded.installation["hq"]),
+        "name": "Lobby printer", "make": "canon", "model": "imageRUNNER C3226",
+        "ip": "10.20.0.99", "ews_endpoints": "https:443, http:80", "identity_method": "mac",
+        "mac": "00-1E-8F-AA-BB-CC", "snmp_version": "2c", "snmp_port": "161",
+        "snmp_community": "public"})
+    assert response.status_code == 303
+    page = await client.get(response.headers["location"])
+    assert "Lobby printer" in page.text and "00:1e:8f:aa:bb:cc" in page.text
+    assert "https:443" in page.text and "The device was added" in page.text
+
+
+@pytest.mark.parametrize(("field", "value", "text"), [
+    ("ip", "10.20.0.300", "ip"),
+    ("ews_endpoints", "https:99999", "ews_endpoints"),
+    ("mac", "not-a-mac", "mac"),
+])
+async def test_bad_device_field_is_named_and_nothing_is_written(client, seeded, field, value,
+                                                                 text):
+    await sign_in(client, seeded.email["admin"])
+    form = await client.get("/devices/new")
+    data = {"csrf_token": csrf_of(form.text), "installation_id": str(seeded.installation["hq"]),
+            "name": "Broken printer", "make": "hp", "ip": "10.20.0.98",
+            "ews_endpoints": "http:80", "identity_method": "mac", "mac": "00:1e:8f:00:00:01",
+            "snmp_version": "2c", "snmp_port": "161", field: value}
+    response = await client.post("/devices", data=data)
+    assert response.status_code == 422
+    assert f'id="{text}-error"' in response.text
+    assert 'value="Broken printer"' in response.text
+    assert "Broken printer" not in (await client.get("/devices")).text
+
+
+async def test_only_administrators_add_devices(client, seeded):
+    await sign_in(client, seeded.email["configurer"])
+    assert 'href="/devices/new"' not in (await client.get("/devices")).text
+    assert (await client.get("/devices/new")).status_code == 403
+    page = await client.get("/devices")
+    response = await client.post("/devices", data={
+        "csrf_token": csrf_of(page.text), "installation_id": str(seeded.installation["hq"]),
+        "name": "Sneaky", "ip": "10.20.0.97"})
+    assert response.status_code == 403

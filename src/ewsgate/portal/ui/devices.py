@@ -8,6 +8,9 @@ What a device page offers follows from the service layer alone:
 * the *Open device web page* button appears when ``can_open_session`` is true — a Remote
   Technician User over the device, Remote Technician enabled, installation enabled.
 
+Administrators add devices (``GET /devices/new``, ``POST /devices``): every field is validated
+by ``create_device``, and a refused one is shown by its field with the form re-filled.
+
 ``POST /devices/{id}/remote-technician`` calls ``set_remote_technician``;
 ``POST /devices/{id}/open`` checks ``authorize_open_session`` and, until remote sessions are
 built, answers with a page that says so.
@@ -25,9 +28,22 @@ from ewsgate.portal.services.access import Action
 from ewsgate.portal.services.errors import InvalidInput, PermissionDenied, ServiceError
 from ewsgate.portal.store.models import DEVICE_MAKES, Device
 from ewsgate.portal.ui.lookups import load_directory
+from ewsgate.portal.ui.rendering import make_label
 from ewsgate.portal.ui.web import Page, PageError, page
 
-__all__ = ["device_detail", "device_list", "open_device", "set_remote_technician"]
+__all__ = ["create_device", "device_detail", "device_list", "new_device", "open_device",
+           "set_remote_technician"]
+
+#: The add-device form's fields, in the names ``create_device`` takes.
+DEVICE_FORM_FIELDS = (
+    "installation_id", "name", "make", "model", "ip", "hostname", "ews_endpoints",
+    "identity_method", "mac", "serial", "snmp_version", "snmp_port", "snmp_community",
+    "snmp_v3_user", "snmp_v3_auth_protocol", "snmp_v3_auth_key", "snmp_v3_priv_protocol",
+    "snmp_v3_priv_key")
+_REQUIRED = frozenset({"installation_id", "name", "ip"})
+_NEW_DEVICE = {**dict.fromkeys(DEVICE_FORM_FIELDS, ""), "make": "other",
+               "ews_endpoints": "http:80", "identity_method": "mac", "snmp_version": "2c",
+               "snmp_port": "161", "snmp_community": "public"}
 
 
 @dataclass(frozen=True)
@@ -101,7 +117,43 @@ async def device_list(p: Page) -> Response:
         "customer_options": directory.customer_options(),
         "installation_options": directory.installation_options(),
         "make_options": DEVICE_MAKES, "error": error,
+        "can_admin": p.actor.can_anywhere(Action.MANAGE_INVENTORY),
     }, status_code=422 if error else 200)
+
+
+async def _new_device_page(p: Page, form: dict[str, str], *, error: PageError | None = None,
+                           status_code: int = 200) -> Response:
+    async with p.transaction() as session:
+        directory = await load_directory(session, p.actor)
+    return p.render("devices/new.html", "devices", {
+        "title": "Add a device", "form": form, "error": error,
+        "installation_choices": [(o.id, o.label) for o in directory.installation_options()],
+        "make_choices": [(m, make_label(m)) for m in DEVICE_MAKES],
+    }, status_code=status_code)
+
+
+@page
+async def new_device(p: Page) -> Response:
+    """``GET /devices/new``: the add-device form (Administrators)."""
+    if not p.actor.can_anywhere(Action.MANAGE_INVENTORY):
+        return p.failure(PermissionDenied("only an administrator can add devices"))
+    return await _new_device_page(p, dict(_NEW_DEVICE))
+
+
+@page
+async def create_device(p: Page) -> Response:
+    """``POST /devices``: add a device; the service layer validates every field."""
+    form = {name: p.field(name) for name in DEVICE_FORM_FIELDS}
+    values = {k: v for k, v in form.items() if v or k in _REQUIRED}
+    try:
+        async with p.transaction() as session:
+            device = await device_service.create_device(session, p.actor, values,
+                                                        clock=p.ui.config.clock)
+            device_id = device.id
+    except ServiceError as exc:
+        return await _new_device_page(p, form, status_code=exc.status,
+                                      error=PageError.of(exc, frozenset(DEVICE_FORM_FIELDS)))
+    return p.redirect(f"/devices/{device_id}", "device-created")
 
 
 async def _device_page(p: Page, device_id: int, *, error: PageError | None = None,

@@ -35,6 +35,8 @@ ROUTES: list[tuple[str, Endpoint, list[str]]] = [
     ("/login", login.login_submit, ["POST"]),
     ("/logout", login.logout, ["POST"]),
     ("/devices", devices.device_list, ["GET"]),
+    ("/devices", devices.create_device, ["POST"]),
+    ("/devices/new", devices.new_device, ["GET"]),
     ("/devices/{device_id:int}", devices.device_detail, ["GET"]),
     ("/devices/{device_id:int}/remote-technician", devices.set_remote_technician, ["POST"]),
     ("/devices/{device_id:int}/open", devices.open_device, ["POST"]),

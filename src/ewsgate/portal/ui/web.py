@@ -26,6 +26,7 @@ fixed sentence from :data:`NOTICES`, so no text from the URL is ever reflected i
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -74,6 +75,8 @@ NOTICES: dict[str, str] = {
     "role-removed": "The role was removed.",
     "token-revoked": "The token was revoked; it no longer works.",
     "customer-created": "The customer was created.",
+    "device-created": "The device was added. Remote Technician is off until a Configurer "
+                      "turns it on.",
 }
 
 ROLE_LABELS: dict[str, str] = {
@@ -88,7 +91,11 @@ FIELD_LABELS: dict[str, str] = {
     "customer_id": "Customer", "parent_id": "Part of", "user_id": "User", "ip": "IP address",
     "enabled": "Remote Technician", "csrf_token": "Form", "q": "Search", "customer": "Customer",
     "installation": "Installation", "make": "Make", "rt": "Remote Technician", "type": "Type",
-    "status": "Status", "device": "Device",
+    "status": "Status", "device": "Device", "installation_id": "Installation",
+    "hostname": "Host name", "mac": "MAC address", "serial": "Serial number",
+    "ews_endpoints": "Web server", "identity_method": "Identity by", "snmp_version": "SNMP",
+    "snmp_port": "SNMP port", "snmp_community": "SNMP community", "snmp_v3_user": "SNMPv3 user",
+    "model": "Model", "scope": "Scope",
 }
 
 
@@ -135,8 +142,13 @@ class PageError:
 
     @classmethod
     def of(cls, exc: ServiceError, form_fields: frozenset[str] = frozenset()) -> PageError:
-        message = exc.message[:1].upper() + exc.message[1:]
-        return cls(message, exc.code, exc.field, exc.field in form_fields)
+        message = exc.message
+        if exc.field and message.startswith(exc.field + " ") and exc.field in FIELD_LABELS:
+            message = FIELD_LABELS[exc.field] + message[len(exc.field):]  # "ip '1.2.3'" → label
+        message = message[:1].upper() + message[1:]
+        # "ews_endpoints[1].port" is shown on the form's "ews_endpoints" field
+        field_name = re.split(r"[\[.]", exc.field)[0] if exc.field else None
+        return cls(message, exc.code, field_name, field_name in form_fields)
 
 
 class PortalUI:
