@@ -408,3 +408,31 @@ async def test_only_administrators_add_devices(client, seeded):
         "csrf_token": csrf_of(page.text), "installation_id": str(seeded.installation["hq"]),
         "name": "Sneaky", "ip": "10.20.0.97"})
     assert response.status_code == 403
+
+
+async def test_moving_a_customer_below_its_own_child_is_refused_as_a_cycle(client, seeded):
+    await sign_in(client, seeded.email["admin"])
+    acme, warehouse = seeded.customer["acme"], seeded.customer["warehouse"]
+    page = await client.get(f"/customers/{acme}")
+    assert page.status_code == 200
+    response = await client.post(f"/customers/{acme}", data={
+        "csrf_token": csrf_of(page.text), "name": "Acme Logistics",
+        "parent_id": str(warehouse)})
+    assert response.status_code == 422
+    assert 'id="parent_id-error"' in response.text and "cycle" in response.text
+    tree = await client.get("/customers")
+    assert re.search(r"Acme Logistics.*<ul>.*Warehouse", tree.text, re.S)
+
+
+async def test_customer_rename_and_refused_delete_of_a_non_empty_one(client, seeded):
+    await sign_in(client, seeded.email["admin"])
+    bluebell = seeded.customer["bluebell"]
+    page = await client.get(f"/customers/{bluebell}")
+    renamed = await client.post(f"/customers/{bluebell}", data={
+        "csrf_token": csrf_of(page.text), "name": "Bluebell Dental Group", "parent_id": ""})
+    assert renamed.status_code == 303
+    assert "Bluebell Dental Group" in (await client.get("/customers")).text
+    refused = await client.post(f"/customers/{bluebell}/delete",
+                                data={"csrf_token": csrf_of(page.text)})
+    assert refused.status_code == 409
+    assert "installation" in refused.text

@@ -7,7 +7,9 @@ never stored in clear, never put in a URL — or issues a new token for an exist
 
 Customers: the visible customers as a tree (sub-customers under their parent; a customer whose
 parent the viewer cannot see is a root), with installation and device counts. An
-Administrator adds customers, at the top level or under one in their scope.
+Administrator adds customers, at the top level or under one in their scope, renames and moves
+them (a move below itself or one of its descendants is refused by the service layer as a
+cycle, shown on the *Part of* field) and deletes empty ones.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from ewsgate.portal.ui.lookups import load_directory
 from ewsgate.portal.ui.rendering import ago
 from ewsgate.portal.ui.web import Page, PageError, page
 
-__all__ = ["create_customer", "create_enrolment_token", "create_installation", "customer_list",
-           "installation_list"]
+__all__ = ["create_customer", "create_enrolment_token", "create_installation", "customer_detail",
+           "customer_list", "delete_customer", "installation_list", "update_customer"]
 
 _INSTALLATION_FIELDS = frozenset({"name", "customer_id"})
 _CUSTOMER_FIELDS = frozenset({"name", "parent_id"})
@@ -163,3 +165,56 @@ async def create_customer(p: Page) -> Response:
         return await _customers_page(p, form=form, status_code=exc.status,
                                      error=PageError.of(exc, _CUSTOMER_FIELDS))
     return p.redirect("/customers", "customer-created")
+
+
+async def _customer_page(p: Page, customer_id: int, *, form: dict[str, str] | None = None,
+                         error: PageError | None = None, status_code: int = 200) -> Response:
+    try:
+        async with p.transaction() as session:
+            customer = await customer_service.get_customer(session, p.actor, customer_id)
+            path = await customer_service.customer_path(session, p.actor, customer_id)
+            directory = await load_directory(session, p.actor)
+    except ServiceError as exc:
+        return p.failure(exc)
+    installations = [i for i in directory.installations.values()
+                     if i.customer_id == customer.id]
+    return p.render("customers/detail.html", "customers", {
+        "title": customer.name, "customer": customer, "path": path,
+        "installation_count": len(installations),
+        "can_admin": p.actor.can_anywhere(Action.MANAGE_INVENTORY),
+        "customer_options": [o for o in directory.customer_options() if o.id != customer.id],
+        "form": form or {"name": customer.name,
+                         "parent_id": str(customer.parent_id or "")},
+        "error": error,
+    }, status_code=status_code)
+
+
+@page
+async def customer_detail(p: Page, customer_id: int) -> Response:
+    """``GET /customers/{id}``: rename, move, delete."""
+    return await _customer_page(p, customer_id)
+
+
+@page
+async def update_customer(p: Page, customer_id: int) -> Response:
+    """``POST /customers/{id}`` (``name``, ``parent_id``; empty = top level)."""
+    form = _form(p, _CUSTOMER_FIELDS)
+    try:
+        async with p.transaction() as session:
+            await customer_service.update_customer(session, p.actor, customer_id, form)
+    except ServiceError as exc:
+        return await _customer_page(p, customer_id, form=form, status_code=exc.status,
+                                    error=PageError.of(exc, _CUSTOMER_FIELDS))
+    return p.redirect(f"/customers/{customer_id}", "customer-saved")
+
+
+@page
+async def delete_customer(p: Page, customer_id: int) -> Response:
+    """``POST /customers/{id}/delete``: only an empty customer."""
+    try:
+        async with p.transaction() as session:
+            await customer_service.delete_customer(session, p.actor, customer_id)
+    except ServiceError as exc:
+        return await _customer_page(p, customer_id, status_code=exc.status,
+                                    error=PageError.of(exc))
+    return p.redirect("/customers", "customer-deleted")

@@ -75,6 +75,8 @@ NOTICES: dict[str, str] = {
     "role-removed": "The role was removed.",
     "token-revoked": "The token was revoked; it no longer works.",
     "customer-created": "The customer was created.",
+    "customer-saved": "The customer was saved.",
+    "customer-deleted": "The customer was deleted.",
     "device-created": "The device was added. Remote Technician is off until a Configurer "
                       "turns it on.",
 }
