@@ -191,7 +191,6 @@ async def test_snmp_silent_and_no_neighbour_entry_fails_closed(
     assert result.code == "snmp_no_answer"
     assert result.method_used is None and result.seen_mac is None
     assert "no entry for 127.0.0.1" in result.detail
-    assert result.duration < 2.0
 
 
 async def test_snmp_silent_serial_check_is_unknown(silent_udp_port: int,
@@ -245,8 +244,7 @@ async def test_wrong_v3_credentials_are_unknown(wrong: dict[str, str], start_sim
     settings = SnmpSettings(port=sim.address.port,
                             **{**V3_SETTINGS, **wrong})  # type: ignore[arg-type]
     result = await check_identity(
-        IdentityRequest(ip="127.0.0.1", method="mac", expected_mac=MAC, snmp=settings,
-                        timeout=1.0),
+        IdentityRequest(ip="127.0.0.1", method="mac", expected_mac=MAC, snmp=settings),
         arp_table=StaticNeighbourTable({"127.0.0.1": MAC}), snmp_client=snmp_client)
     assert result.result == "unknown", result.detail
     assert result.code == "snmp_v3_auth_failed"
@@ -264,8 +262,7 @@ async def test_v3_keys_for_one_user_can_change_between_checks(
     outcomes = []
     for settings in (good, bad, good):
         result = await check_identity(
-            IdentityRequest(ip="127.0.0.1", method="mac", expected_mac=MAC, snmp=settings,
-                            timeout=1.0),
+            IdentityRequest(ip="127.0.0.1", method="mac", expected_mac=MAC, snmp=settings),
             arp_table=NO_ARP, snmp_client=snmp_client)
         outcomes.append(result.result)
     assert outcomes == ["verified", "unknown", "verified"]

@@ -117,6 +117,8 @@ class ClientConfig:
     connect_timeout: float = 10.0
     renew_fraction: float = 2 / 3
     renew_check_interval: float = 60.0
+    #: never renew twice within this many seconds (guards against a clock far in the future)
+    min_renew_interval: float = 600.0
 
 
 class Backoff:
@@ -197,6 +199,7 @@ class ControlClient:
         self._renewal: asyncio.Future[pb.RenewResponse] | None = None
         self._renew_lock = asyncio.Lock()
         self._reconnect_now = False
+        self._last_renewal: float | None = None
         self._cut = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._identity: AgentIdentity | None = None
@@ -445,10 +448,13 @@ class ControlClient:
     # ------------------------------------------------------------------ renewal
 
     async def _renew_when_due(self, identity: AgentIdentity) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             due = identity.renew_at(self.config.renew_fraction)
             now = self.clock()
-            if now >= due:
+            recent = (self._last_renewal is not None and
+                      loop.time() - self._last_renewal < self.config.min_renew_interval)
+            if now >= due and not recent:
                 try:
                     await self.renew()
                     return
@@ -482,6 +488,7 @@ class ControlClient:
                                      "the renewed certificate is not for this key and "
                                      "installation from the portal's CA; kept the old one")
             self.data.save_renewal(pki.key_to_pem(key), response.certificate_pem, identity.ca_pem)
+            self._last_renewal = asyncio.get_running_loop().time()
             log.info("certificate renewed: serial %s, valid until %s", pki.serial_hex(cert),
                      cert.not_valid_after_utc.isoformat())
             self._reconnect_now = True

@@ -26,6 +26,7 @@ The result's ``detail`` is a sentence for a person: what happened, why, what to 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ipaddress
 import time
@@ -256,9 +257,10 @@ async def _check(request: IdentityRequest, table: NeighbourTable, client: SnmpCl
     # keep a share of the budget for the neighbour-table fallback when it could apply
     snmp_budget = request.timeout * (0.75 if request.method == "mac" else 1.0)
     try:
-        reading = await read_snmp_identity(client, request.ip, settings, make=request.make,
-                                           budget=snmp_budget, clock=clock)
-    except SnmpNoAnswer:
+        async with asyncio.timeout(snmp_budget):
+            reading = await read_snmp_identity(client, request.ip, settings, make=request.make,
+                                               budget=snmp_budget)
+    except (SnmpNoAnswer, TimeoutError):
         if request.method == "serial":
             return IdentityResult(
                 result="unknown", code="snmp_no_answer",

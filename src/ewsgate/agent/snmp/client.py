@@ -207,13 +207,39 @@ class SnmpClient:
     async def _target(self, host: str, settings: SnmpSettings, budget: float) -> Any:
         from pysnmp.hlapi.v3arch.asyncio import Udp6TransportTarget, UdpTransportTarget
 
-        per_try = max(0.05, budget / (settings.retries + 1))
+        # pysnmp keeps one target entry per distinct timeout: quantise it to 50 ms steps so a
+        # long-running agent reuses a handful of entries instead of adding one per request
+        per_try = max(0.05, round(budget / (settings.retries + 1) / 0.05) * 0.05)
         cls = Udp6TransportTarget if ":" in host else UdpTransportTarget
         return await cls.create((host, settings.port), timeout=per_try, retries=settings.retries)
 
-    async def _run(self, settings: SnmpSettings, budget: float, request: Any) -> Any:
+    async def _request(self, host: str, settings: SnmpSettings, budget: float,
+                       send: Any) -> Any:
+        """Configure the target, call ``send(engine, target_name, callback)``, await the reply.
+
+        Var-binds go out as raw OIDs (no MIB resolution: the hlapi's MIB view costs ~1 s on
+        first use and milliseconds per request, and we never need names)."""
+        from pysnmp.hlapi.v3arch.asyncio.cmdgen import LCD
+
         if settings.version == "off":
             raise SnmpSettingsError("snmp.off", "SNMP is off for this device")
+        engine = self._get_engine()
+        target = await self._target(host, settings, budget)
+        auth = self._auth(settings)
+        loop = asyncio.get_running_loop()
+
+        async def exchange() -> Any:
+            future: asyncio.Future[Any] = loop.create_future()
+
+            def callback(_engine: Any, _handle: Any, indication: Any, status: Any, index: Any,
+                         var_binds: Any, _ctx: Any) -> None:
+                if not future.done():
+                    future.set_result((indication, status, index, var_binds))
+
+            target_name, _ = LCD.configure(engine, auth, target, b"")
+            send(engine, target_name, callback)
+            return await future
+
         lock = None
         if settings.version == "3":
             lock = self._v3_locks.setdefault(settings.v3_user, asyncio.Lock())
@@ -221,10 +247,10 @@ class SnmpClient:
             # pysnmp retries on its own; the outer bound only guards against a lost callback
             async with asyncio.timeout(budget + 1.0):
                 if lock is None:
-                    reply = await request()
+                    reply = await exchange()
                 else:
                     async with lock:
-                        reply = await request()
+                        reply = await exchange()
         except TimeoutError:
             raise SnmpNoAnswer("no SNMP answer in time") from None
         indication, status, index, var_binds = reply
@@ -239,55 +265,52 @@ class SnmpClient:
             where = ""
             if index and int(index) <= len(var_binds):
                 where = f" at {oid_str(tuple(var_binds[int(index) - 1][0]))}"
-            raise SnmpError(f"the device answered with SNMP error "
-                            f"{status.prettyPrint() if hasattr(status, 'prettyPrint') else status}"
-                            f"{where}")
+            name = status.prettyPrint() if hasattr(status, "prettyPrint") else str(status)
+            raise SnmpError(f"the device answered with SNMP error {name}{where}")
         return var_binds
 
     async def get(self, host: str, settings: SnmpSettings, oids: Sequence[Oid], *,
                   budget: float) -> dict[Oid, SnmpValue]:
         """One GET for ``oids``; absent ones map to ``None``."""
-        from pysnmp.hlapi.v3arch.asyncio import ContextData, ObjectIdentity, ObjectType, get_cmd
+        from pysnmp.entity.rfc3413 import cmdgen
+        from pysnmp.proto.rfc1902 import Null, ObjectName
 
-        engine = self._get_engine()
-        target = await self._target(host, settings, budget)
-        auth = self._auth(settings)
+        var_binds = [(ObjectName(name), Null("")) for name in oids]
 
-        def request() -> Any:
-            return get_cmd(engine, auth, target, ContextData(),
-                           *(ObjectType(ObjectIdentity(name)) for name in oids), lookupMib=False)
+        def send(engine: Any, target_name: str, callback: Any) -> None:
+            cmdgen.GetCommandGenerator().send_varbinds(engine, target_name, None, b"",
+                                                       var_binds, callback)
 
-        var_binds = await self._run(settings, budget, request)
-        found = {tuple(name): _plain(value) for name, value in var_binds}
+        reply = await self._request(host, settings, budget, send)
+        found = {tuple(name): _plain(value) for name, value in reply}
         return {name: found.get(name) for name in oids}
 
     async def walk(self, host: str, settings: SnmpSettings, prefix: Oid, *, budget: float,
                    max_rows: int = 64) -> list[tuple[Oid, SnmpValue]]:
-        """The rows under ``prefix`` (GETBULK), at most ``max_rows`` of them."""
-        from pysnmp.hlapi.v3arch.asyncio import ContextData, ObjectIdentity, ObjectType, bulk_cmd
+        """The rows under ``prefix`` (GETBULK, 16 per request), at most ``max_rows``."""
+        from pysnmp.entity.rfc3413 import cmdgen
+        from pysnmp.proto import rfc1905
+        from pysnmp.proto.rfc1902 import Null, ObjectName
 
-        engine = self._get_engine()
-        target = await self._target(host, settings, budget)
-        auth = self._auth(settings)
         rows: list[tuple[Oid, SnmpValue]] = []
         cursor = prefix
         while len(rows) < max_rows:
 
-            def request(cursor: Oid = cursor) -> Any:
-                return bulk_cmd(engine, auth, target, ContextData(), 0, 16,
-                                ObjectType(ObjectIdentity(cursor)), lookupMib=False)
+            def send(engine: Any, target_name: str, callback: Any, cursor: Oid = cursor) -> None:
+                cmdgen.BulkCommandGeneratorSingleRun().send_varbinds(
+                    engine, target_name, None, b"", 0, 16, [(ObjectName(cursor), Null(""))],
+                    callback)
 
-            var_binds = await self._run(settings, budget, request)
-            if not var_binds:
+            reply = await self._request(host, settings, budget, send)
+            if not reply:
                 return rows
-            for name, value in var_binds:
+            for name, value in reply:
                 key = tuple(name)
-                plain = _plain(value)
-                if key[: len(prefix)] != prefix or (key <= cursor and plain is None):
+                # out of the subtree, endOfMibView, or a device that does not advance: done
+                if (key[: len(prefix)] != prefix or key <= cursor
+                        or isinstance(value, rfc1905.EndOfMibView)):
                     return rows
-                if key <= cursor:  # a device that does not advance would loop for ever
-                    return rows
-                rows.append((key, plain))
+                rows.append((key, _plain(value)))
                 cursor = key
                 if len(rows) >= max_rows:
                     break

@@ -18,8 +18,6 @@ Serial candidates keep their source OID so a mismatch can say where the value ca
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from ewsgate.agent.snmp.client import SnmpClient, SnmpSettings, SnmpValue
@@ -69,19 +67,18 @@ async def read_snmp_identity(
     *,
     make: str | None,
     budget: float,
-    clock: Callable[[], float] = time.monotonic,
 ) -> SnmpReading:
-    """Read MAC and serial candidates from ``ip``; raises the client's errors on failure."""
-    deadline = clock() + budget
+    """Read MAC and serial candidates from ``ip``; raises the client's errors on failure.
 
-    def remaining() -> float:
-        return max(0.05, deadline - clock())
+    Each request gets the same ``budget`` (so pysnmp reuses one target entry per device);
+    the caller bounds the whole reading.
+    """
 
     make_vendor = vendor_from_make(make)
     mapping_oids = if_index_oids(ip)
     first_serials = serial_oids(make_vendor)
     first = await client.get(ip, settings, [SYS_DESCR, SYS_OBJECT_ID, *mapping_oids,
-                                            *first_serials], budget=remaining())
+                                            *first_serials], budget=budget)
     object_id = first.get(SYS_OBJECT_ID)
     id_vendor = vendor_from_sys_object_id(object_id if isinstance(object_id, tuple) else None)
     vendor = make_vendor or id_vendor
@@ -100,7 +97,7 @@ async def read_snmp_identity(
             and not any(decode_serial(_bytes(v)) for v in serial_values.values())):
         extra_serials = tuple(name for name in serial_oids(id_vendor) if name not in serial_values)
         second_oids.extend(extra_serials)
-    second = (await client.get(ip, settings, second_oids, budget=remaining())
+    second = (await client.get(ip, settings, second_oids, budget=budget)
               if second_oids else {})
     serial_values.update({name: second.get(name) for name in extra_serials})
 
@@ -109,7 +106,7 @@ async def read_snmp_identity(
         mac = mac_from_octets(_bytes(second.get((*IF_PHYS_ADDRESS, if_index))))
     interface_macs: list[tuple[int, str]] = []
     if mac is None:
-        for name, value in await client.walk(ip, settings, IF_PHYS_ADDRESS, budget=remaining()):
+        for name, value in await client.walk(ip, settings, IF_PHYS_ADDRESS, budget=budget):
             found = mac_from_octets(_bytes(value))
             if found and len(name) == len(IF_PHYS_ADDRESS) + 1:
                 interface_macs.append((name[-1], found))
