@@ -285,7 +285,8 @@ class CertificateAuthority:
         return cert_to_pem(self.cert)
 
     def _builder(self, subject: x509.Name, public_key: object, now: dt.datetime,
-                 lifetime: dt.timedelta) -> x509.CertificateBuilder:
+                 lifetime: dt.timedelta, backdate: dt.timedelta = _BACKDATE,
+                 ) -> x509.CertificateBuilder:
         now = _aware(now)
         not_after = min(now + lifetime, self.cert.not_valid_after_utc)
         ski = x509.SubjectKeyIdentifier.from_public_key(public_key)  # type: ignore[arg-type]
@@ -294,7 +295,7 @@ class CertificateAuthority:
                 .issuer_name(self.cert.subject)
                 .public_key(public_key)  # type: ignore[arg-type]
                 .serial_number(x509.random_serial_number())
-                .not_valid_before(now - _BACKDATE)
+                .not_valid_before(now - backdate)
                 .not_valid_after(not_after)
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                 .add_extension(ski, critical=False)
@@ -347,12 +348,14 @@ class CertificateAuthority:
         installation_id: str | int,
         now: dt.datetime,
         lifetime: dt.timedelta = CLIENT_CERT_LIFETIME,
+        backdate: dt.timedelta = _BACKDATE,
     ) -> x509.Certificate:
         """Sign an agent's CSR as the client certificate of ``installation_id`` (EKU clientAuth).
 
         The CSR must be well-formed, self-signed by its key, and use an accepted key; only its
         public key is used. The certificate's CN is ``installation <id>`` and its only SAN is the
-        URI ``urn:ewsgate:installation:<id>``.
+        URI ``urn:ewsgate:installation:<id>``. It is valid from ``now - backdate`` (for peers
+        whose clock lags) to ``now + lifetime``.
         """
         try:
             csr = x509.load_pem_x509_csr(csr_pem)
@@ -363,7 +366,8 @@ class CertificateAuthority:
         public_key = csr.public_key()
         _check_public_key(public_key)
         uri = installation_uri(installation_id)
-        return (self._builder(_name(f"installation {installation_id}"), public_key, now, lifetime)
+        return (self._builder(_name(f"installation {installation_id}"), public_key, now, lifetime,
+                              backdate)
                 .add_extension(self._key_usage(public_key), critical=True)
                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
                                critical=False)

@@ -100,11 +100,16 @@ class ControlRecords:
                 installation.cert_not_after = cert_not_after
         return StreamGrant(installation_id, cert_serial, adopt)
 
-    async def recheck(self, installation_id: int, cert_serial: str) -> None:
-        """Check a live stream's certificate again (no adoption); raises :class:`Refusal`."""
+    async def recheck(self, installation_id: int, cert_serial: str) -> dt.datetime | None:
+        """Check a live stream's certificate again (no adoption); raises :class:`Refusal`.
+
+        Returns the recorded expiry of the installation's current certificate.
+        """
         async with self.database.transaction() as session:
             installation = await session.get(Installation, installation_id)
             _check(installation, installation_id, cert_serial, _FLOOR)
+            assert installation is not None
+            return installation.cert_not_after
 
     async def refused_among(self, streams: Mapping[int, str]) -> dict[int, Refusal]:
         """For many live streams ``{installation_id: cert_serial}`` at once: those now refused."""

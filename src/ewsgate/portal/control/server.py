@@ -228,17 +228,26 @@ class ControlServicer(pb_grpc.ControlServicer):
             await self.records.recheck(connection.installation_id, connection.cert_serial)
             self.hub.on_result(connection, message.result)
         elif kind == "renew":
-            await self.records.recheck(connection.installation_id, connection.cert_serial)
-            connection.push(pb.PortalMessage(renewed=self._renew(connection, message.renew)))
+            current_not_after = await self.records.recheck(connection.installation_id,
+                                                           connection.cert_serial)
+            connection.push(pb.PortalMessage(renewed=self._renew(
+                connection, message.renew, current_not_after)))
         else:
             raise Refusal("protocol_error", "INVALID_ARGUMENT",
                           f"unexpected {kind or 'empty'} message on an open stream")
 
-    def _renew(self, connection: Connection, request: pb.RenewRequest) -> pb.RenewResponse:
+    def _renew(self, connection: Connection, request: pb.RenewRequest,
+               current_not_after: dt.datetime | None) -> pb.RenewResponse:
+        now = self.hub.clock().replace(microsecond=0)  # certificates count whole seconds
+        lifetime = self.cert_lifetime
+        if current_not_after is not None and now + lifetime <= current_not_after:
+            # the new certificate must expire later than the current one: that is how the
+            # portal recognises it as newer when it is first used (see records.py)
+            lifetime = current_not_after - now + dt.timedelta(seconds=1)
         try:
             cert = self.ca.sign_installation_csr(
                 request.csr_pem, installation_id=connection.installation_id,
-                now=self.hub.clock(), lifetime=self.cert_lifetime)
+                now=now, lifetime=lifetime)
         except pki.PkiError as exc:
             return pb.RenewResponse(request_id=request.request_id, error_code=exc.code,
                                     error_message=str(exc))

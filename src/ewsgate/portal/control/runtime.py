@@ -1,0 +1,75 @@
+"""Starting the control server from the portal's flags (what ``ewsgate portal`` calls).
+
+::
+
+    ca = load_portal_ca(values["data_dir"], values.get("ca_cert"), values.get("ca_key"))
+    server = control_server_from_values(values, database=db, ca=ca, clock=utc_now)
+    await server.start()            # in the portal's startup hook
+    app.state.control = server      # server.hub.send_command(...) for the services
+    await server.stop()             # in the shutdown hook
+
+The CA lives in ``DATA_DIR/ca/ca.crt`` and ``DATA_DIR/ca/ca.key`` (mode 0600), created on first
+start, unless ``--ca-cert``/``--ca-key`` name existing files (both, or neither).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ewsgate import pki
+from ewsgate.config import ConfigError, HostPort
+from ewsgate.portal.control.server import ControlServer, ControlServerConfig
+from ewsgate.portal.store.db import Database
+
+__all__ = ["control_config_from_values", "control_server_from_values", "enrolment_address",
+           "load_portal_ca"]
+
+
+def load_portal_ca(data_dir: Path, ca_cert: Path | None = None, ca_key: Path | None = None, *,
+                   now: dt.datetime | None = None) -> pki.CertificateAuthority:
+    """The portal's CA: from ``--ca-cert``/``--ca-key``, else created/loaded in the data dir."""
+    try:
+        if ca_cert is not None or ca_key is not None:
+            if ca_cert is None or ca_key is None:
+                raise ConfigError("--ca-cert and --ca-key go together: give both or neither")
+            return pki.load_ca(ca_cert, ca_key)
+        return pki.load_or_create_ca(data_dir / "ca" / "ca.crt", data_dir / "ca" / "ca.key",
+                                     now=now or dt.datetime.now(dt.UTC))
+    except pki.PkiError as exc:
+        raise ConfigError(f"the portal's CA: {exc}") from None
+
+
+def enrolment_address(values: Mapping[str, Any]) -> HostPort:
+    """``--enrol-listen``, else the ``--grpc-listen`` host with the port after it."""
+    if values.get("enrol_listen") is not None:
+        enrol: HostPort = values["enrol_listen"]
+        return enrol
+    grpc_listen: HostPort = values["grpc_listen"]
+    return HostPort(grpc_listen.host, grpc_listen.port + 1 if grpc_listen.port else 0)
+
+
+def control_config_from_values(values: Mapping[str, Any]) -> ControlServerConfig:
+    """The control server's configuration from the resolved ``ewsgate portal`` flags."""
+    advertise = values.get("grpc_advertise")
+    names: list[str] = []
+    public_url = values.get("public_url")
+    if public_url:
+        from urllib.parse import urlsplit
+
+        host = urlsplit(public_url).hostname
+        if host:
+            names.append(host)
+    return ControlServerConfig(listen=str(values["grpc_listen"]),
+                               enrol_listen=str(enrolment_address(values)),
+                               advertise=str(advertise) if advertise else "",
+                               server_names=tuple(names))
+
+
+def control_server_from_values(values: Mapping[str, Any], *, database: Database,
+                               ca: pki.CertificateAuthority,
+                               clock: Callable[[], dt.datetime]) -> ControlServer:
+    return ControlServer(control_config_from_values(values), database=database, ca=ca,
+                         clock=clock)
