@@ -279,7 +279,7 @@ async def test_api_token_is_shown_once_and_can_be_revoked(client, seeded):
     await sign_in(client, seeded.email["tech"])
     page = await client.get("/account/tokens")
     created = await client.post("/account/tokens", data={
-        "csrf_token": csrf_of(page.text), "name": "inventory script"})
+        "csrf_token": csrf_of(page.text), "token_name": "inventory script"})
     assert created.status_code == 201
     token = re.search(r'<code id="token-value">([^<]+)</code>', created.text).group(1)
     assert token.startswith("ewst_")
@@ -436,3 +436,50 @@ async def test_customer_rename_and_refused_delete_of_a_non_empty_one(client, see
                                 data={"csrf_token": csrf_of(page.text)})
     assert refused.status_code == 409
     assert "installation" in refused.text
+
+
+async def test_admin_deactivates_a_user_who_then_cannot_sign_in(client, seeded):
+    await sign_in(client, seeded.email["admin"])
+    viewer = seeded.user["viewer"]
+    page = await client.get(f"/users/{viewer}")
+    response = await client.post(f"/users/{viewer}", data={
+        "csrf_token": csrf_of(page.text), "name": "Vera Viewer",
+        "email": seeded.email["viewer"]})  # "active" unticked
+    assert response.status_code == 303
+    assert "Inactive" in (await client.get(f"/users/{viewer}")).text
+    other = httpx.AsyncClient(transport=client._transport, base_url="http://portal.test")
+    async with other:
+        assert (await sign_in(other, seeded.email["viewer"])).status_code == 401
+
+
+async def test_the_last_administrator_cannot_deactivate_themself(client, seeded):
+    await sign_in(client, seeded.email["admin"])
+    admin = seeded.user["admin"]
+    page = await client.get(f"/users/{admin}")
+    assert "Delete user" not in page.text  # not offered on one's own account
+    response = await client.post(f"/users/{admin}", data={
+        "csrf_token": csrf_of(page.text), "name": "Alice Admin",
+        "email": seeded.email["admin"]})
+    assert response.status_code == 409
+    assert "last" in response.text and "administrator" in response.text
+
+
+async def test_changing_your_own_password_needs_the_current_one(client, seeded):
+    await sign_in(client, seeded.email["tech"])
+    page = await client.get("/account")
+    assert page.status_code == 303
+    page = await client.get("/account/tokens")
+    wrong = await client.post("/account/profile", data={
+        "csrf_token": csrf_of(page.text), "name": "Tom Tech", "current_password": "nope",
+        "password": "a brand new password"})
+    assert wrong.status_code == 422
+    assert 'id="current_password-error"' in wrong.text
+    right = await client.post("/account/profile", data={
+        "csrf_token": csrf_of(page.text), "name": "Tom T.", "current_password": PASSWORD,
+        "password": "a brand new password"})
+    assert right.status_code == 303
+    other = httpx.AsyncClient(transport=client._transport, base_url="http://portal.test")
+    async with other:
+        assert (await sign_in(other, seeded.email["tech"], "a brand new password")
+                ).status_code == 303
+        assert "Tom T." in (await other.get("/devices")).text

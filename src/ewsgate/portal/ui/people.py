@@ -6,8 +6,13 @@ creates the user and their first role in **one** transaction, so a refused role 
 role-less user behind; a user's page lists their roles (scope: the whole dealer or a customer
 and everything below it), gives and removes roles.
 
-API tokens (everyone, for themselves): list, create — the token is shown once, in the response
-to the POST that created it, with ``Cache-Control: no-store`` — and revoke.
+An Administrator also edits a user's account (name, e-mail, a new password, *active*) and
+deletes users; the service layer allows that to dealer-wide Administrators only and refuses
+to deactivate or delete the last one.
+
+Your account (everyone, for themselves): change the name and the password (the current
+password is required), and personal API tokens: list, create — the token is shown once, in
+the response to the POST that created it, with ``Cache-Control: no-store`` — and revoke.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from ewsgate.portal.store.models import RoleAssignment, User
 from ewsgate.portal.ui.lookups import Directory, load_directory
 from ewsgate.portal.ui.web import ROLE_LABELS, Page, PageError, page
 
-__all__ = ["add_role", "api_tokens", "create_api_token", "create_user", "remove_role",
-           "revoke_api_token", "user_detail", "user_list"]
+__all__ = ["add_role", "api_tokens", "create_api_token", "create_user", "delete_user",
+           "remove_role", "revoke_api_token", "update_profile", "update_user", "user_detail",
+           "user_list"]
 
 ROLE_CHOICES: list[tuple[str, str, str]] = [
     ("viewer", ROLE_LABELS["viewer"],
@@ -41,6 +47,8 @@ ROLE_CHOICES: list[tuple[str, str, str]] = [
 
 _USER_FIELDS = frozenset({"email", "name", "password", "role", "customer_id"})
 _ROLE_FIELDS = frozenset({"role", "customer_id"})
+_ACCOUNT_FIELDS = frozenset({"name", "email", "password", "active"})
+_PROFILE_FIELDS = frozenset({"name", "current_password", "password"})
 
 
 @dataclass(frozen=True)
@@ -123,7 +131,8 @@ async def create_user(p: Page) -> Response:
 
 
 async def _user_page(p: Page, user_id: int, *, form: dict[str, str] | None = None,
-                     error: PageError | None = None, status_code: int = 200) -> Response:
+                     account: dict[str, Any] | None = None, error: PageError | None = None,
+                     status_code: int = 200) -> Response:
     try:
         async with p.transaction() as session:
             subject = await user_service.get_user(session, p.actor, user_id)
@@ -137,6 +146,10 @@ async def _user_page(p: Page, user_id: int, *, form: dict[str, str] | None = Non
         "roles": [_role_view(a, directory) for a in assignments],
         "role_choices": ROLE_CHOICES, "customer_options": directory.customer_options(),
         "form": form or {"role": "viewer", "customer_id": ""}, "error": error,
+        "can_edit_account": p.actor.can_dealer_wide(Action.MANAGE_ACCESS),
+        "account": account or {"name": subject.name, "email": subject.email,
+                               "active": subject.active},
+        "me_id": p.actor.user_id,
     }, status_code=status_code)
 
 
@@ -176,12 +189,15 @@ async def remove_role(p: Page, user_id: int, assignment_id: int) -> Response:
 
 
 async def _tokens_page(p: Page, *, new_token: Any = None, form: dict[str, str] | None = None,
-                       error: PageError | None = None, status_code: int = 200) -> Response:
+                       profile: dict[str, str] | None = None, error: PageError | None = None,
+                       status_code: int = 200) -> Response:
     async with p.transaction() as session:
         tokens = await user_service.list_api_tokens(session, p.actor)
+        me = await user_service.get_user(session, p.actor, p.actor.user_id)
     return p.render("account/tokens.html", "account", {
-        "title": "API tokens", "tokens": tokens, "new_token": new_token,
-        "form": form or {"name": ""}, "error": error,
+        "title": "Your account", "tokens": tokens, "new_token": new_token,
+        "form": form or {"name": ""}, "profile": profile or {"name": me.name},
+        "error": error,
     }, status_code=status_code)
 
 
@@ -200,15 +216,17 @@ async def api_tokens(p: Page) -> Response:
 @page
 async def create_api_token(p: Page) -> Response:
     """``POST /account/tokens`` (``name``): the new token is in this response only."""
-    name = p.field("name")
+    name = p.field("token_name")
     try:
         async with p.transaction() as session:
             issued = await user_service.create_api_token(session, p.actor, name,
                                                          clock=p.ui.config.clock)
             shown = NewToken(issued.record.name, issued.token)
     except ServiceError as exc:
-        return await _tokens_page(p, form={"name": name}, status_code=exc.status,
-                                  error=PageError.of(exc, frozenset({"name"})))
+        error = PageError.of(exc)
+        if error.field == "name":  # the token form's field is "token_name" on this page
+            error = PageError(error.message, error.code, "token_name", inline=True)
+        return await _tokens_page(p, form={"name": name}, status_code=exc.status, error=error)
     return await _tokens_page(p, new_token=shown, status_code=201)
 
 
@@ -221,3 +239,53 @@ async def revoke_api_token(p: Page, token_id: int) -> Response:
     except ServiceError as exc:
         return await _tokens_page(p, status_code=exc.status, error=PageError.of(exc))
     return p.redirect("/account/tokens", "token-revoked")
+
+
+@page
+async def update_user(p: Page, user_id: int) -> Response:
+    """``POST /users/{id}``: name, e-mail, *active*, and a new password when one is given."""
+    if (refusal := _not_admin(p)) is not None:
+        return refusal
+    changes: dict[str, Any] = {"name": p.field("name"), "email": p.field("email"),
+                               "active": p.field("active") == "true"}
+    if p.field("password"):
+        changes["password"] = p.field("password")
+    try:
+        async with p.transaction() as session:
+            await user_service.update_user(session, p.actor, user_id, changes)
+    except ServiceError as exc:
+        account = {k: v for k, v in changes.items() if k != "password"}
+        return await _user_page(p, user_id, account=account, status_code=exc.status,
+                                error=PageError.of(exc, _ACCOUNT_FIELDS))
+    return p.redirect(f"/users/{user_id}", "user-saved")
+
+
+@page
+async def delete_user(p: Page, user_id: int) -> Response:
+    """``POST /users/{id}/delete``."""
+    if (refusal := _not_admin(p)) is not None:
+        return refusal
+    try:
+        async with p.transaction() as session:
+            await user_service.delete_user(session, p.actor, user_id)
+    except ServiceError as exc:
+        if exc.status == 404:
+            return p.failure(exc)
+        return await _user_page(p, user_id, status_code=exc.status, error=PageError.of(exc))
+    return p.redirect("/users", "user-deleted")
+
+
+@page
+async def update_profile(p: Page) -> Response:
+    """``POST /account/profile``: your own name and, with the current password, a new one."""
+    changes: dict[str, Any] = {"name": p.field("name")}
+    if p.field("password") or p.field("current_password"):
+        changes["password"] = p.field("password")
+        changes["current_password"] = p.field("current_password")
+    try:
+        async with p.transaction() as session:
+            await user_service.update_user(session, p.actor, p.actor.user_id, changes)
+    except ServiceError as exc:
+        return await _tokens_page(p, profile={"name": changes["name"]}, status_code=exc.status,
+                                  error=PageError.of(exc, _PROFILE_FIELDS))
+    return p.redirect("/account/tokens", "profile-saved")

@@ -26,6 +26,11 @@ async def home(request: Request) -> Response:
     return RedirectResponse("/devices", status_code=303)
 
 
+async def account_home(request: Request) -> Response:
+    """``GET /account``: the account page lives with the tokens."""
+    return RedirectResponse("/account/tokens", status_code=303)
+
+
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 #: (path, endpoint, methods)
@@ -52,8 +57,12 @@ ROUTES: list[tuple[str, Endpoint, list[str]]] = [
     ("/users", people.user_list, ["GET"]),
     ("/users", people.create_user, ["POST"]),
     ("/users/{user_id:int}", people.user_detail, ["GET"]),
+    ("/users/{user_id:int}", people.update_user, ["POST"]),
+    ("/users/{user_id:int}/delete", people.delete_user, ["POST"]),
     ("/users/{user_id:int}/roles", people.add_role, ["POST"]),
     ("/users/{user_id:int}/roles/{assignment_id:int}/delete", people.remove_role, ["POST"]),
+    ("/account", account_home, ["GET"]),
+    ("/account/profile", people.update_profile, ["POST"]),
     ("/account/tokens", people.api_tokens, ["GET"]),
     ("/account/tokens", people.create_api_token, ["POST"]),
     ("/account/tokens/{token_id:int}/revoke", people.revoke_api_token, ["POST"]),

@@ -71,6 +71,9 @@ NOTICES: dict[str, str] = {
     "rt-on": "Remote Technician is now enabled on this device.",
     "rt-off": "Remote Technician is now off on this device; its live sessions were ended.",
     "user-created": "The user was created.",
+    "user-saved": "The account was saved.",
+    "user-deleted": "The user was deleted.",
+    "profile-saved": "Your account was saved.",
     "role-added": "The role was given.",
     "role-removed": "The role was removed.",
     "token-revoked": "The token was revoked; it no longer works.",
@@ -97,7 +100,8 @@ FIELD_LABELS: dict[str, str] = {
     "hostname": "Host name", "mac": "MAC address", "serial": "Serial number",
     "ews_endpoints": "Web server", "identity_method": "Identity by", "snmp_version": "SNMP",
     "snmp_port": "SNMP port", "snmp_community": "SNMP community", "snmp_v3_user": "SNMPv3 user",
-    "model": "Model", "scope": "Scope",
+    "model": "Model", "scope": "Scope", "current_password": "Current password",
+    "active": "Status", "token_name": "Token name",
 }
 
 
