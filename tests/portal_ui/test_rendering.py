@@ -73,3 +73,18 @@ def test_templates_hold_no_inline_script_or_style():
         assert not re.search(r"\sstyle=", text), path
         assert not re.search(r"\son[a-z]+=", text), path
         assert "<style" not in text, path
+
+
+def test_ui_config_from_the_portal_context_names_the_agents_enrolment_address(tmp_path):
+    from ewsgate.config import parse_host_port
+    from ewsgate.portal.context import PortalConfig, PortalContext
+    from ewsgate.portal.store.db import Database
+    from ewsgate.portal.ui import UIConfig
+
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'p.sqlite3'}")
+    wide = PortalContext(PortalConfig(grpc_listen=parse_host_port("0.0.0.0:9443"),
+                                      public_url="https://portal.example.com"), database)
+    assert UIConfig.from_context(wide).enrol_address == "portal.example.com:9443"
+    assert UIConfig.from_context(wide).limiter is wide.login_limiter
+    local = PortalContext(PortalConfig(grpc_listen=parse_host_port("127.0.0.1:8001")), database)
+    assert UIConfig.from_context(local).enrol_address == "127.0.0.1:8001"

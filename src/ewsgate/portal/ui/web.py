@@ -116,6 +116,19 @@ class UIConfig:
     #: ``HOST:PORT`` agents give to ``ewsgate agent enroll --portal`` (the gRPC address)
     enrol_address: str | None = None
 
+    @classmethod
+    def from_context(cls, ctx: Any) -> UIConfig:
+        """From the portal's :class:`~ewsgate.portal.context.PortalContext`. Agents enrol at
+        the gRPC port on the host browsers use (``--public-url``) when the gRPC listener is
+        bound to every interface, else at the listener's own address."""
+        grpc = ctx.config.grpc_listen
+        host = str(grpc.host)
+        if host in ("0.0.0.0", "::", ""):
+            host = urlsplit(ctx.config.public_url).hostname or host
+        address = f"[{host}]:{grpc.port}" if ":" in host else f"{host}:{grpc.port}"
+        return cls(database=ctx.database, auth=ctx.config.auth, limiter=ctx.login_limiter,
+                   clock=ctx.clock, enrol_address=address)
+
 
 @dataclass(frozen=True)
 class Viewer:
