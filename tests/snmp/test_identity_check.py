@@ -346,3 +346,42 @@ def test_settings_repr_hides_keys_and_request_normalises_values() -> None:
     assert "authkey123" not in repr(settings) and "privkey123" not in repr(settings)
     request = IdentityRequest(ip="::ffff:10.0.0.5", method="mac", expected_mac="A0D3C14A2B3C")
     assert request.expected_mac == MAC
+
+
+def _has_ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback (::1) on this host")
+async def test_ipv6_device_verifies_through_ip_address_table(
+        start_sim: StartSim, snmp_client: SnmpClient) -> None:
+    from ewsgate.config import HostPort
+
+    sim = await start_sim(profile="ricoh", listen=HostPort("::1", 0))
+    result = await check_identity(
+        IdentityRequest(ip="::1", method="mac", expected_mac=MAC, snmp=v2c(sim.address.port)),
+        arp_table=NO_ARP, snmp_client=snmp_client)
+    assert result.result == "verified", result.detail
+    assert "ifPhysAddress.3" in result.detail  # Ricoh's port, mapped by ipAddressIfIndex
+
+
+async def test_system_table_reads_ip_neigh_output_for_v6_and_missing_tools(
+        tmp_path: Path) -> None:
+    fake_ip = tmp_path / "ip"
+    fake_ip.write_text("#!/bin/sh\n"
+                       "echo \"2001:db8::20 dev eth0 lladdr A0:D3:C1:4A:2B:3C REACHABLE\"\n"
+                       "echo \"2001:db8::21 dev eth0  FAILED\"\n")
+    fake_ip.chmod(0o755)
+    table = SystemNeighbourTable(proc_path=None, ip_command=(str(fake_ip), "-6", "neigh"))
+    assert await table.lookup("2001:db8::20") == MAC
+    assert await table.lookup("2001:db8::21") is None
+    missing = SystemNeighbourTable(proc_path=tmp_path / "absent",
+                                   ip_command=(str(tmp_path / "no-such-ip"),))
+    assert await missing.lookup("10.0.0.5") is None
