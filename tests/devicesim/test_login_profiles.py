@@ -63,6 +63,10 @@ async def test_brother_login_with_per_boot_field_csrf_and_301(device_factory) ->
         after = await client.get(saved.headers["location"])
         assert 'value="Lab"' in after.text and "Settings saved." in after.text
 
+        no_token = await client.post("/admin/firmware_upload.html",
+                                     files={"firmware": ("fw.bin", b"x" * 1000)})
+        assert no_token.status_code == 403 and "CSRFToken" in no_token.text
+
 
 async def test_brother_admin_pages_need_the_auth_cookie(device_factory) -> None:
     device = await device_factory("brother")

@@ -19,20 +19,20 @@ pytestmark = pytest.mark.integration
 
 _RICOH = "/web/entry/en/websys/config"
 PAGES = {
+    # status, settings, firmware form, logs
     "hp": ("/hp/device/DeviceStatus/Index", "/hp/device/DeviceInformation/Index",
-           "/hp/device/FirmwareUpgrade/Upload", "/hp/device/EventLog/Index"),
-    "brother": ("/general/status.html", "/general/contact.html", "/admin/firmware_upload.html",
+           "/hp/device/FirmwareUpgrade/Index", "/hp/device/EventLog/Index"),
+    "brother": ("/general/status.html", "/general/contact.html", "/admin/firmware.html",
                 "/general/log.html"),
     "ricoh": ("/web/guest/en/websys/webArch/topPage.cgi", f"{_RICOH}/deviceInfo.cgi",
-              f"{_RICOH}/firmwareUpload.cgi", f"{_RICOH}/jobLog.cgi"),
-    "sharp": ("/main.html", "/admin/settings.html", "/admin/firmware_upload.html",
-              "/admin/logs.html"),
-    "absolute": ("/app/index.html", "/app/settings.html", "/app/firmware_upload.cgi",
+              f"{_RICOH}/firmware.cgi", f"{_RICOH}/jobLog.cgi"),
+    "sharp": ("/main.html", "/admin/settings.html", "/admin/firmware.html", "/admin/logs.html"),
+    "absolute": ("/app/index.html", "/app/settings.html", "/app/firmware.html",
                  "/app/logs.html"),
-    "panel": ("/status.html", "/settings.html", "/firmware_upload.html", "/logs.html"),
-    "konica": ("/wcd/index.html", "/wcd/admin/system.html", "/wcd/admin/firmware_upload.cgi",
+    "panel": ("/status.html", "/settings.html", "/firmware.html", "/logs.html"),
+    "konica": ("/wcd/index.html", "/wcd/admin/system.html", "/wcd/admin/firmware.html",
                "/wcd/admin/log.html"),
-    "legacyhttp": ("/status.html", "/settings.html", "/firmware_upload.cgi", "/logs.html"),
+    "legacyhttp": ("/status.html", "/settings.html", "/firmware.html", "/logs.html"),
 }
 
 
@@ -68,7 +68,7 @@ async def test_status_settings_firmware_and_logs(device_factory, profile: str) -
     https = profile in ("hp", "brother")
     device = await device_factory(profile, http=not https, https=https,
                                   serial=f"SIM{profile.upper()}1", mac="02:00:00:00:00:01")
-    status_path, settings_path, upload_path, logs_path = PAGES[profile]
+    status_path, settings_path, firmware_path, logs_path = PAGES[profile]
     base = device.url("https" if https else "http", "")
     verify = legacy_client_context() if profile == "brother" else False
     async with httpx.AsyncClient(base_url=base, verify=verify, timeout=30) as client:
@@ -88,8 +88,12 @@ async def test_status_settings_firmware_and_logs(device_factory, profile: str) -
         again = await client.get(settings_path)
         assert f'value="Room of {profile}"' in again.text
 
+        firmware = (await client.get(firmware_path)).text
+        upload_path = re.search(r'<form method="post" action="([^"]+)" '
+                                r'enctype="multipart/form-data" id="firmware-form"',
+                                firmware).group(1)
         data = os.urandom(1_000_003)
-        receipt = await client.post(upload_path + "?format=json",
+        receipt = await client.post(upload_path + "?format=json", data=hidden_inputs(firmware),
                                     files={"firmware": ("fw.bin", data)})
         assert receipt.status_code == 200
         assert receipt.json()["sha256"] == hashlib.sha256(data).hexdigest()

@@ -262,14 +262,20 @@ class Profile:
                 '<p><input type="submit" value="Upload" id="upload"></p></form>'
                 "<p>Select the firmware image (.bin, .bdl, .djf) and choose Upload.</p>")
 
-    async def firmware_upload(self, request: Request, *,
-                              title: str = "Firmware Update") -> Response:
+    async def firmware_upload(self, request: Request, *, title: str = "Firmware Update",
+                              require: tuple[str, str] | None = None) -> Response:
+        """Receive the image; ``require`` = (field, value) a form field must carry (CSRF)."""
         started = time.monotonic()
         try:
             receipt = await receive_firmware(request)
         except UploadError as exc:
             body = f'<div class="err">{esc(exc)}</div>'
             return html_response(self.layout(title, body), 400)
+        if require is not None and receipt.fields.get(require[0]) != require[1]:
+            self.ctx.log(f"Firmware upload refused: {require[0]} missing or wrong", "warning")
+            body = (f'<div class="err">The {esc(require[0])} is missing or wrong; reload the '
+                    "page and upload again.</div>")
+            return html_response(self.layout(title, body), 403)
         seconds = time.monotonic() - started
         self.ctx.log(f"Firmware image received: {receipt.filename} {receipt.size} bytes "
                      f"sha256={receipt.sha256} in {seconds:.1f}s")

@@ -12,7 +12,8 @@ Quirks reproduced (sources in docs/devicesim.md):
   ``Set-Cookie: AuthCookie=…``; every settings POST answers 301 too. A client that follows a
   301 automatically loses the POST's answer; browsers turn it into a GET.
 * Admin pages need the ``AuthCookie``; their forms carry a ``CSRFToken`` bound to the session
-  and a POST without the right token is refused (the page is shown again with an error).
+  and a POST without the right token is refused (403, the page again with an error), the
+  multipart firmware upload included.
 * ``Server: debut/1.30`` (Brother's embedded server).
 """
 
@@ -165,7 +166,7 @@ class BrotherProfile(Profile):
         return self.page("Firmware Update", form)
 
     async def upload(self, request: Request) -> Response:
-        return await self.firmware_upload(request)
+        return await self.firmware_upload(request, require=("CSRFToken", self.csrf(request)))
 
     async def logs(self, request: Request) -> Response:
         return self.page("Log", self.logs_html("/general/log_download.html"))
