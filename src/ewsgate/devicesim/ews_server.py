@@ -274,10 +274,11 @@ class _HttpConnection:
                 b"This address speaks WebSocket only (send Upgrade: websocket)\n"))
             return
         await self._drain_request()
-        await self._send(h11.InformationalResponse(status_code=101, headers=[
+        headers: list[tuple[str, str]] = [
             ("Upgrade", "websocket"), ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", generate_accept_token(key.encode())),
-            *response.headers]))
+            ("Sec-WebSocket-Accept", generate_accept_token(key.encode()).decode("ascii"))]
+        await self._send(h11.InformationalResponse(status_code=101,
+                                                   headers=headers + response.headers))
         leftover, _closed = self.conn.trailing_data
         socket = _WebSocket(self.reader, self.writer, leftover)
         reader_task = asyncio.create_task(socket.pump())

@@ -67,7 +67,7 @@ class BrotherProfile(Profile):
         r.add("/general/log_download.html", self.download)
         r.add("/general/logout.html", self.logout, ("POST", "GET"))
 
-    async def handle(self, request: Request) -> Response:  # type: ignore[override]
+    async def handle(self, request: Request) -> Response:
         if request.scheme == "http" and self.ctx.https_port is not None:
             return redirect(self.ctx.base_url("https") + request.target, 301,
                             [("Server", self.info.server)])

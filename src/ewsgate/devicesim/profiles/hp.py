@@ -45,7 +45,7 @@ class HpProfile(Profile):
         r.add(f"{_UI}/EventLog/Download", self.download)
         r.add("/DevMgmt/ProductConfigDyn.xml", self.product_config)
 
-    async def handle(self, request: Request) -> Response:  # type: ignore[override]
+    async def handle(self, request: Request) -> Response:
         if request.scheme == "http" and self.ctx.https_port is not None:
             status = 301 if request.method in ("GET", "HEAD") else 302
             location = self.ctx.base_url("https") + request.target

@@ -78,7 +78,7 @@ class KonicaProfile(Profile):
         token = request.cookies.get("ID", "")
         return session is not None and hmac.compare_digest(token, session.token)
 
-    async def handle(self, request: Request) -> Response:  # type: ignore[override]
+    async def handle(self, request: Request) -> Response:
         if request.path.startswith("/wcd/admin/"):
             if not self.is_admin(request):
                 return redirect("/wcd/index.html?timeout=1", 302, [("Server", self.info.server)])

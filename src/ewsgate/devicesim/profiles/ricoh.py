@@ -71,7 +71,7 @@ class RicohProfile(Profile):
         r.add(f"{_CONF}/jobLog.cgi", self.logs)
         r.add(f"{_CONF}/jobLogDownload.cgi", self.download)
 
-    async def handle(self, request: Request) -> Response:  # type: ignore[override]
+    async def handle(self, request: Request) -> Response:
         if len(request.target.encode("latin-1")) > MAX_TARGET:
             response = text_response(
                 "414 Request-URI Too Long\n", 414, headers=[("Connection", "close")])

@@ -53,7 +53,7 @@ class SharpProfile(Profile):
         r.add("/admin/log_download.html", self.download)
         r.add("/user/jobs.html", self.jobs)
 
-    async def handle(self, request: Request) -> Response:  # type: ignore[override]
+    async def handle(self, request: Request) -> Response:
         for prefix, auth in (("/admin/", self.admin_auth), ("/user/", self.user_auth)):
             if request.path.startswith(prefix):
                 result = auth.check(request.method, request.target,
