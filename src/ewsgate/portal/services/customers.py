@@ -127,7 +127,8 @@ async def update_customer(session: AsyncSession, actor: Actor, customer_id: int,
                     ident=parent_id)
             if parent_id in tree.subtree(customer.id):
                 raise InvalidInput(
-                    f"customer {customer.id} cannot be moved below customer {parent_id}: "
+                    f"parent_id: customer {customer.id} cannot be moved below customer "
+                    f"{parent_id}: "
                     f"{parent_id} is {'itself' if parent_id == customer.id else 'nested inside it'}"
                     "; that would make a cycle", code="customer_cycle", field="parent_id")
         customer.parent_id = parent_id
