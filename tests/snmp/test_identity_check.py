@@ -385,3 +385,17 @@ async def test_system_table_reads_ip_neigh_output_for_v6_and_missing_tools(
     missing = SystemNeighbourTable(proc_path=tmp_path / "absent",
                                    ip_command=(str(tmp_path / "no-such-ip"),))
     assert await missing.lookup("10.0.0.5") is None
+
+
+async def test_device_reporting_no_mac_falls_back_to_the_neighbour_table(
+        start_sim: StartSim, snmp_client: SnmpClient) -> None:
+    sim = await start_sim(profile="kyocera", mac="00:00:00:00:00:00")
+    request = IdentityRequest(ip="127.0.0.1", method="mac", expected_mac=MAC,
+                              snmp=v2c(sim.address.port))
+    result = await check_identity(request, arp_table=StaticNeighbourTable({"127.0.0.1": MAC}),
+                                  snmp_client=snmp_client)
+    assert result.result == "verified" and result.method_used == "arp"
+    assert "reports no interface MAC" in result.detail
+    assert result.seen_serial == SERIAL
+    nothing = await check_identity(request, arp_table=NO_ARP, snmp_client=snmp_client)
+    assert nothing.result == "unknown" and nothing.code == "no_mac"

@@ -259,7 +259,7 @@ def build_printer_mib(
     printer_mib_serial: bool = True,
     vendor_serial: bool = True,
     serial_encoding: SerialEncoding | None = None,
-    uptime: Callable[[], int] | None = None,
+    uptime: Callable[[], TimeTicks] | None = None,
 ) -> MibTable:
     """The printer's whole MIB for one vendor profile.
 

@@ -356,7 +356,7 @@ async def serve_snmp(config: SnmpAgentConfig, *,
         controller = _TableController(table, _to_wire, rfc1905.noSuchInstance,
                                       rfc1905.endOfMibView, rfc1902.ObjectName)
         context.unregister_context_name(b"")
-        context.register_context_name(b"", controller)  # type: ignore[arg-type]
+        context.register_context_name(b"", controller)
         cmdrsp.GetCommandResponder(engine, context)
         cmdrsp.NextCommandResponder(engine, context)
         cmdrsp.BulkCommandResponder(engine, context)

@@ -128,6 +128,8 @@ class SystemNeighbourTable:
         return parse_ip_neigh(await self._run_ip(str(address))).get(str(address))
 
     async def _run_ip(self, ip: str) -> str:
+        if self.ip_command is None:
+            return ""
         try:
             process = await asyncio.create_subprocess_exec(
                 *self.ip_command, ip, stdout=asyncio.subprocess.PIPE,
