@@ -58,7 +58,8 @@ class RawServer:
             self.connections += 1
             try:
                 await self.handler(reader, writer)
-            except (ConnectionError, asyncio.IncompleteReadError, h11.ProtocolError):
+            except (ConnectionError, asyncio.IncompleteReadError, h11.ProtocolError,
+                    asyncio.CancelledError):
                 pass
             finally:
                 writer.close()

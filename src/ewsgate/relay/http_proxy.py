@@ -368,6 +368,13 @@ class _BrowserConnection:
     async def _handle(self, request: h11.Request) -> None:
         method = request.method.upper()
         target = request.target.decode("latin-1")
+        head_size = len(request.target) + sum(len(n) + len(v) + 4 for n, v in request.headers)
+        if head_size > self.config.max_header_bytes:
+            # h11 caps a head still arriving; one that came in a single read is measured here
+            await self._simple_error(431, "bad_request", (
+                f"The request head is {head_size} bytes; the limit is "
+                f"{self.config.max_header_bytes}."))
+            raise _CloseConnection
         host = _header(request.headers, b"host") or b""
         session_id = self.config.session_id_for_host(host)
         if session_id is None:
@@ -381,7 +388,9 @@ class _BrowserConnection:
             exchange.outcome, exchange.detail = "ended", "session_expired_mid_request"
             raise
         except (ConnectionError, OSError, TimeoutError) as exc:
-            if exchange.outcome == "ok":
+            if self.expired:
+                exchange.outcome, exchange.detail = "ended", "session_expired_mid_request"
+            elif exchange.outcome == "ok":
                 exchange.outcome = "aborted"
                 exchange.detail = exchange.detail or f"{type(exc).__name__}: {exc}"[:200]
             raise _CloseConnection from exc
@@ -497,8 +506,13 @@ class _BrowserConnection:
         if self.session is not None:
             self.proxy.mark_ended(self.session.session_id)
         self.expired = True
-        if self.task is not None:
+        # cut the browser side at once; cancellation alone can be lost in a wait_for race
+        self.writer.transport.abort()
+        for _ in range(100):
+            if self.task is None or self.task.done():
+                return
             self.task.cancel()
+            await asyncio.sleep(0.05)
 
     # -- forwarding ----------------------------------------------------------------------
 
