@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ewsgate.config import (
     Option,
+    parse_duration,
     parse_host_port,
     parse_path,
     parse_positive_int,
@@ -43,6 +44,10 @@ PORTAL: list[Option] = [
     DATABASE,
     Option("public-url", "the portal's URL as browsers and relays reach it "
            "(default: http://LISTEN)", parse=parse_url, metavar="URL"),
+    Option("session-lifetime", "how long a portal login lasts at most (e.g. 12h)",
+           parse=parse_duration, default=12 * 3600.0, metavar="DURATION"),
+    Option("session-idle-timeout", "a portal login ends after this long without use (e.g. 2h)",
+           parse=parse_duration, default=2 * 3600.0, metavar="DURATION"),
 ]
 
 DEMO: list[Option] = [
@@ -76,6 +81,8 @@ CREATE_RELAY: list[Option] = [
            "(s-<id>.DOMAIN), e.g. rt.example.com", required=True, metavar="DOMAIN"),
     Option("tunnel-url", "HOST:PORT where agents reach this relay's tunnel listener",
            parse=parse_host_port, metavar="HOST:PORT"),
+    Option("public-port", "HTTPS port of the session hosts when it is not 443",
+           parse=parse_positive_int, metavar="PORT"),
     DATA_DIR,
     DATABASE,
 ]
