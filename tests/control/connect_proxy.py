@@ -18,6 +18,15 @@ class ConnectProxy:
     port: int = 0
     _server: asyncio.base_events.Server | None = None
     _tasks: set[asyncio.Task] = field(default_factory=set)
+    #: tunnels opened before freeze() stop carrying bytes (a silent, dead path: no FIN)
+    _frozen: list[asyncio.Event] = field(default_factory=list)
+
+    #: while set, new CONNECTs get 503 (the path to the portal is down)
+    refuse_new: bool = False
+
+    def freeze(self) -> None:
+        for gate in self._frozen:
+            gate.clear()
 
     @property
     def url(self) -> str:
@@ -59,12 +68,19 @@ class ConnectProxy:
                              b"Proxy-Authenticate: Basic realm=\"test\"\r\n"
                              b"Content-Length: 0\r\n\r\n")
                 return
+            if self.refuse_new:
+                writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+                return
             host, _, port = target.rpartition(":")
             upstream_reader, upstream_writer = await asyncio.open_connection(host.strip("[]"),
                                                                              int(port))
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             self.tunnels += 1
-            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+            gate = asyncio.Event()
+            gate.set()
+            self._frozen.append(gate)
+            await asyncio.gather(_pipe(reader, upstream_writer, gate),
+                                 _pipe(upstream_reader, writer, gate))
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
         finally:
@@ -74,9 +90,11 @@ class ConnectProxy:
             self._tasks.discard(task)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                gate: asyncio.Event) -> None:
     try:
         while data := await reader.read(65536):
+            await gate.wait()  # frozen: hold the bytes, never close
             writer.write(data)
             await writer.drain()
     except (ConnectionError, asyncio.CancelledError):

@@ -13,7 +13,7 @@ from ewsgate.agent.proxy import ProxyConfig, resolve_proxy
 from ewsgate.agent.state import AgentState
 from ewsgate.config import HostPort
 
-from .conftest import FAST_CLIENT, eventually, new_installation, new_token
+from .conftest import FAST_CLIENT, eventually, get_installation, new_installation, new_token
 from .connect_proxy import ConnectProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.db]
@@ -78,3 +78,32 @@ def test_proxy_resolution_flag_env_and_no_proxy():
     with pytest.raises(ValueError):
         ProxyConfig.from_url("socks5://proxy:1080")
     assert "p" not in repr(ProxyConfig("h", 1, "u", "p")).replace("ProxyConfig", "")
+
+
+async def test_silent_dead_path_is_noticed_by_both_ends(portal, enrol, agents, proxy, db):
+    """No FIN, no RST: bytes just stop and the path stays down for a while. The portal marks the
+    installation offline after three missed heartbeats; the agent notices on its side and
+    reconnects by itself once the path is back."""
+    enrolled = await enrol()
+    config = ProxyConfig.from_url(proxy.url)
+    agent = agents(enrolled.state, config=dataclasses.replace(FAST_CLIENT, proxy=config))
+    await asyncio.wait_for(agent.client.connected.wait(), 10)
+    await eventually(lambda: portal.hub.is_online(enrolled.installation_id))
+    proxy.refuse_new = True
+    proxy.freeze()
+    loop = asyncio.get_running_loop()
+    frozen_at = loop.time()
+
+    async def offline():
+        return not (await get_installation(db, enrolled.installation_id)).online
+
+    await eventually(offline, timeout=10)
+    assert loop.time() - frozen_at < 10
+    assert not portal.hub.is_online(enrolled.installation_id)
+    await eventually(lambda: not agent.client.connected.is_set())
+    proxy.refuse_new = False
+    await eventually(lambda: agent.client.connects >= 2 and agent.client.connected.is_set(),
+                     timeout=15)
+    assert proxy.tunnels >= 2
+    assert (await portal.hub.send_command(enrolled.installation_id, "Ping", {},
+                                          timeout=5))["pong"]
