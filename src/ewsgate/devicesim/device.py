@@ -169,7 +169,7 @@ async def start_device(
                     model=info.model)
             tls = (legacy_server_context if info.tls == "legacy"
                    else modern_server_context)(certificate)
-            server = await _listen(app, https, "https", tls)
+            server = await _listen(app, https, "https", tls, alerts=info.tls == "legacy")
             device._servers.append(server)
             device.https = HostPort(https.host, server.port)
             device.certificate = certificate
@@ -186,9 +186,11 @@ async def start_device(
     return device
 
 
-async def _listen(app: Any, where: HostPort, scheme: str, tls: Any) -> HttpListener:
+async def _listen(app: Any, where: HostPort, scheme: str, tls: Any, *,
+                  alerts: bool = False) -> HttpListener:
     try:
-        return await serve_http(app, where.host, where.port, scheme=scheme, ssl_context=tls)
+        return await serve_http(app, where.host, where.port, scheme=scheme, ssl_context=tls,
+                                handshake_alerts=alerts)
     except OSError as exc:
         raise DeviceStartError("devicesim.bind_failed",
                                f"cannot listen for {scheme.upper()} on {where}: {exc.strerror}; "

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import h11
 from wsproto.connection import Connection as WsConnection
@@ -41,6 +41,7 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 from wsproto.utilities import generate_accept_token
 
+from ewsgate.devicesim.tls_stream import TlsServerStream
 from ewsgate.devicesim.web import (
     BodyTooLarge,
     Framing,
@@ -54,6 +55,24 @@ __all__ = ["App", "HttpListener", "serve_http"]
 log = logging.getLogger("ewsgate.devicesim.http")
 
 App = Callable[[Request], Awaitable[Response | WebSocketResponse]]
+
+
+class _Reader(Protocol):
+    async def read(self, n: int = -1) -> bytes: ...
+
+
+class _Writer(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
 
 _READ_SIZE = 65536
 _DRAIN_LIMIT = 16 * 1024 * 1024
@@ -86,8 +105,13 @@ class HttpListener:
 
 
 async def serve_http(app: App, host: str, port: int, *, scheme: str,
-                     ssl_context: ssl.SSLContext | None = None) -> HttpListener:
-    """Listen on ``host:port`` (0 picks a free port) and serve ``app`` on every connection."""
+                     ssl_context: ssl.SSLContext | None = None,
+                     handshake_alerts: bool = False) -> HttpListener:
+    """Listen on ``host:port`` (0 picks a free port) and serve ``app`` on every connection.
+
+    ``handshake_alerts`` runs TLS in :class:`~ewsgate.devicesim.tls_stream.TlsServerStream`
+    instead of asyncio's, so a refused handshake sends its alert (the legacy-TLS devices).
+    """
     listener = HttpListener()
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -95,13 +119,23 @@ async def serve_http(app: App, host: str, port: int, *, scheme: str,
         assert task is not None
         listener.tasks.add(task)
         try:
-            await _HttpConnection(reader, writer, app, scheme).run()
+            if handshake_alerts and ssl_context is not None:
+                stream = TlsServerStream(reader, writer, ssl_context)
+                try:
+                    await asyncio.wait_for(stream.handshake(), 10)
+                except (ssl.SSLError, OSError, TimeoutError) as exc:
+                    log.info("TLS handshake refused: %s", exc)
+                    writer.close()
+                    return
+                await _HttpConnection(stream, stream, app, scheme).run()
+            else:
+                await _HttpConnection(reader, writer, app, scheme).run()
         except asyncio.CancelledError:
             pass  # the listener is closing; ending quietly keeps asyncio from logging it
         finally:
             listener.tasks.discard(task)
 
-    if ssl_context is None:
+    if ssl_context is None or handshake_alerts:
         listener.server = await asyncio.start_server(on_connect, host, port, limit=_READ_SIZE)
     else:
         listener.server = await asyncio.start_server(
@@ -112,8 +146,7 @@ async def serve_http(app: App, host: str, port: int, *, scheme: str,
 class _HttpConnection:
     """One client connection; see the module docstring for the loop."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, app: App,
-                 scheme: str) -> None:
+    def __init__(self, reader: _Reader, writer: _Writer, app: App, scheme: str) -> None:
         self.reader = reader
         self.writer = writer
         self.app = app
@@ -322,8 +355,7 @@ class _Body:
 class _WebSocket:
     """A server-side WebSocket on a raw stream: wsproto frames, messages reassembled."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 leftover: bytes) -> None:
+    def __init__(self, reader: _Reader, writer: _Writer, leftover: bytes) -> None:
         self._reader = reader
         self._writer = writer
         self._ws = WsConnection(ConnectionType.SERVER)
