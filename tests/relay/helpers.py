@@ -28,9 +28,10 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
 from ewsgate.relay.access_log import AccessLog
-from ewsgate.relay.browser_auth import BrowserAuth, JwksKeySource, OAuthClientConfig
+from ewsgate.relay.browser_auth import BrowserAuth, OAuthClientConfig
 from ewsgate.relay.clock import Clock, SystemClock
 from ewsgate.relay.http_proxy import ProxyConfig, RelayProxy
+from ewsgate.relay.tickets import JwksKeySource
 from ewsgate.relay.upstream import DeviceView, Endpoint, SessionInfo, StaticDirectory
 
 DOMAIN = "rt.localhost"
@@ -145,6 +146,8 @@ class FakePortal:
         self.codes: dict[str, dict[str, Any]] = {}
         self.token_requests: list[dict[str, str]] = []
         self.log_batches: list[dict[str, Any]] = []
+        #: set to e.g. 503 to make the log-batch endpoint fail
+        self.log_status = 200
         self.server = RawServer(self._handle)
         self.url = ""
 
@@ -208,6 +211,8 @@ class FakePortal:
         if path == "/api/v1/relay/log-batches":
             if auth != expected:
                 return 401, {"error": {"code": "unauthorized", "message": "bad relay"}}
+            if self.log_status != 200:
+                return self.log_status, {"error": {"code": "unavailable", "message": "down"}}
             self.log_batches.append(json.loads(body))
             return 200, {"accepted": len(json.loads(body)["entries"])}
         if path == "/oauth/token":
@@ -287,8 +292,7 @@ class Relay:
         self.config = ProxyConfig(domain=DOMAIN, portal_url=self.portal.url,
                                   public_port=self.port, **self.config_overrides)
         self.http = httpx.AsyncClient()
-        self.keys = JwksKeySource(self.portal.url + "/.well-known/jwks.json", self.http,
-                                  self.clock)
+        self.keys = JwksKeySource(self.portal.url)
         self.auth = BrowserAuth(
             OAuthClientConfig(relay_id=RELAY_ID, relay_secret=RELAY_SECRET,
                               portal_url=self.portal.url, cookie_key=b"k" * 32),

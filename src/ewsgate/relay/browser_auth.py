@@ -33,7 +33,6 @@ The portal side of this contract is written down in ``docs/relay.md``.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -58,7 +57,6 @@ __all__ = [
     "Authenticator",
     "BrowserAuth",
     "Identity",
-    "JwksKeySource",
     "KeySource",
     "OAuthClientConfig",
     "RelayResponse",
@@ -112,33 +110,10 @@ class Authenticator(Protocol):
 
 
 class KeySource(Protocol):
-    """The portal's published signing keys."""
+    """The portal's published signing keys (the same source the tunnel tickets are checked with,
+    :class:`ewsgate.relay.tickets.JwksKeySource`)."""
 
-    async def key_set(self, *, refresh: bool = False) -> KeySet: ...
-
-
-class JwksKeySource:
-    """Fetches the portal's JWKS and caches it; refetches for an unknown key (rate-limited)."""
-
-    def __init__(self, jwks_uri: str, client: httpx.AsyncClient, clock: Clock,
-                 min_refresh_interval: float = 30.0) -> None:
-        self.jwks_uri = jwks_uri
-        self._client = client
-        self._clock = clock
-        self._keys: KeySet | None = None
-        self._fetched_at = float("-inf")
-        self._min_refresh = min_refresh_interval
-        self._lock = asyncio.Lock()
-
-    async def key_set(self, *, refresh: bool = False) -> KeySet:
-        async with self._lock:
-            stale = self._clock.now() - self._fetched_at >= self._min_refresh
-            if self._keys is None or (refresh and stale):
-                response = await self._client.get(self.jwks_uri)
-                response.raise_for_status()
-                self._keys = KeySet.import_key_set(response.json())
-                self._fetched_at = self._clock.now()
-            return self._keys
+    async def keys(self, refresh: bool = False) -> KeySet: ...
 
 
 @dataclass(frozen=True)
@@ -383,17 +358,17 @@ class BrowserAuth:
     async def verify_access_token(self, token: str, session_id: str) -> dict[str, Any]:
         """Check an access token's signature (portal JWKS) and claims for this session."""
         try:
-            keys = await self._keys.key_set()
-        except (httpx.HTTPError, ValueError) as exc:
+            keys = await self._keys.keys()
+        except Exception as exc:  # the key source's own errors (network, JSON, TicketError)
             raise _AuthError("jwks_unavailable", f"The portal's keys could not be read: {exc}") \
                 from exc
         try:
             try:
                 decoded = jwt.decode(token, keys, algorithms=["ES256"])
             except JoseError:
-                decoded = jwt.decode(token, await self._keys.key_set(refresh=True),
+                decoded = jwt.decode(token, await self._keys.keys(refresh=True),
                                      algorithms=["ES256"])
-        except (JoseError, ValueError, httpx.HTTPError) as exc:
+        except Exception as exc:
             raise _AuthError("bad_token_signature", "The access token's signature is not "
                              "the portal's.") from exc
         claims = dict(decoded.claims)

@@ -195,17 +195,48 @@ class RelayProxy:
         self._first_seen: dict[str, float] = {}
         #: sessions seen ending here, so later requests get "ended", not "not found"
         self._ended: dict[str, float] = {}
+        #: the end of every session seen live (to tell "ended" from "tunnel down")
+        self._known_end: dict[str, float] = {}
 
     # -- session lifetime ----------------------------------------------------------------
 
     def session_end(self, info: SessionInfo) -> float:
         """When the session ends by the relay's clock (ticket expiry, capped at the maximum)."""
-        started = info.started_at or self._first_seen.setdefault(info.session_id,
-                                                                 self.clock.now())
-        return min(info.expires_at, started + self.config.max_session_seconds)
+        started = self._first_seen.setdefault(info.session_id,
+                                              info.started_at or self.clock.now())
+        end = min(info.expires_at, started + self.config.max_session_seconds)
+        if info.session_id not in self._known_end and len(self._known_end) > 10_000:
+            self._prune()
+        self._known_end[info.session_id] = end
+        return end
+
+    def _prune(self) -> None:
+        """Forget sessions that ended over an hour ago (memory stays bounded on a long run)."""
+        horizon = self.clock.now() - 3600
+        for sid in [s for s, end in self._known_end.items() if end < horizon]:
+            self._known_end.pop(sid, None)
+            self._first_seen.pop(sid, None)
+            self._ended.pop(sid, None)
 
     def mark_ended(self, session_id: str) -> None:
         self._ended.setdefault(session_id, self.clock.now())
+
+    def missing_session_page(self, session_id: str) -> str:
+        """Which page a session id without a live tunnel gets.
+
+        Ended (expired here, or closed early by the portal) → "ended"; known and not yet at its
+        end → the agent's tunnel is down, "device unreachable"; never seen → "not found".
+        """
+        closed = getattr(self.directory, "is_closed", None)
+        if session_id in self._ended or (callable(closed) and closed(session_id)):
+            return "session_ended"
+        end = self._known_end.get(session_id)
+        if end is not None:
+            if self.clock.now() >= end:
+                self.mark_ended(session_id)
+                return "session_ended"
+            return "device_unreachable"
+        return "session_not_found"
 
     # -- connection loop -----------------------------------------------------------------
 
@@ -416,8 +447,7 @@ class _BrowserConnection:
         info = self.proxy.directory.lookup(session_id)
         now = self.proxy.clock.now()
         if info is None:
-            kind = "session_ended" if session_id in self.proxy._ended else "session_not_found"
-            await self._page(exchange, kind, close=True)
+            await self._page(exchange, self.proxy.missing_session_page(session_id), close=True)
             return
         if now >= self.proxy.session_end(info):
             self.proxy.mark_ended(session_id)

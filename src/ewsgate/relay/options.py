@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from ewsgate.config import Option, parse_host_port, parse_path, parse_url
+from ewsgate.config import (
+    Option,
+    parse_duration,
+    parse_host_port,
+    parse_path,
+    parse_positive_int,
+    parse_url,
+)
 
 __all__ = ["RELAY"]
 
@@ -16,4 +23,29 @@ RELAY: list[Option] = [
            required=True, metavar="URL"),
     Option("data-dir", "directory for the relay's credentials, certificates and local log spool",
            parse=parse_path, default=parse_path("./data/relay"), metavar="DIR"),
+    Option("relay-id", "this relay's id, as `ewsgate admin create-relay` printed it "
+           "(default: relay_id in DATA_DIR/relay.json)", metavar="ID"),
+    Option("relay-secret", "this relay's secret, as `ewsgate admin create-relay` printed it "
+           "(default: relay_secret in DATA_DIR/relay.json)", metavar="SECRET"),
+    Option("tls-cert", "PEM certificate (chain) for browsers: a wildcard for *.DOMAIN "
+           "(default DATA_DIR/browser-cert.pem)", parse=parse_path, metavar="FILE"),
+    Option("tls-key", "PEM private key of --tls-cert (default DATA_DIR/browser-key.pem)",
+           parse=parse_path, metavar="FILE"),
+    Option("tunnel-cert", "PEM certificate for the agent tunnel listener "
+           "(default DATA_DIR/tunnel-cert.pem)", parse=parse_path, metavar="FILE"),
+    Option("tunnel-key", "PEM private key of --tunnel-cert (default DATA_DIR/tunnel-key.pem)",
+           parse=parse_path, metavar="FILE"),
+    Option("client-ca", "the portal's CA certificate: agents' client certificates must chain to "
+           "it (default DATA_DIR/ca.pem)", parse=parse_path, metavar="FILE"),
+    Option("portal-ca", "CA file to trust for the portal's HTTPS (default: the system's; "
+           "DATA_DIR/ca.pem when it exists)", parse=parse_path, metavar="FILE"),
+    Option("public-port", "the port browsers reach the session hosts on, written into session "
+           "URLs when not 443 (default: the --listen port)", parse=parse_positive_int,
+           metavar="PORT"),
+    Option("max-session", "longest a session may last on this relay, at most 30m",
+           parse=parse_duration, default=1800.0, metavar="DURATION"),
+    Option("header-timeout", "time a browser has to send a whole request head (slow clients)",
+           parse=parse_duration, default=10.0, metavar="DURATION"),
+    Option("body-timeout", "longest pause allowed in a request or response body (firmware "
+           "uploads)", parse=parse_duration, default=300.0, metavar="DURATION"),
 ]

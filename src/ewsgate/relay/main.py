@@ -1,0 +1,222 @@
+"""``ewsgate relay``: the Remote Technician server process.
+
+Theory of operation: one asyncio process with two TLS listeners and shared state::
+
+    agents ──TLS 1.3 + client cert──▶ TunnelServer ──register──▶ TunnelRegistry
+                                                                     ▲ lookup / open_stream
+    browsers ──HTTPS (wildcard *.DOMAIN)──▶ RelayProxy (per Host s-<id>.DOMAIN) ┘
+                                              │ BrowserAuth (OAuth 2.1 + PKCE to the portal)
+                                              └▶ AccessLog spool ──batches──▶ portal
+
+The relay holds no database credentials: it knows the portal's URL, its own relay id and secret
+(what ``ewsgate admin create-relay`` printed, from flags or ``DATA_DIR/relay.json``), the portal's
+published keys (JWKS, for tunnel tickets and access tokens alike) and its certificates.
+A random key for the session cookies is created once in ``DATA_DIR/cookie.key``.
+
+SIGINT/SIGTERM stop it gracefully: listeners close, tunnels get GOAWAY, and the access log
+tries for a few seconds to ship what is left (whatever is not shipped stays in the spool and is
+shipped by the next start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ewsgate.config import ConfigError, HostPort
+from ewsgate.relay.access_log import AccessLog, PortalLogShipper
+from ewsgate.relay.browser_auth import BrowserAuth, OAuthClientConfig
+from ewsgate.relay.clock import SystemClock
+from ewsgate.relay.http_proxy import MAX_SESSION_SECONDS, ProxyConfig, RelayProxy
+from ewsgate.relay.registry import TunnelRegistry
+from ewsgate.relay.tickets import JwksKeySource, TicketVerifier
+from ewsgate.relay.tunnel_server import TunnelServer, TunnelServerConfig
+
+__all__ = ["RelaySettings", "run", "serve"]
+
+log = logging.getLogger("ewsgate.relay")
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """Everything ``ewsgate relay`` runs with, resolved and checked once."""
+
+    listen: HostPort
+    tunnel_listen: HostPort
+    domain: str
+    portal_url: str
+    data_dir: Path
+    relay_id: str
+    relay_secret: str
+    tls_cert: Path
+    tls_key: Path
+    tunnel_cert: Path
+    tunnel_key: Path
+    client_ca: Path
+    portal_ca: Path | None
+    public_port: int
+    max_session: float
+    header_timeout: float
+    body_timeout: float
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> RelaySettings:
+        data_dir: Path = values["data_dir"]
+        listen: HostPort = values["listen"]
+        relay_id, relay_secret = values.get("relay_id"), values.get("relay_secret")
+        creds_file = data_dir / "relay.json"
+        if (not relay_id or not relay_secret) and creds_file.exists():
+            try:
+                creds = json.loads(creds_file.read_text("utf-8"))
+            except ValueError as exc:
+                raise ConfigError(f"{creds_file} is not valid JSON: {exc}") from None
+            relay_id = relay_id or str(creds.get("relay_id") or "")
+            relay_secret = relay_secret or str(creds.get("relay_secret") or "")
+        if not relay_id or not relay_secret:
+            raise ConfigError(
+                "the relay's credentials are missing: pass --relay-id and --relay-secret (or "
+                "EWSGATE_RELAY_ID / EWSGATE_RELAY_SECRET), or save what `ewsgate admin "
+                f"create-relay` printed as {creds_file} "
+                '({"relay_id": "...", "relay_secret": "..."})')
+        max_session = float(values.get("max_session") or MAX_SESSION_SECONDS)
+        if not 0 < max_session <= MAX_SESSION_SECONDS:
+            raise ConfigError(f"--max-session {max_session:g}s is above the 30-minute ceiling; "
+                              "choose 30m or less")
+
+        def path(key: str, default: str) -> Path:
+            chosen: Path = values.get(key) or data_dir / default
+            return chosen
+
+        default_ca = data_dir / "ca.pem"
+        settings = cls(
+            listen=listen, tunnel_listen=values["tunnel_listen"],
+            domain=str(values["domain"]).lower().strip("."), portal_url=values["portal_url"],
+            data_dir=data_dir, relay_id=str(relay_id), relay_secret=str(relay_secret),
+            tls_cert=path("tls_cert", "browser-cert.pem"), tls_key=path("tls_key",
+                                                                        "browser-key.pem"),
+            tunnel_cert=path("tunnel_cert", "tunnel-cert.pem"),
+            tunnel_key=path("tunnel_key", "tunnel-key.pem"),
+            client_ca=path("client_ca", "ca.pem"),
+            portal_ca=values.get("portal_ca") or (default_ca if default_ca.exists() else None),
+            public_port=int(values.get("public_port") or listen.port),
+            max_session=max_session,
+            header_timeout=float(values.get("header_timeout") or 10.0),
+            body_timeout=float(values.get("body_timeout") or 300.0),
+        )
+        for flag, file in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key),
+                           ("--tunnel-cert", settings.tunnel_cert),
+                           ("--tunnel-key", settings.tunnel_key),
+                           ("--client-ca", settings.client_ca)):
+            if not file.is_file():
+                raise ConfigError(f"{flag}: {file} does not exist; pass {flag} FILE or put the "
+                                  "file there (the portal's CA issues the relay's certificates)")
+        return settings
+
+
+def browser_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """Browser-facing TLS: 1.2+, HTTP/1.1 only (ALPN), the wildcard certificate."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def cookie_key(data_dir: Path) -> bytes:
+    """The session-cookie HMAC key: 32 random bytes made once, kept 0600 in the data dir."""
+    path = data_dir / "cookie.key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secrets.token_bytes(32))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    key = path.read_bytes()
+    if len(key) < 32:
+        raise ConfigError(f"{path} is shorter than 32 bytes; delete it to make a new one")
+    return key
+
+
+async def serve(settings: RelaySettings, stop: asyncio.Event) -> None:
+    """Run the relay until ``stop`` is set."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    clock = SystemClock()
+    verify: Any = str(settings.portal_ca) if settings.portal_ca else True
+    keys = JwksKeySource(settings.portal_url, verify=verify)
+    registry = TunnelRegistry(clock)
+    tunnels = TunnelServer(
+        TunnelServerConfig(host=settings.tunnel_listen.host, port=settings.tunnel_listen.port,
+                           cert_file=settings.tunnel_cert, key_file=settings.tunnel_key,
+                           client_ca_file=settings.client_ca),
+        TicketVerifier(relay_id=settings.relay_id, portal_url=settings.portal_url, keys=keys),
+        registry)
+    proxy_config = ProxyConfig(domain=settings.domain, portal_url=settings.portal_url,
+                               public_port=settings.public_port,
+                               header_timeout=settings.header_timeout,
+                               body_timeout=settings.body_timeout,
+                               max_session_seconds=settings.max_session)
+    http = httpx.AsyncClient(verify=verify, timeout=10.0)
+    auth = BrowserAuth(
+        OAuthClientConfig(relay_id=settings.relay_id, relay_secret=settings.relay_secret,
+                          portal_url=settings.portal_url,
+                          cookie_key=cookie_key(settings.data_dir)),
+        session_host=proxy_config.session_host, clock=clock, keys=keys, http=http)
+    shipper = PortalLogShipper(settings.portal_url, settings.relay_id, settings.relay_secret,
+                               verify=verify)
+    access_log = AccessLog(settings.data_dir / "access-log", shipper)
+    proxy = RelayProxy(proxy_config, registry, auth, access_log, clock)
+    shipping = asyncio.create_task(access_log.run())
+    tunnel_host, tunnel_port = await tunnels.start()
+    server = await asyncio.start_server(
+        proxy.handle, settings.listen.host, settings.listen.port,
+        ssl=browser_tls_context(settings.tls_cert, settings.tls_key),
+        ssl_handshake_timeout=settings.header_timeout, limit=64 * 1024)
+    bound = server.sockets[0].getsockname()
+    log.info("relay %s: browsers on https://s-<id>.%s:%s (listening on %s:%s), agents on %s:%s",
+             settings.relay_id, settings.domain, settings.public_port, bound[0], bound[1],
+             tunnel_host, tunnel_port)
+    print(f"ewsgate relay {settings.relay_id}: sessions at https://s-<id>.{settings.domain}:"
+          f"{settings.public_port}/ ; tunnels on {tunnel_host}:{tunnel_port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        await tunnels.close()
+        shipping.cancel()
+        with contextlib.suppress(BaseException):
+            await shipping
+        with contextlib.suppress(Exception):
+            await access_log.drain(within=3.0)
+        access_log.close()
+        await shipper.aclose()
+        await http.aclose()
+
+
+def run(values: dict[str, Any]) -> int:
+    """Entry point of ``ewsgate relay`` (values resolved from flags, environment and config)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    settings = RelaySettings.from_values(values)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(main())
+    return 0
