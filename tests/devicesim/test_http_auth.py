@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import hashlib
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from ewsgate.devicesim.http_auth import HttpAuthenticator, parse_digest_params
 
 # RFC 7616 section 3.9.1
@@ -132,3 +135,27 @@ def test_basic_only_authenticator_refuses_digest() -> None:
 def test_parse_digest_params_handles_quoted_commas_and_escapes() -> None:
     params = parse_digest_params('realm="a, b", nonce=xyz, opaque="q\\"r", stale=true')
     assert params == {"realm": "a, b", "nonce": "xyz", "opaque": 'q"r', "stale": "true"}
+
+
+# ---- properties --------------------------------------------------------------------------------
+
+_names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12)
+_values = st.text(alphabet=st.characters(codec="latin-1", exclude_characters="\r\n"),
+                  max_size=40)
+
+
+@given(st.dictionaries(_names, _values, max_size=8))
+def test_parse_digest_params_round_trips_quoted_values(params: dict[str, str]) -> None:
+    def quoted(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    text = ", ".join(f"{name}={quoted(value)}" for name, value in params.items())
+    assert parse_digest_params(text) == params
+
+
+@given(st.text(max_size=300))
+def test_any_authorization_header_is_answered_without_raising(header: str) -> None:
+    auth = HttpAuthenticator(RFC_REALM, {RFC_USER: RFC_PASSWORD}, FakeClock())
+    result = auth.check("GET", RFC_URI, header)
+    assert result.user is None
+    assert auth.check("GET", RFC_URI, "Digest " + header).user is None
