@@ -9,44 +9,20 @@ so tests are independent of each other and of anyone else using the same databas
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from portal_world import World, build_world
+from portal_world import World, build_world, pg_base_url, pg_execute, with_schema
 
 from ewsgate.portal.services.credentials import set_password_cost
-from ewsgate.portal.store.db import Database, parse_database_url, upgrade
-
-TEST_URL_ENV = "EWSGATE_TEST_DATABASE_URL"
+from ewsgate.portal.store.db import Database, upgrade
 
 # argon2 at production cost takes ~0.3 s per hash on a busy 2-core machine; the tests hash and
 # verify hundreds of times. Same algorithm, lower cost.
 set_password_cost(time_cost=1, memory_cost_kib=1024, parallelism=1)
-
-
-def _pg_base_url() -> str | None:
-    return os.environ.get(TEST_URL_ENV) or None
-
-
-async def _pg_execute(base_url: str, sql: str) -> None:
-    import asyncpg
-
-    url, _ = parse_database_url(base_url)
-    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = await asyncpg.connect(dsn)
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
-
-
-def _with_schema(base_url: str, schema: str) -> str:
-    url, _ = parse_database_url(base_url)
-    return url.update_query_dict({"schema": schema}).render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="session")
@@ -59,27 +35,27 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _fresh_url(directory: Path, template: Path) -> Iterator[str]:
-    base = _pg_base_url()
+    base = pg_base_url()
     if base is None:
         target = directory / "portal.sqlite3"
         shutil.copyfile(template, target)
         yield f"sqlite+aiosqlite:///{target}"
         return
     schema = f"t_{uuid.uuid4().hex[:16]}"
-    asyncio.run(_pg_execute(base, f'CREATE SCHEMA "{schema}"'))
+    asyncio.run(pg_execute(base, f'CREATE SCHEMA "{schema}"'))
     try:
-        url = _with_schema(base, schema)
+        url = with_schema(base, schema)
         asyncio.run(upgrade(url))
         yield url
     finally:
-        asyncio.run(_pg_execute(base, f'DROP SCHEMA "{schema}" CASCADE'))
+        asyncio.run(pg_execute(base, f'DROP SCHEMA "{schema}" CASCADE'))
 
 
 @pytest.fixture(scope="module")
 def _pg_module_url(tmp_path_factory: pytest.TempPathFactory,
                    _sqlite_template: Path) -> Iterator[str | None]:
     """PostgreSQL only: one migrated schema per test module (emptied before each test)."""
-    if _pg_base_url() is None:
+    if pg_base_url() is None:
         yield None
         return
     yield from _fresh_url(tmp_path_factory.mktemp("pg"), _sqlite_template)

@@ -1,13 +1,15 @@
-"""A small world for the portal's tests: two dealers, nested customers, one installation,
-device and finished job per customer, and users holding each role at two scopes."""
+"""Helpers for the portal's tests: the PostgreSQL test database, and a small world of two
+dealers, nested customers, one installation, device and finished job per customer, and users
+holding each role at two scopes."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ewsgate.portal.services.credentials import hash_password
-from ewsgate.portal.store.db import Database
+from ewsgate.portal.store.db import Database, parse_database_url
 from ewsgate.portal.store.models import (
     Customer,
     Dealer,
@@ -19,7 +21,32 @@ from ewsgate.portal.store.models import (
     User,
 )
 
-__all__ = ["ROLE_NAMES", "WORLD_NOW", "WORLD_PASSWORD", "World", "build_world"]
+__all__ = ["ROLE_NAMES", "TEST_URL_ENV", "WORLD_NOW", "WORLD_PASSWORD", "World", "build_world",
+           "pg_base_url", "pg_execute", "with_schema"]
+
+TEST_URL_ENV = "EWSGATE_TEST_DATABASE_URL"
+
+
+def pg_base_url() -> str | None:
+    """The PostgreSQL URL to test against, if the PostgreSQL leg is running."""
+    return os.environ.get(TEST_URL_ENV) or None
+
+
+async def pg_execute(base_url: str, sql: str) -> None:
+    import asyncpg
+
+    url, _ = parse_database_url(base_url)
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+def with_schema(base_url: str, schema: str) -> str:
+    url, _ = parse_database_url(base_url)
+    return url.update_query_dict({"schema": schema}).render_as_string(hide_password=False)
 
 WORLD_NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 WORLD_PASSWORD = "correct horse battery"
