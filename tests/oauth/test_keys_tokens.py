@@ -48,12 +48,13 @@ def _access(issuer: TokenIssuer, **over: object) -> str:
     return issuer.access_token(**args).token  # type: ignore[arg-type]
 
 
-def test_first_open_generates_one_private_key_file(tmp_path: Path, keys: SigningKeys) -> None:
+def test_first_use_generates_one_private_key_file(tmp_path: Path, keys: SigningKeys) -> None:
+    assert not (tmp_path / "signing-keys").exists(), "opening the ring writes nothing"
+    jwks = keys.jwks()
     files = list((tmp_path / "signing-keys").glob("*.json"))
     assert len(files) == 1
     assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "signing-keys").stat().st_mode) == 0o700
-    jwks = keys.jwks()
     assert len(jwks["keys"]) == 1
     public = jwks["keys"][0]
     assert public["kty"] == "EC" and public["crv"] == "P-256" and public["alg"] == "ES256"
@@ -62,7 +63,9 @@ def test_first_open_generates_one_private_key_file(tmp_path: Path, keys: Signing
 
 
 def test_reopen_keeps_the_same_key(tmp_path: Path, keys: SigningKeys, clock: FakeClock) -> None:
+    first = keys.active.kid
     again = SigningKeys.open(tmp_path, clock)
+    assert again.active.kid == first
     assert again.active.kid == keys.active.kid
 
 
@@ -97,9 +100,10 @@ def test_active_key_cannot_be_retired(keys: SigningKeys) -> None:
 
 def test_corrupt_key_file_is_reported_clearly(tmp_path: Path, keys: SigningKeys,
                                               clock: FakeClock) -> None:
+    keys.jwks()
     (tmp_path / "signing-keys" / "broken.json").write_text("{not json")
     with pytest.raises(RuntimeError, match="unreadable or malformed"):
-        SigningKeys.open(tmp_path, clock)
+        SigningKeys.open(tmp_path, clock).jwks()
 
 
 def test_access_token_claims_and_header(keys: SigningKeys, clock: FakeClock) -> None:

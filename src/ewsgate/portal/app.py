@@ -77,6 +77,9 @@ def _mount_parts(app: FastAPI, ctx: PortalContext, *, ui: bool) -> None:
         mount_ui(app, UIConfig(database=ctx.database, auth=ctx.config.auth,
                                limiter=ctx.login_limiter, clock=ctx.clock,
                                enrol_address=str(ctx.config.grpc_listen)))
+    from ewsgate.portal.sessions.runtime import mount_from_context
+
+    mount_from_context(app, ctx, pages=ui)
 
 
 def context_of(app: FastAPI) -> PortalContext:

@@ -48,6 +48,9 @@ PORTAL: list[Option] = [
            parse=parse_duration, default=12 * 3600.0, metavar="DURATION"),
     Option("session-idle-timeout", "a portal login ends after this long without use (e.g. 2h)",
            parse=parse_duration, default=2 * 3600.0, metavar="DURATION"),
+    Option("remote-session-seconds", "how long a Remote Technician session lasts (1 to 1800; "
+           "30 minutes is the ceiling and cannot be raised)", parse=parse_positive_int,
+           default=1800, metavar="SECONDS"),
 ]
 
 DEMO: list[Option] = [

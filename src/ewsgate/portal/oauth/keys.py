@@ -1,6 +1,8 @@
 """The portal's ES256 signing keys: generated once, stored in the data directory, rotation-ready.
 
-Theory of operation: every key is a P-256 private JWK in its own file
+Theory of operation: the ring is created on first use (the first token, ticket or JWKS
+request), so merely building the portal application writes nothing. Every key is a P-256
+private JWK in its own file
 ``<data-dir>/signing-keys/<kid>.json`` (mode 0600, directory 0700), with its creation time and,
 once retired, its retirement time. The key id is the RFC 7638 thumbprint, so it is stable and
 derived from the key itself. The *active* key — the newest one not retired — signs access tokens
@@ -62,15 +64,19 @@ class SigningKeys:
 
     @classmethod
     def open(cls, data_dir: Path, clock: Callable[[], datetime] | None = None) -> SigningKeys:
-        """Load the keys under ``data_dir/signing-keys``, generating the first one if needed."""
-        ring = cls(Path(data_dir) / _SUBDIR, clock or (lambda: datetime.now(UTC)))
-        ring.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        ring._reload()
-        if ring._active_or_none() is None:
-            ring.rotate()
-        return ring
+        """The key ring under ``data_dir/signing-keys``. Nothing is read or written until a key
+        is needed; the first use generates the first key (and the directory)."""
+        return cls(Path(data_dir) / _SUBDIR, clock or (lambda: datetime.now(UTC)))
 
     # -- reading ---------------------------------------------------------------------------
+
+    def _ensure(self) -> None:
+        """Load the ring, creating the directory and a first key when there is none."""
+        if not self.directory.is_dir():
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._reload()
+        if self._active_or_none() is None:
+            self.rotate()
 
     def _reload(self) -> None:
         mtime = self.directory.stat().st_mtime_ns
@@ -106,7 +112,7 @@ class SigningKeys:
     @property
     def active(self) -> SigningKey:
         """The key that signs new tokens: the newest one not retired."""
-        self._reload()
+        self._ensure()
         key = self._active_or_none()
         if key is None:
             raise RuntimeError(
@@ -116,7 +122,7 @@ class SigningKeys:
 
     def published(self) -> list[SigningKey]:
         """Every key not retired, newest last."""
-        self._reload()
+        self._ensure()
         return [k for k in self._keys if k.retired_at is None]
 
     def jwks(self) -> dict[str, list[dict[str, Any]]]:
@@ -139,6 +145,7 @@ class SigningKeys:
 
     def rotate(self) -> SigningKey:
         """Generate a new key and make it active; older keys stay published until retired."""
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = ECKey.generate_key("P-256", private=True)
         kid = key.thumbprint()
         entry = SigningKey(kid=kid, key=key, created_at=self._clock())
@@ -149,7 +156,7 @@ class SigningKeys:
 
     def retire(self, kid: str) -> None:
         """Stop publishing ``kid``; tokens it signed stop verifying. The active key cannot go."""
-        self._reload()
+        self._ensure()
         match = [k for k in self._keys if k.kid == kid and k.retired_at is None]
         if not match:
             raise KeyError(f"no published signing key with kid {kid!r}")

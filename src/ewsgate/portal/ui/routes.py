@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from ewsgate.portal.sessions import pages as session_pages
 from ewsgate.portal.ui import devices, inventory, jobs, login, people
 from ewsgate.portal.ui.rendering import STATIC_DIR
 from ewsgate.portal.ui.web import PortalUI, UIConfig
@@ -44,7 +45,7 @@ ROUTES: list[tuple[str, Endpoint, list[str]]] = [
     ("/devices/new", devices.new_device, ["GET"]),
     ("/devices/{device_id:int}", devices.device_detail, ["GET"]),
     ("/devices/{device_id:int}/remote-technician", devices.set_remote_technician, ["POST"]),
-    ("/devices/{device_id:int}/open", devices.open_device, ["POST"]),
+    ("/devices/{device_id:int}/open", session_pages.open_device, ["POST"]),
     ("/installations", inventory.installation_list, ["GET"]),
     ("/installations", inventory.create_installation, ["POST"]),
     ("/installations/{installation_id:int}/enrolment-token", inventory.create_enrolment_token,

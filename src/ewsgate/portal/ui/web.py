@@ -188,6 +188,9 @@ class PortalUI:
         if actor is not None and actor.can_anywhere(Action.MANAGE_ACCESS):
             items.append(("users", "Users & roles", "/users"))
         items.append(("jobs", "Jobs", "/jobs"))
+        if actor is not None and (actor.can_anywhere(Action.OPEN_SESSION)
+                                  or actor.can_anywhere(Action.MANAGE_ACCESS)):
+            items.append(("sessions", "Live sessions", "/remote-sessions"))
         return items
 
     def cookie_name(self) -> str:

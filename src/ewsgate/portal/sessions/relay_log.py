@@ -1,0 +1,177 @@
+"""Ingest the Remote Technician Log that relays ship: validate, map to jobs, insert once.
+
+A relay writes every request of a session to a local spool first and ships it in batches to
+``POST /api/v1/relay/log``; it resends anything not acknowledged (after a crash, a timeout, a
+portal restart). So the same entry can arrive any number of times, and the portal keeps exactly
+one copy: entries are keyed by ``(session, seq)`` — stored as ``(job_id, seq)``, unique in the
+``job_log_entries`` table — and inserted with ``INSERT … ON CONFLICT (job_id, seq) DO NOTHING
+RETURNING id`` (SQLite ≥ 3.35 and PostgreSQL both have it), so concurrent or repeated batches
+neither fail nor duplicate, and the count of new rows comes back in the same statement.
+
+An entry is what the relay's access log writes (:class:`ewsgate.relay.access_log.AccessEntry`):
+``session_id, seq, time`` (epoch seconds) ``, user`` (e-mail) ``, method, url, status,
+bytes_in, bytes_out, duration_ms, outcome, detail``; ``at`` (ISO 8601) and ``user_email`` are
+accepted as the same fields under the job log's names.
+
+Validation is per entry: a malformed entry, or one naming a session that is not pinned to the
+calling relay, is *rejected* (reported back with its index and a reason) and the rest of the
+batch is stored; the relay drops rejected entries instead of resending them forever. Over-long
+text is truncated (a log with a shortened URL beats a lost entry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ewsgate.portal.store.models import JobLogEntry, RemoteSession
+
+__all__ = ["MAX_BATCH", "IngestResult", "LogEntryError", "ingest", "parse_entry"]
+
+MAX_BATCH = 1000
+MAX_URL = 8192
+MAX_DETAIL = 4000
+_INT_FIELDS = ("bytes_in", "bytes_out", "duration_ms")
+_KNOWN = frozenset({"session_id", "seq", "at", "time", "user_email", "user", "method", "url",
+                    "status", "bytes_in", "bytes_out", "duration_ms", "outcome", "detail"})
+
+
+class LogEntryError(ValueError):
+    """One entry cannot be stored; the message says which field and why."""
+
+
+@dataclass
+class IngestResult:
+    """How a batch went: new rows, already-known rows, and rejected entries."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "duplicates": self.duplicates,
+                "rejected": self.rejected}
+
+
+def _text(entry: Mapping[str, Any], name: str, limit: int, *, required: bool) -> str | None:
+    value = entry.get(name)
+    if value is None:
+        if required:
+            raise LogEntryError(f"{name} is required")
+        return None
+    if not isinstance(value, str):
+        raise LogEntryError(f"{name} must be a string")
+    if required and not value:
+        raise LogEntryError(f"{name} must not be empty")
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def _moment(entry: Mapping[str, Any]) -> datetime:
+    """``time`` (epoch seconds, what relays send) or ``at`` (ISO 8601 with a zone)."""
+    if "time" in entry:
+        value = entry["time"]
+        if not isinstance(value, int | float) or isinstance(value, bool) or not (
+                0 < value < 2**33):
+            raise LogEntryError("time must be epoch seconds (a number)")
+        return datetime.fromtimestamp(float(value), UTC)
+    at_text = entry.get("at")
+    if not isinstance(at_text, str):
+        raise LogEntryError("time (epoch seconds) or at (ISO 8601 with a zone) is required")
+    try:
+        at = datetime.fromisoformat(at_text.replace("Z", "+00:00"))
+    except ValueError:
+        raise LogEntryError(f"at {at_text[:40]!r} is not an ISO 8601 timestamp") from None
+    if at.tzinfo is None:
+        raise LogEntryError("at must carry a time zone (e.g. ...Z)")
+    return at
+
+
+def parse_entry(entry: Any) -> dict[str, Any]:
+    """Validate one shipped entry and return the column values (plus ``session_id``)."""
+    if not isinstance(entry, Mapping):
+        raise LogEntryError("an entry must be a JSON object")
+    unknown = set(entry) - _KNOWN
+    if unknown:
+        raise LogEntryError(f"unknown field {sorted(unknown)[0]!r}")
+    session_id = entry.get("session_id")
+    if not isinstance(session_id, str) or not session_id:
+        raise LogEntryError("session_id is required")
+    seq = entry.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**31:
+        raise LogEntryError("seq must be an integer from 0 to 2^31-1")
+    at = _moment(entry)
+    status = entry.get("status")
+    if status is not None and (not isinstance(status, int) or isinstance(status, bool)
+                               or not 0 <= status <= 999):
+        raise LogEntryError("status must be an HTTP status code or null")
+    values: dict[str, Any] = {
+        "session_id": session_id,
+        "seq": seq,
+        "at": at,
+        "user_email": _text(entry, "user_email" if "user_email" in entry else "user", 320,
+                            required=False),
+        "method": _text(entry, "method", 16, required=True),
+        "url": _text(entry, "url", MAX_URL, required=True),
+        "status": status,
+        "outcome": _text(entry, "outcome", 32, required=True),
+        "detail": _text(entry, "detail", MAX_DETAIL, required=False),
+    }
+    for name in _INT_FIELDS:
+        number = entry.get(name, 0)
+        if number is None:
+            number = 0
+        if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number < 2**63:
+            raise LogEntryError(f"{name} must be a non-negative integer")
+        values[name] = min(number, 2**31 - 1)
+    return values
+
+
+async def ingest(session: AsyncSession, relay_id: int, entries: Sequence[Any]) -> IngestResult:
+    """Store a batch from relay ``relay_id`` (see the module docstring)."""
+    result = IngestResult()
+    parsed: list[tuple[int, dict[str, Any]]] = []
+    for index, entry in enumerate(entries):
+        try:
+            parsed.append((index, parse_entry(entry)))
+        except LogEntryError as exc:
+            result.rejected.append({"index": index, "code": "invalid_entry",
+                                    "message": str(exc)})
+    session_ids = sorted({values["session_id"] for _, values in parsed})
+    jobs: dict[str, int] = {}
+    if session_ids:
+        rows = await session.execute(
+            select(RemoteSession.id, RemoteSession.job_id).where(
+                RemoteSession.id.in_(session_ids), RemoteSession.relay_id == relay_id))
+        jobs = {sid: job_id for sid, job_id in rows}
+    rows_to_insert: dict[tuple[int, int], dict[str, Any]] = {}
+    for index, values in parsed:
+        job_id = jobs.get(values["session_id"])
+        if job_id is None:
+            result.rejected.append({
+                "index": index, "code": "unknown_session",
+                "message": f"session {values['session_id'][:64]!r} does not exist or is not "
+                           "pinned to this relay"})
+            continue
+        key = (job_id, values["seq"])
+        if key in rows_to_insert:
+            result.duplicates += 1
+            continue
+        row = {k: v for k, v in values.items() if k != "session_id"}
+        rows_to_insert[key] = {"job_id": job_id, **row}
+    if rows_to_insert:
+        dialect = session.bind.dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        statement = (insert(JobLogEntry).values(list(rows_to_insert.values()))
+                     .on_conflict_do_nothing(index_elements=["job_id", "seq"])
+                     .returning(JobLogEntry.id))
+        inserted = len((await session.execute(statement)).all())
+        result.accepted += inserted
+        result.duplicates += len(rows_to_insert) - inserted
+    return result

@@ -1,0 +1,174 @@
+"""Wiring of Remote Technician into the portal process.
+
+The portal's ``create_app`` calls :func:`mount_from_context`, which builds a
+:class:`RemoteTechnician` (:func:`build_remote_technician`: the signing keys in the data
+directory, the OAuth server, the session service on the control hub of the portal's control
+server) and hands it to :func:`mount_remote_technician`, which adds
+
+- the OAuth 2.1 routes (``/oauth/authorize``, ``/oauth/token``,
+  ``/.well-known/oauth-authorization-server``, ``/.well-known/jwks.json``),
+- the REST API for sessions and the job log (:mod:`ewsgate.portal.api.remote_sessions`),
+- the relay-facing API and ``/.well-known/ewsgate-ca.pem`` (:mod:`ewsgate.portal.api.relay_api`),
+- the pages: the *Open device web page* handler, the session progress page, the live-sessions
+  page and the job log fragment (:mod:`.pages`),
+
+and keeps itself in ``app.state.ewsgate_rt``. :class:`RemoteTechnician` is a background
+service of the portal (``start``: the sweeper — expiry, teardown, code pruning; ``stop``).
+
+The control hub is found among the portal's background services (the control server has
+``hub`` and ``ca``); without one, starting a session fails with ``installation_offline``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ewsgate.config import ConfigError
+from ewsgate.pki import CertificateAuthority
+from ewsgate.portal.auth import AuthSettings
+from ewsgate.portal.control.hub import InstallationOffline
+from ewsgate.portal.oauth.keys import SigningKeys
+from ewsgate.portal.oauth.routes import OAuthEndpoints
+from ewsgate.portal.oauth.server import AuthorizationServer, OAuthConfig
+from ewsgate.portal.oauth.tokens import TokenIssuer
+from ewsgate.portal.sessions.naming import SessionConfig
+from ewsgate.portal.sessions.service import CommandSender, RemoteSessions
+from ewsgate.portal.store.db import Database
+from ewsgate.portal.ui.rendering import Renderer
+
+__all__ = ["RemoteTechnician", "build_remote_technician", "mount_from_context",
+           "mount_remote_technician", "remote_technician_of"]
+
+log = logging.getLogger(__name__)
+
+
+class _NoControlServer:
+    """The hub stand-in when the portal runs without its control server (API-only tests)."""
+
+    async def send_command(self, installation_id: int, kind: str,
+                           payload: Any = None, *, timeout: float = 30.0,  # noqa: ASYNC109
+                           on_progress: Any = None) -> dict[str, Any]:
+        raise InstallationOffline("this portal runs without its control server, so no "
+                                  "installation can be reached")
+
+
+@dataclass
+class RemoteTechnician:
+    """Everything Remote Technician needs in the portal process (a background service)."""
+
+    name = "remote technician"
+
+    db: Database
+    keys: SigningKeys
+    issuer: TokenIssuer
+    oauth: AuthorizationServer
+    sessions: RemoteSessions
+    auth: AuthSettings
+    clock: Callable[[], datetime]
+    renderer: Renderer
+    ca: CertificateAuthority | None = None
+    sweep_interval: float = 1.0
+    _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def start(self) -> None:
+        """Start the sweeper (expiry, teardown of ended sessions, pruning of spent codes)."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.ensure_future(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        ticks = 0
+        while True:
+            try:
+                await self.sessions.sweep()
+                ticks += 1
+                if ticks % 60 == 0:
+                    await self.oauth.prune()
+            except Exception:
+                log.exception("Remote Technician sweep failed; retrying")
+            await asyncio.sleep(self.sweep_interval)
+
+    async def stop(self) -> None:
+        """Stop the sweeper and the background commands."""
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the sweeper and the background commands."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        await self.sessions.aclose()
+
+
+def build_remote_technician(
+    *,
+    db: Database,
+    data_dir: Path,
+    public_url: str,
+    hub: CommandSender,
+    auth: AuthSettings,
+    clock: Callable[[], datetime],
+    session_config: SessionConfig | None = None,
+    access_token_ttl_seconds: int = 30 * 60,
+    ca: CertificateAuthority | None = None,
+) -> RemoteTechnician:
+    """Load (or create) the signing keys under ``data_dir`` and build the services."""
+    issuer_url = public_url.rstrip("/")
+    keys = SigningKeys.open(data_dir, clock)
+    issuer = TokenIssuer(keys, issuer_url, clock)
+    oauth = AuthorizationServer(db, issuer, OAuthConfig(
+        issuer=issuer_url, access_token_ttl_seconds=access_token_ttl_seconds), clock)
+    sessions = RemoteSessions(db, hub, issuer, session_config or SessionConfig(), clock)
+    return RemoteTechnician(db=db, keys=keys, issuer=issuer, oauth=oauth, sessions=sessions,
+                            auth=auth, clock=clock, renderer=Renderer(clock), ca=ca)
+
+
+def mount_remote_technician(app: Any, rt: RemoteTechnician, *, pages: bool = True) -> None:
+    """Add Remote Technician's routes to ``app`` (FastAPI) and keep ``rt`` in its state;
+    ``pages`` adds the web pages too (they need the web UI mounted)."""
+    from ewsgate.portal.api import relay_api, remote_sessions
+    from ewsgate.portal.sessions import pages as session_pages
+
+    app.state.ewsgate_rt = rt
+    endpoints = OAuthEndpoints(rt.oauth, rt.keys, rt.auth, rt.renderer, rt.clock)
+    for route in endpoints.routes():
+        app.router.routes.append(route)
+    app.include_router(remote_sessions.router)
+    app.include_router(relay_api.router)
+    if pages:
+        for route in session_pages.routes():
+            app.router.routes.append(route)
+
+
+def mount_from_context(app: Any, ctx: Any, *, pages: bool = True) -> RemoteTechnician:
+    """Build Remote Technician for the portal context ``ctx``
+    (:class:`ewsgate.portal.context.PortalContext`), mount it, and register it as a background
+    service. Reads ``remote_session_seconds`` from the portal's flags, if given."""
+    control = next((s for s in ctx.background if hasattr(s, "hub") and hasattr(s, "ca")), None)
+    seconds = ctx.config.values.get("remote_session_seconds")
+    try:
+        session_config = SessionConfig(max_seconds=int(seconds)) if seconds else SessionConfig()
+    except ValueError as exc:
+        raise ConfigError(f"--remote-session-seconds: {exc}") from None
+    rt = build_remote_technician(
+        db=ctx.database, data_dir=Path(ctx.config.data_dir), public_url=ctx.config.public_url,
+        hub=control.hub if control is not None else _NoControlServer(), auth=ctx.config.auth,
+        clock=ctx.clock, session_config=session_config,
+        ca=control.ca if control is not None else None)
+    mount_remote_technician(app, rt, pages=pages)
+    ctx.background.append(rt)
+    return rt
+
+
+def remote_technician_of(app: Any) -> RemoteTechnician:
+    """The :class:`RemoteTechnician` mounted on ``app``."""
+    rt: RemoteTechnician = app.state.ewsgate_rt
+    return rt

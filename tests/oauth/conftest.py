@@ -1,0 +1,13 @@
+"""Fixtures for the OAuth server tests: the same world as the session tests."""
+
+from sessions.rt_world import (
+    FakeClock,
+    RtWorld,
+    rt,
+    rt_database_url,
+    rt_pg_schema_url,
+    rt_sqlite_template,
+)
+
+__all__ = ["FakeClock", "RtWorld", "rt", "rt_database_url", "rt_pg_schema_url",
+           "rt_sqlite_template"]
