@@ -15,8 +15,9 @@ server) and hands it to :func:`mount_remote_technician`, which adds
 and keeps itself in ``app.state.ewsgate_rt``. :class:`RemoteTechnician` is a background
 service of the portal (``start``: the sweeper — expiry, teardown, code pruning; ``stop``).
 
-The control hub is found among the portal's background services (the control server has
-``hub`` and ``ca``); without one, starting a session fails with ``installation_offline``.
+The control hub and the CA are those of the portal's control server, found among the portal's
+background services when needed (it has ``hub`` and ``ca``; it joins them after the app is
+built); without one, starting a session fails with ``installation_offline``.
 """
 
 from __future__ import annotations
@@ -49,14 +50,28 @@ __all__ = ["RemoteTechnician", "build_remote_technician", "mount_from_context",
 log = logging.getLogger(__name__)
 
 
-class _NoControlServer:
-    """The hub stand-in when the portal runs without its control server (API-only tests)."""
+def _control_server(ctx: Any) -> Any:
+    """The portal's control server among its background services (it has ``hub`` and ``ca``)."""
+    return next((s for s in ctx.background if hasattr(s, "hub") and hasattr(s, "ca")), None)
+
+
+class _ContextHub:
+    """The control hub of the portal's control server, looked up when a command is sent (the
+    control server joins the background services after the app is built)."""
+
+    def __init__(self, ctx: Any) -> None:
+        self._ctx = ctx
 
     async def send_command(self, installation_id: int, kind: str,
                            payload: Any = None, *, timeout: float = 30.0,  # noqa: ASYNC109
                            on_progress: Any = None) -> dict[str, Any]:
-        raise InstallationOffline("this portal runs without its control server, so no "
-                                  "installation can be reached")
+        control = _control_server(self._ctx)
+        if control is None:
+            raise InstallationOffline("this portal runs without its control server, so no "
+                                      "installation can be reached")
+        result: dict[str, Any] = await control.hub.send_command(
+            installation_id, kind, payload, timeout=timeout, on_progress=on_progress)
+        return result
 
 
 @dataclass
@@ -73,9 +88,14 @@ class RemoteTechnician:
     auth: AuthSettings
     clock: Callable[[], datetime]
     renderer: Renderer
-    ca: CertificateAuthority | None = None
+    ca_source: Callable[[], CertificateAuthority | None] = lambda: None
     sweep_interval: float = 1.0
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def ca(self) -> CertificateAuthority | None:
+        """The portal's CA (for relay certificates), if the portal has one."""
+        return self.ca_source()
 
     async def start(self) -> None:
         """Start the sweeper (expiry, teardown of ended sessions, pruning of spent codes)."""
@@ -118,7 +138,7 @@ def build_remote_technician(
     clock: Callable[[], datetime],
     session_config: SessionConfig | None = None,
     access_token_ttl_seconds: int = 30 * 60,
-    ca: CertificateAuthority | None = None,
+    ca_source: Callable[[], CertificateAuthority | None] = lambda: None,
 ) -> RemoteTechnician:
     """Load (or create) the signing keys under ``data_dir`` and build the services."""
     issuer_url = public_url.rstrip("/")
@@ -128,7 +148,8 @@ def build_remote_technician(
         issuer=issuer_url, access_token_ttl_seconds=access_token_ttl_seconds), clock)
     sessions = RemoteSessions(db, hub, issuer, session_config or SessionConfig(), clock)
     return RemoteTechnician(db=db, keys=keys, issuer=issuer, oauth=oauth, sessions=sessions,
-                            auth=auth, clock=clock, renderer=Renderer(clock), ca=ca)
+                            auth=auth, clock=clock, renderer=Renderer(clock),
+                            ca_source=ca_source)
 
 
 def mount_remote_technician(app: Any, rt: RemoteTechnician, *, pages: bool = True) -> None:
@@ -152,7 +173,6 @@ def mount_from_context(app: Any, ctx: Any, *, pages: bool = True) -> RemoteTechn
     """Build Remote Technician for the portal context ``ctx``
     (:class:`ewsgate.portal.context.PortalContext`), mount it, and register it as a background
     service. Reads ``remote_session_seconds`` from the portal's flags, if given."""
-    control = next((s for s in ctx.background if hasattr(s, "hub") and hasattr(s, "ca")), None)
     seconds = ctx.config.values.get("remote_session_seconds")
     try:
         session_config = SessionConfig(max_seconds=int(seconds)) if seconds else SessionConfig()
@@ -160,9 +180,9 @@ def mount_from_context(app: Any, ctx: Any, *, pages: bool = True) -> RemoteTechn
         raise ConfigError(f"--remote-session-seconds: {exc}") from None
     rt = build_remote_technician(
         db=ctx.database, data_dir=Path(ctx.config.data_dir), public_url=ctx.config.public_url,
-        hub=control.hub if control is not None else _NoControlServer(), auth=ctx.config.auth,
-        clock=ctx.clock, session_config=session_config,
-        ca=control.ca if control is not None else None)
+        hub=_ContextHub(ctx), auth=ctx.config.auth, clock=ctx.clock,
+        session_config=session_config,
+        ca_source=lambda: getattr(_control_server(ctx), "ca", None))
     mount_remote_technician(app, rt, pages=pages)
     ctx.background.append(rt)
     return rt
