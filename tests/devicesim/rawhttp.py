@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 
 
-async def raw_exchange(port: int, request: bytes, *, timeout: float = 10.0) -> bytes:
-    """Send ``request`` bytes and read everything until the server closes the connection."""
+async def raw_exchange(port: int, request: bytes, *, timeout: float = 10.0,
+                       half_close: bool = False) -> bytes:
+    """Send ``request`` bytes (then EOF if ``half_close``) and read until the server closes."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(request)
         await writer.drain()
+        if half_close:
+            writer.write_eof()
         return await asyncio.wait_for(reader.read(-1), timeout)
     finally:
         writer.close()

@@ -130,3 +130,18 @@ async def test_malformed_request_gets_400(device_factory) -> None:
     device = await device_factory("panel")
     raw = await raw_exchange(device.http.port, b"NOT HTTP AT ALL\r\n\r\n")
     assert raw.startswith(b"HTTP/1.1 400")
+
+
+async def test_malformed_inputs_never_take_the_listener_down(device_factory) -> None:
+    device = await device_factory("legacyhttp")
+    port = device.http.port
+    big_header = b"GET / HTTP/1.1\r\nHost: p\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"
+    assert (await raw_exchange(port, big_header)).startswith(b"HTTP/1.1 431")
+    for junk in (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+                 b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+                 b"POST /settings.html HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"zz\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64), b""):
+        reply = await raw_exchange(port, junk, half_close=True)
+        assert reply == b"" or reply.startswith((b"HTTP/1.1 4", b"HTTP/1.0 4"))
+    status, _, _ = split_response(await raw_exchange(port, get("/status.html")))
+    assert status == "HTTP/1.0 200 OK"

@@ -77,6 +77,8 @@ class _Writer(Protocol):
 _READ_SIZE = 65536
 _DRAIN_LIMIT = 16 * 1024 * 1024
 _MAX_HEADER_BYTES = 64 * 1024
+#: seconds without a byte from the client (between or inside requests) before it is dropped
+_IDLE_TIMEOUT = 60.0
 
 
 class HttpListener:
@@ -158,8 +160,9 @@ class _HttpConnection:
     async def run(self) -> None:
         try:
             await self._loop()
-        except (OSError, ssl.SSLError, asyncio.IncompleteReadError, h11.LocalProtocolError):
-            pass  # the client went away or we cannot speak to it any more
+        except (OSError, ssl.SSLError, asyncio.IncompleteReadError, h11.LocalProtocolError,
+                TimeoutError):
+            pass  # the client went away, stalled, or we cannot speak to it any more
         except Exception:
             log.exception("connection from %s failed", self.peer)
         finally:
@@ -173,6 +176,7 @@ class _HttpConnection:
                 event = await self.next_event()
             except h11.RemoteProtocolError as exc:
                 await self._send_error(exc.error_status_hint, str(exc))
+                await self._linger()
                 return
             if not isinstance(event, h11.Request):
                 return
@@ -188,6 +192,12 @@ class _HttpConnection:
             )
             try:
                 response = await self.app(request)
+            except h11.RemoteProtocolError as exc:  # the request body was malformed
+                await self._send_error(exc.error_status_hint, str(exc))
+                await self._linger()
+                return
+            except ConnectionError:  # the client went away in the middle of its body
+                return
             except Exception:
                 log.exception("handler failed for %s %s", request.method, request.target)
                 response = Response(500, [("Content-Type", "text/plain")],
@@ -210,7 +220,9 @@ class _HttpConnection:
             if event is h11.NEED_DATA:
                 if self.conn.they_are_waiting_for_100_continue:
                     await self._send(h11.InformationalResponse(status_code=100, headers=[]))
-                self.conn.receive_data(await self.reader.read(_READ_SIZE))
+                # an idle or stalled client is dropped, as embedded servers do
+                self.conn.receive_data(await asyncio.wait_for(self.reader.read(_READ_SIZE),
+                                                              _IDLE_TIMEOUT))
                 continue
             return event
 
@@ -219,6 +231,20 @@ class _HttpConnection:
         if data:
             self.writer.write(data)
             await self.writer.drain()
+
+    async def _linger(self, seconds: float = 1.0, limit: int = 1024 * 1024) -> None:
+        """Read and drop what the client still sends for a moment before closing, so the
+        error response is not destroyed by a TCP reset (a "lingering close")."""
+        with contextlib.suppress(Exception):
+            await self.writer.drain()
+            dropped = 0
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + seconds
+            while dropped < limit and (left := deadline - loop.time()) > 0:
+                data = await asyncio.wait_for(self.reader.read(_READ_SIZE), left)
+                if not data:
+                    return
+                dropped += len(data)
 
     async def _send_error(self, status: int, detail: str) -> None:
         body = f"{status} Bad request: {detail}\n".encode()
@@ -233,7 +259,10 @@ class _HttpConnection:
         """Read and drop what the handler left of the body; False when there was too much."""
         drained = 0
         while self.conn.their_state is h11.SEND_BODY:
-            event = await self.next_event()
+            try:
+                event = await self.next_event()
+            except h11.RemoteProtocolError:
+                return False
             if isinstance(event, h11.Data):
                 drained += len(event.data)
                 if drained > _DRAIN_LIMIT:
