@@ -275,12 +275,12 @@ class Relay:
     """The relay's browser side on 127.0.0.1 over real TLS, with a static device directory."""
 
     def __init__(self, tmp: Path, portal: FakePortal, *, clock: Clock | None = None,
-                 **config: Any) -> None:
+                 directory: Any = None, **config: Any) -> None:
         self.tmp = tmp
         self.portal = portal
         self.clock = clock or SystemClock()
         self.config_overrides = config
-        self.directory = StaticDirectory()
+        self.directory = directory if directory is not None else StaticDirectory()
         self.server_ctx, self.client_ctx, self.ca = make_tls()
 
     async def __aenter__(self) -> Relay:
