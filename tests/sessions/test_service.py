@@ -48,11 +48,12 @@ async def test_open_session_payload_and_ticket(rt: RtWorld) -> None:
     assert command.installation_id == rt.installation
     payload = command.payload
     assert payload["session_id"] == view.session_id
-    assert payload["device"]["ip"] == "192.0.2.10"
-    assert payload["device"]["mac"] == "00:1b:a9:00:00:01"
-    assert payload["device"]["identity_method"] == "mac"
-    assert payload["device"]["endpoints"] == [{"scheme": "http", "port": 80},
-                                              {"scheme": "https", "port": 443}]
+    assert payload["device"] == {"ip": "192.0.2.10", "hostname": "printer.lan",
+                                 "endpoints": [{"scheme": "http", "port": 80},
+                                               {"scheme": "https", "port": 443}]}
+    identity = payload["identity"]  # exactly what VerifyDevice takes
+    assert identity["expected_mac"] == "00:1b:a9:00:00:01" and identity["method"] == "mac"
+    assert identity["ip"] == "192.0.2.10" and identity["snmp"]["community"] == "public"
     assert payload["relay"]["tunnel_address"] == "127.0.0.1:8444"
     claims = verify_tunnel_ticket(payload["ticket"], rt.keys.public_key_set(), issuer=ISSUER,
                                   audience=str(view.relay_id),

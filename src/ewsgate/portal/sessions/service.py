@@ -40,6 +40,7 @@ from ewsgate.portal.oauth.tokens import TokenIssuer
 from ewsgate.portal.services import devices as device_service
 from ewsgate.portal.services import jobs as job_service
 from ewsgate.portal.services.access import Action, Actor, load_tree, scope_for
+from ewsgate.portal.services.device_identity import verify_payload
 from ewsgate.portal.services.errors import Conflict, NotFound, PermissionDenied, ServiceError
 from ewsgate.portal.sessions.naming import (
     SessionConfig,
@@ -68,6 +69,7 @@ _LIVE = tuple(s.value for s in LIVE)
 _STAGES = {
     "verifying": SessionStatus.VERIFYING,
     "identity": SessionStatus.VERIFYING,
+    "checking": SessionStatus.VERIFYING,
     "snmp": SessionStatus.VERIFYING,
     "arp": SessionStatus.VERIFYING,
     "verified": SessionStatus.CONNECTING,
@@ -136,27 +138,12 @@ def _view(row: RemoteSession, job: Job | None) -> SessionView:
 
 
 def device_payload(device: Device) -> dict[str, Any]:
-    """The device part of ``OpenSession``: where it is and how to check it is the right one."""
+    """Where the device is: the ticket's ``dev`` claim and ``OpenSession``'s ``device``."""
     return {
-        "id": device.id,
         "ip": device.ip,
         "hostname": device.hostname,
-        "make": device.make,
-        "identity_method": device.identity_method,
-        "mac": device.mac,
-        "serial": device.serial,
         "endpoints": [{"scheme": e["scheme"], "port": int(e["port"])}
                       for e in device.ews_endpoints],
-        "snmp": {
-            "version": device.snmp_version,
-            "port": device.snmp_port,
-            "community": device.snmp_community,
-            "v3_user": device.snmp_v3_user,
-            "v3_auth_protocol": device.snmp_v3_auth_protocol,
-            "v3_auth_key": device.snmp_v3_auth_key,
-            "v3_priv_protocol": device.snmp_v3_priv_protocol,
-            "v3_priv_key": device.snmp_v3_priv_key,
-        },
     }
 
 
@@ -215,14 +202,13 @@ class RemoteSessions:
             dev = device_payload(device)
             ticket = self.tickets.tunnel_ticket(
                 relay_id=str(relay.id), installation_id=str(installation.id),
-                session_id=session_id, expires_at=expires_at,
-                device={"ip": device.ip, "hostname": device.hostname,
-                        "endpoints": dev["endpoints"]})
+                session_id=session_id, expires_at=expires_at, device=dev)
             payload = {
                 "session_id": session_id,
                 "expires_at": expires_at.isoformat(),
                 "expires_at_unix_ms": int(expires_at.timestamp() * 1000),
                 "device": dev,
+                "identity": verify_payload(device),
                 "relay": {"id": str(relay.id), "name": relay.name,
                           "tunnel_address": relay.tunnel_address},
                 "ticket": ticket.token,
