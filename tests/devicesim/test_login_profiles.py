@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from ewsgate.devicesim.profiles.brother import PASSWORD as BROTHER_PASSWORD
-from ewsgate.devicesim.profiles.konica import ADMIN_PASSWORD, REFUSED
+from ewsgate.devicesim.profiles.konica import ADMIN_PASSWORD, KEEPALIVE, REFUSED
 from ewsgate.devicesim.profiles.ricoh import MAX_TARGET
 from ewsgate.devicesim.tls import legacy_client_context
 
@@ -201,15 +201,39 @@ async def test_konica_admin_auto_logout_after_idle_time(device_factory) -> None:
     device = await device_factory("konica", clock=clock, admin_idle_seconds=600)
     url = device.url("http", "")
     async with httpx.AsyncClient(base_url=url) as first, httpx.AsyncClient(base_url=url) as second:
+
+        async def browser_open_for(seconds: int) -> None:
+            """The admin page's script polls every 10 s; polls are not activity."""
+            for _ in range(seconds // 10):
+                clock.now += 10
+                assert (await first.get(KEEPALIVE)).status_code == 204
+
         await first.post("/wcd/login.cgi", data={"password": ADMIN_PASSWORD})
-        clock.now += 599
+        await browser_open_for(590)
         assert (await first.get("/wcd/admin/system.html")).status_code == 200  # activity
-        clock.now += 599
+        await browser_open_for(590)
         assert REFUSED in (await second.post("/wcd/login.cgi",
                                              data={"password": ADMIN_PASSWORD})).text
-        clock.now += 601
+        clock.now += 11  # 601 s since the last page view; the last poll was 11 s ago
         expired = await first.get("/wcd/admin/system.html")
         assert expired.status_code == 302 and "timeout=1" in expired.headers["location"]
         ok = await second.post("/wcd/login.cgi", data={"password": ADMIN_PASSWORD})
         assert ok.status_code == 302
     assert any("automatically logged out" in e.text for e in device.context.state.events)
+
+
+async def test_konica_lock_is_released_70s_after_the_browser_vanished(device_factory) -> None:
+    clock = FakeClock()
+    device = await device_factory("konica", clock=clock)
+    url = device.url("http", "")
+    async with httpx.AsyncClient(base_url=url) as first, httpx.AsyncClient(base_url=url) as second:
+        await first.post("/wcd/login.cgi", data={"password": ADMIN_PASSWORD})
+        page = await first.get("/wcd/admin/system.html")
+        assert f"fetch('{KEEPALIVE}'" in page.text
+        clock.now += 69  # the browser was closed without Logout: no more polls
+        assert REFUSED in (await second.post("/wcd/login.cgi",
+                                             data={"password": ADMIN_PASSWORD})).text
+        clock.now += 2
+        taken = await second.post("/wcd/login.cgi", data={"password": ADMIN_PASSWORD})
+        assert taken.status_code == 302
+    assert any("browser gone" in e.text for e in device.context.state.events)

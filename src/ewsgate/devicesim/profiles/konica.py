@@ -10,6 +10,9 @@ Quirks reproduced (sources in docs/devicesim.md):
 * The session **auto-logs out** after ``admin_idle_seconds`` without a request (the device's
   default is 10 minutes; ``--admin-idle-seconds``). Every admin page view counts as activity.
   A relay that retries, prefetches or keeps its own session alive changes who holds the lock.
+* Admin pages poll ``/wcd/admin/keepalive.cgi`` from JavaScript every 10 s. The poll is not
+  activity (it does not postpone the auto-logout) but proves the browser is still there: when
+  it stops (the browser was closed without Logout), the lock is released after **70 s**.
 """
 
 from __future__ import annotations
@@ -22,16 +25,20 @@ from ewsgate.devicesim.profiles.base import Profile, ProfileInfo, Skin
 from ewsgate.devicesim.state import DeviceContext
 from ewsgate.devicesim.web import Request, Response, esc, redirect
 
-__all__ = ["ADMIN_PASSWORD", "KonicaProfile"]
+__all__ = ["ADMIN_PASSWORD", "KEEPALIVE", "LOCK_WITHOUT_BROWSER", "REFUSED", "KonicaProfile"]
 
 ADMIN_PASSWORD = "1234567812345678"
 REFUSED = "Another administrator has logged on. Please try again later."
+#: seconds without a keep-alive poll after which a vanished browser's lock is released
+LOCK_WITHOUT_BROWSER = 70.0
+KEEPALIVE = "/wcd/admin/keepalive.cgi"
 
 
 @dataclass
 class _AdminSession:
     token: str
     last_seen: float
+    last_beat: float
     peer: str
 
 
@@ -60,16 +67,21 @@ class KonicaProfile(Profile):
         r.add("/wcd/admin/firmware_upload.cgi", self.upload, ("POST",))
         r.add("/wcd/admin/log.html", self.logs)
         r.add("/wcd/admin/log_download.cgi", self.download)
+        r.add(KEEPALIVE, self.keepalive)
 
     def nav(self) -> list[tuple[str, str]]:
         return [("Information", "/wcd/index.html"), ("System Settings", "/wcd/admin/system.html"),
                 ("Firmware Update", "/wcd/admin/firmware.html"), ("Log", "/wcd/admin/log.html")]
 
     def _active(self) -> _AdminSession | None:
-        """The admin session, after applying the idle auto-logout."""
-        if self.admin is not None and (self.ctx.clock.monotonic() - self.admin.last_seen
-                                       > self.ctx.config.admin_idle_seconds):
+        """The admin session, after applying the idle auto-logout and the lost-browser rule."""
+        now = self.ctx.clock.monotonic()
+        if self.admin is not None and now - self.admin.last_seen > \
+                self.ctx.config.admin_idle_seconds:
             self.ctx.log("Administrator automatically logged out (idle)")
+            self.admin = None
+        elif self.admin is not None and now - self.admin.last_beat > LOCK_WITHOUT_BROWSER:
+            self.ctx.log("Administrator browser gone (no keep-alive); control panel unlocked")
             self.admin = None
         return self.admin
 
@@ -83,7 +95,10 @@ class KonicaProfile(Profile):
             if not self.is_admin(request):
                 return redirect("/wcd/index.html?timeout=1", 302, [("Server", self.info.server)])
             assert self.admin is not None
-            self.admin.last_seen = self.ctx.clock.monotonic()
+            now = self.ctx.clock.monotonic()
+            self.admin.last_beat = now
+            if request.path != KEEPALIVE:  # the poll proves presence, not activity
+                self.admin.last_seen = now
         response = await super().handle(request)
         assert isinstance(response, Response)
         return response
@@ -125,7 +140,8 @@ class KonicaProfile(Profile):
             return self.page("Login", f'<div class="err" id="login-refused">{esc(REFUSED)}</div>'
                              + self.login_form())
         token = session.token if session is not None else secrets.token_hex(16)
-        self.admin = _AdminSession(token, self.ctx.clock.monotonic(), request.peer)
+        now = self.ctx.clock.monotonic()
+        self.admin = _AdminSession(token, now, now, request.peer)
         self.ctx.log("Administrator logged on; control panel locked")
         return redirect("/wcd/admin/system.html", 302,
                         [("Set-Cookie", f"ID={token}; Path=/; HttpOnly")])
@@ -139,7 +155,13 @@ class KonicaProfile(Profile):
     def admin_bar(self) -> str:
         idle = self.ctx.config.admin_idle_seconds
         return (f'<p>Administrator mode (auto logout after {idle:.0f} s idle) &middot; '
-                '<a href="/wcd/logout.cgi" id="logout">Logout</a></p>')
+                '<a href="/wcd/logout.cgi" id="logout">Logout</a></p>'
+                "<script>setInterval(function () {"
+                f"fetch('{KEEPALIVE}', {{credentials: 'same-origin', cache: 'no-store'}});"
+                "}, 10000);</script>")
+
+    async def keepalive(self, request: Request) -> Response:
+        return Response(204, [("Cache-Control", "no-store")])
 
     async def settings(self, request: Request) -> Response:
         if request.method == "POST":
