@@ -121,8 +121,7 @@ class KonicaProfile(Profile):
                       "or the session was logged out automatically.</div>")
         lock = ("locked (an administrator is logged on)" if session is not None
                 else "available")
-        admin = ('<p>Logged on as administrator. <a href="/wcd/logout.cgi" id="logout">Logout</a>'
-                 "</p>" if self.is_admin(request) else self.login_form())
+        admin = self.admin_bar() if self.is_admin(request) else self.login_form()
         body = (f'{notes}<p>Control panel: <b id="panel-lock">{lock}</b></p>{admin}'
                 + self.status_html())
         return self.page("Information", body)
