@@ -28,6 +28,11 @@ async def test_ping_round_trip_marks_online_and_records_the_command(portal, enro
     agent = agents(enrolled.state)
     await asyncio.wait_for(agent.client.connected.wait(), 10)
     await eventually(lambda: portal.hub.is_online(enrolled.installation_id))
+
+    async def online():
+        return (await get_installation(db, enrolled.installation_id)).online
+
+    await eventually(online, timeout=3)
     row = await get_installation(db, enrolled.installation_id)
     assert row.online and row.agent_version == "test" and row.last_seen_at is not None
     result = await portal.hub.send_command(enrolled.installation_id, "Ping", {"echo": "hi"},

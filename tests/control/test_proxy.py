@@ -19,6 +19,10 @@ from .connect_proxy import ConnectProxy
 pytestmark = [pytest.mark.integration, pytest.mark.db]
 
 
+async def not_(awaitable):
+    return not await awaitable
+
+
 @pytest.fixture
 async def proxy():
     server = await ConnectProxy().start()
@@ -89,14 +93,15 @@ async def test_silent_dead_path_is_noticed_by_both_ends(portal, enrol, agents, p
     agent = agents(enrolled.state, config=dataclasses.replace(FAST_CLIENT, proxy=config))
     await asyncio.wait_for(agent.client.connected.wait(), 10)
     await eventually(lambda: portal.hub.is_online(enrolled.installation_id))
-    proxy.refuse_new = True
-    proxy.freeze()
-    loop = asyncio.get_running_loop()
-    frozen_at = loop.time()
 
     async def offline():
         return not (await get_installation(db, enrolled.installation_id)).online
 
+    await eventually(lambda: not_(offline()), timeout=5)
+    proxy.refuse_new = True
+    proxy.freeze()
+    loop = asyncio.get_running_loop()
+    frozen_at = loop.time()
     await eventually(offline, timeout=10)
     assert loop.time() - frozen_at < 10
     assert not portal.hub.is_online(enrolled.installation_id)

@@ -119,6 +119,8 @@ class HubConfig:
     offline_grace: float = 10.0
     #: installations marked online whose last_seen_at is older than this are marked offline
     stale_after: float = 10.0
+    #: online/offline changes are written in batches, this long after the first one
+    presence_delay: float = 0.2
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval <= 0 or self.missed_heartbeats < 1 or self.sweep_interval <= 0:
@@ -143,14 +145,21 @@ class Connection:
     control: deque[pb.PortalMessage] = field(default_factory=deque)
     #: set when the stream must end; the servicer aborts with this status and message
     closing: Refusal | None = None
+    #: the servicer's task; cancelled when it does not end by itself soon after close()
+    task: asyncio.Task[Any] | None = None
 
     def push(self, message: pb.PortalMessage) -> None:
         self.control.append(message)
         self.wakeup.set()
 
-    def close(self, refusal: Refusal) -> None:
+    def close(self, refusal: Refusal, grace: float = 1.0) -> None:
+        """End the stream with ``refusal``; a writer stuck on a dead path is cancelled."""
         if self.closing is None:
             self.closing = refusal
+            if self.task is not None:
+                task = self.task
+                asyncio.get_running_loop().call_later(
+                    grace, lambda: None if task.done() else task.cancel())
         self.wakeup.set()
 
 
@@ -179,6 +188,8 @@ class ControlHub:
         self._pending: dict[str, _Pending] = {}
         self._online_events: dict[int, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._presence: dict[int, tuple[bool, str | None, dt.datetime]] = {}
+        self._presence_dirty = asyncio.Event()
 
     # ------------------------------------------------------------------ queries
 
@@ -306,7 +317,7 @@ class ControlHub:
             previous.close(Refusal("stream_replaced", "ABORTED",
                                    "a newer stream of this installation replaced this one"))
         self._connections[connection.installation_id] = connection
-        await self.records.mark_online(connection.installation_id, self.clock(), agent_version)
+        self._note_presence(connection.installation_id, True, agent_version)
         event = self._online_events.pop(connection.installation_id, None)
         if event is not None:
             event.set()
@@ -321,7 +332,7 @@ class ControlHub:
         for pending in self._pending.values():
             if pending.installation_id == connection.installation_id and pending.sent_at:
                 pending.lost_at = pending.lost_at or now
-        await self.records.mark_offline(connection.installation_id, now)
+        self._note_presence(connection.installation_id, False, None)
 
     def take(self, connection: Connection) -> tuple[pb.PortalMessage, str | None] | None:
         """The next message for this stream and, for a command, its id (see :meth:`sent`)."""
@@ -374,6 +385,39 @@ class ControlHub:
         if inspect.isawaitable(outcome):
             self._spawn(outcome)
 
+    def _note_presence(self, installation_id: int, online: bool, version: str | None) -> None:
+        self._presence[installation_id] = (online, version, self.clock())
+        self._presence_dirty.set()
+
+    async def flush_presence(self) -> None:
+        """Write the online/offline changes noted since the last flush, in one batch."""
+        changes, self._presence = self._presence, {}
+        self._presence_dirty.clear()
+        if not changes:
+            return
+        try:
+            await self.records.apply_presence(changes)
+        except BaseException:
+            for installation_id, change in changes.items():  # keep what is not newer
+                self._presence.setdefault(installation_id, change)
+            self._presence_dirty.set()
+            raise
+
+    async def run_presence_writer(self) -> None:
+        """Flush presence changes ``presence_delay`` after the first one, until cancelled.
+
+        Batching keeps a reconnect storm (a portal restart with thousands of agents) to a few
+        database writes a second instead of one per stream.
+        """
+        while True:
+            await self._presence_dirty.wait()
+            await asyncio.sleep(self.config.presence_delay)
+            try:
+                await self.flush_presence()
+            except Exception:
+                log.exception("writing online/offline states failed; retrying")
+                await asyncio.sleep(1.0)
+
     def _wake(self, installation_id: int) -> None:
         connection = self._connections.get(installation_id)
         if connection is not None:
@@ -415,6 +459,10 @@ class ControlHub:
         alive = [c.installation_id for c in live if c.closing is None]
         if alive:
             await self.records.touch(alive, now)
+            # a stream that ended while the touch ran was just marked online again: undo
+            for installation_id in alive:
+                if installation_id not in self._connections:
+                    self._note_presence(installation_id, False, None)
         await self.records.mark_stale_offline(
             now - dt.timedelta(seconds=self.config.stale_after))
 

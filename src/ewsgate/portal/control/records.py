@@ -130,19 +130,21 @@ class ControlRecords:
                     refused[installation_id] = refusal
         return refused
 
-    async def mark_online(self, installation_id: int, now: dt.datetime,
-                          agent_version: str | None = None) -> None:
-        values: dict[str, Any] = {"online": True, "last_seen_at": now}
-        if agent_version:
-            values["agent_version"] = agent_version[:64]
-        async with self.database.transaction() as session:
-            await session.execute(update(Installation)
-                                  .where(Installation.id == installation_id).values(**values))
-
-    async def mark_offline(self, installation_id: int, now: dt.datetime) -> None:
-        async with self.database.transaction() as session:
-            await session.execute(update(Installation).where(Installation.id == installation_id)
-                                  .values(online=False, last_seen_at=now))
+    async def apply_presence(self, changes: Mapping[int, tuple[bool, str | None, dt.datetime]],
+                             ) -> None:
+        """Write many online/offline changes ``{id: (online, agent_version, at)}`` at once."""
+        rows = []
+        for installation_id, (online, version, at) in changes.items():
+            row: dict[str, Any] = {"id": installation_id, "online": online, "last_seen_at": at}
+            if version:
+                row["agent_version"] = version[:64]
+            rows.append(row)
+        # rows with and without agent_version must not share one executemany batch
+        for group in ([r for r in rows if "agent_version" in r],
+                      [r for r in rows if "agent_version" not in r]):
+            for start in range(0, len(group), _CHUNK):
+                async with self.database.transaction() as session:
+                    await session.execute(update(Installation), group[start:start + _CHUNK])
 
     async def touch(self, installation_ids: Iterable[int], now: dt.datetime) -> None:
         """Refresh ``last_seen_at`` (and ``online``) of live streams, in batches."""

@@ -154,7 +154,7 @@ class ControlServicer(pb_grpc.ControlServicer):
         loop = asyncio.get_running_loop()
         connection = Connection(installation_id=installation_id, cert_serial=serial,
                                 peer=context.peer(), connected_at=loop.time(),
-                                last_message_at=loop.time())
+                                last_message_at=loop.time(), task=asyncio.current_task())
         await self.hub.attach(connection, hello.agent_version or None)
         log.info("installation %s online from %s (agent %s)", installation_id, context.peer(),
                  hello.agent_version or "?")
@@ -272,6 +272,7 @@ class ControlServer:
         self.enrol_port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._presence: asyncio.Task[None] | None = None
         self._database = database
 
     def _enrolment_settings(self) -> EnrolmentSettings:
@@ -314,15 +315,19 @@ class ControlServer:
         await server.start()
         self._server = server
         self._sweeper = asyncio.create_task(self.hub.run_sweeper())
+        self._presence = asyncio.create_task(self.hub.run_presence_writer())
         log.info("control server on %s (mTLS), enrolment on %s", self.port, self.enrol_port)
 
     async def stop(self, grace: float = 2.0) -> None:
         """Close every stream (agents reconnect elsewhere or later) and stop serving."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._presence):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.hub.close_all()
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+        with contextlib.suppress(Exception):
+            await self.hub.flush_presence()
