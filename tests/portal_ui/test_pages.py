@@ -483,3 +483,22 @@ async def test_changing_your_own_password_needs_the_current_one(client, seeded):
         assert (await sign_in(other, seeded.email["tech"], "a brand new password")
                 ).status_code == 303
         assert "Tom T." in (await other.get("/devices")).text
+
+
+async def test_the_portal_application_serves_the_ui_with_its_headers(ui_db, seeded):
+    """The composition ``ewsgate portal`` runs (create_app), not just the UI on its own."""
+    from ewsgate.portal.app import create_app
+    from ewsgate.portal.context import PortalConfig
+
+    app = create_app(PortalConfig(database_url=ui_db.url), database=ui_db)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://portal.test") as c:
+        assert (await sign_in(c, seeded.email["configurer"])).status_code == 303
+        page = await c.get(f"/devices/{seeded.device['reception']}")
+        assert page.status_code == 200 and 'role="switch"' in page.text
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY"
+        css = await c.get("/static/css/portal.css")
+        assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+        schema = (await c.get("/api/v1/openapi.json")).json()
+        assert not any(path.startswith("/devices") for path in schema["paths"])
