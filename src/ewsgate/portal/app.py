@@ -74,9 +74,7 @@ def _mount_parts(app: FastAPI, ctx: PortalContext, *, ui: bool) -> None:
     if ui:
         from ewsgate.portal.ui import UIConfig, mount_ui
 
-        mount_ui(app, UIConfig(database=ctx.database, auth=ctx.config.auth,
-                               limiter=ctx.login_limiter, clock=ctx.clock,
-                               enrol_address=str(ctx.config.grpc_listen)))
+        mount_ui(app, UIConfig.from_context(ctx))
     from ewsgate.portal.sessions.runtime import mount_from_context
 
     mount_from_context(app, ctx, pages=ui)
