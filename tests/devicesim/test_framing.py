@@ -145,3 +145,17 @@ async def test_malformed_inputs_never_take_the_listener_down(device_factory) -> 
         assert reply == b"" or reply.startswith((b"HTTP/1.1 4", b"HTTP/1.0 4"))
     status, _, _ = split_response(await raw_exchange(port, get("/status.html")))
     assert status == "HTTP/1.0 200 OK"
+
+
+async def test_expect_100_continue_refused_early_gets_no_continue(device_factory) -> None:
+    """A 401 to an upload that waits for 100-continue comes without inviting the body."""
+    device = await device_factory("sharp")
+    reader, writer = await asyncio.open_connection("127.0.0.1", device.http.port)
+    writer.write(b"POST /admin/firmware_upload.html HTTP/1.1\r\nHost: p\r\n"
+                 b"Content-Type: application/octet-stream\r\nContent-Length: 50000000\r\n"
+                 b"Expect: 100-continue\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    rest = await asyncio.wait_for(reader.read(-1), 10)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 401") and b"connection: close" in head.lower()
+    assert b"100 Continue" not in head + rest

@@ -273,7 +273,10 @@ class _HttpConnection:
 
     async def _respond(self, request: Request, response: Response) -> bool:
         """Write ``response``; True when the connection may carry another request."""
-        complete = await self._drain_request()
+        # a client still waiting for "100 Continue" has not sent its body: answer without it
+        # (and close) rather than invite a body nobody will read
+        waiting = self.conn.they_are_waiting_for_100_continue
+        complete = False if waiting else await self._drain_request()
         if response.framing is not Framing.STANDARD:
             await self._write_raw(request, response)
             return False
