@@ -129,12 +129,15 @@ async def create_enrolment_token(
         installation_id: Id, actor: CurrentActor, ctx: Context,
         body: Annotated[EnrolmentTokenCreate | None, Body()] = None) -> EnrolmentTokenOut:
     """A one-time enrolment token for ``ewsgate agent enroll --token`` (shown once)."""
-    hours = clean_int("lifetime_hours", (body or EnrolmentTokenCreate()).lifetime_hours,
+    hours = clean_int("lifetime_hours", body.lifetime_hours if body else 24,
                       low=1, high=720)
     async with ctx.database.transaction() as s:
         issued = await installations.create_enrolment_token(
             s, actor, installation_id, lifetime=timedelta(hours=hours), clock=ctx.clock)
-        return EnrolmentTokenOut(token=issued.token, installation_id=installation_id,
+        from ewsgate.portal.control.runtime import display_enrolment_token
+
+        return EnrolmentTokenOut(token=display_enrolment_token(ctx, issued.token),
+                                 installation_id=installation_id,
                                  expires_at=issued.record.expires_at)
 
 

@@ -141,8 +141,8 @@ class _DeviceFields(_In):
 
 class DeviceCreate(_DeviceFields):
     installation_id: int
-    name: str  # type: ignore[assignment]
-    ip: str  # type: ignore[assignment]
+    name: str
+    ip: str
 
 
 class DeviceUpdate(_DeviceFields):

@@ -98,7 +98,7 @@ async def list_devices(session: AsyncSession, actor: Actor,
     customers = visible.customer_ids
     if filters.customer_id is not None:
         customers = customers & frozenset(tree.subtree(filters.customer_id))
-    query: Select[tuple[Device]] = select(Device).join(
+    query: Select[Device] = select(Device).join(
         Installation, Installation.id == Device.installation_id).where(
         Installation.customer_id.in_(customers))
     if filters.installation_id is not None:

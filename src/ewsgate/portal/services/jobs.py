@@ -85,7 +85,7 @@ async def list_jobs(session: AsyncSession, actor: Actor, filters: JobFilter = Jo
     visible = scope_for(actor, Action.VIEW, tree)
     if visible.empty:
         return []
-    query: Select[tuple[Job]] = select(Job).where(_visible(actor, visible))
+    query: Select[Job] = select(Job).where(_visible(actor, visible))
     if filters.customer_id is not None:
         query = query.where(Job.customer_id.in_(tree.subtree(filters.customer_id)))
     for column, value in ((Job.type, filters.type), (Job.status, filters.status),

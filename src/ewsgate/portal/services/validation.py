@@ -47,11 +47,11 @@ def check_known(values: Mapping[str, Any], allowed: set[str] | frozenset[str]) -
 def clean_text(field: str, value: Any, *, max_length: int = 200) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput(f"{field} must be a non-empty text", field=field)
-    value = value.strip()
-    if len(value) > max_length:
-        raise InvalidInput(f"{field} is {len(value)} characters long; at most {max_length}",
+    text: str = value.strip()
+    if len(text) > max_length:
+        raise InvalidInput(f"{field} is {len(text)} characters long; at most {max_length}",
                            field=field)
-    return value
+    return text
 
 
 def clean_optional_text(field: str, value: Any, *, max_length: int = 200) -> str | None:
