@@ -148,6 +148,8 @@ class FakePortal:
         self.log_batches: list[dict[str, Any]] = []
         #: set to e.g. 503 to make the log-batch endpoint fail
         self.log_status = 200
+        #: HTML served at /evil: a third-party page for cross-site tests
+        self.evil_page = "<p>evil</p>"
         self.server = RawServer(self._handle)
         self.url = ""
 
@@ -193,10 +195,29 @@ class FakePortal:
             request, body = await read_request(reader, conn)
             if request is None:
                 return
+            path = request.target.decode()
+            if path.startswith("/oauth/authorize?"):
+                # the signed-in owner approves at once (what the real portal does after login)
+                callback = self.authorize(path)
+                writer.write(conn.send(h11.Response(status_code=303, headers=[
+                    ("Location", callback), ("Content-Length", "0")])))
+                writer.write(conn.send(h11.EndOfMessage()))
+                await writer.drain()
+                conn.start_next_cycle()
+                continue
+            if path == "/evil":
+                data = self.evil_page.encode()
+                writer.write(conn.send(h11.Response(status_code=200, headers=[
+                    ("Content-Type", "text/html"), ("Content-Length", str(len(data)))])))
+                writer.write(conn.send(h11.Data(data=data)) + conn.send(h11.EndOfMessage()))
+                await writer.drain()
+                conn.start_next_cycle()
+                continue
             status, payload = self._route(request, body)
             data = json.dumps(payload).encode()
             writer.write(conn.send(h11.Response(status_code=status, headers=[
-                ("Content-Type", "application/json"), ("Content-Length", str(len(data)))])))
+                ("Content-Type", "application/json"), ("Content-Length", str(len(data))),
+                ("Access-Control-Allow-Origin", "*")])))
             writer.write(conn.send(h11.Data(data=data)))
             writer.write(conn.send(h11.EndOfMessage()))
             await writer.drain()
