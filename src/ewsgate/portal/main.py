@@ -34,7 +34,10 @@ log = logging.getLogger(__name__)
 
 #: Factories of the services ``ewsgate portal`` runs beside the web server, each
 #: ``(ctx) -> BackgroundService | None``; a part adds its own with one line here.
-BACKGROUND_FACTORIES: list[Callable[[PortalContext], BackgroundService | None]] = []
+BACKGROUND_FACTORIES: list[Callable[[PortalContext], BackgroundService | None]] = [
+    lambda ctx: __import__("ewsgate.portal.control.runtime",
+                           fromlist=["control_service"]).control_service(ctx),
+]
 
 
 def background_services(ctx: PortalContext) -> list[BackgroundService]:

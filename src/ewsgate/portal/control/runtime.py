@@ -24,8 +24,9 @@ from ewsgate.config import ConfigError, HostPort
 from ewsgate.portal.control.server import ControlServer, ControlServerConfig
 from ewsgate.portal.store.db import Database
 
-__all__ = ["control_config_from_values", "control_server_from_values", "enrolment_address",
-           "load_portal_ca"]
+__all__ = ["control_config_from_values", "control_server_from_values", "control_service",
+           "display_enrolment_token", "enrolment_address", "load_portal_ca",
+           "public_enrolment_address"]
 
 
 def load_portal_ca(data_dir: Path, ca_cert: Path | None = None, ca_key: Path | None = None, *,
@@ -73,3 +74,51 @@ def control_server_from_values(values: Mapping[str, Any], *, database: Database,
                                clock: Callable[[], dt.datetime]) -> ControlServer:
     return ControlServer(control_config_from_values(values), database=database, ca=ca,
                          clock=clock)
+
+
+def control_service(ctx: Any) -> ControlServer:
+    """The portal's control server as a background service of ``ewsgate portal``.
+
+    ``ctx`` is the :class:`~ewsgate.portal.context.PortalContext`; its config's flag values
+    give the listen addresses and the CA paths.
+    """
+    values = ctx.config.values
+    ca = load_portal_ca(ctx.config.data_dir, values.get("ca_cert"), values.get("ca_key"))
+    return control_server_from_values(values, database=ctx.database, ca=ca, clock=ctx.clock)
+
+
+def _control_of(ctx: Any) -> ControlServer | None:
+    return next((s for s in getattr(ctx, "background", ()) if isinstance(s, ControlServer)),
+                None)
+
+
+def display_enrolment_token(ctx: Any, secret: str) -> str:
+    """The token to show an administrator: ``<secret>.<ca-pin>`` (the agent needs the pin).
+
+    Without a control server in this process (tests, UI-only runs) the CA is read from the
+    data directory when it exists; otherwise the bare secret is returned.
+    """
+    control = _control_of(ctx)
+    ca_cert = control.ca.cert if control is not None else None
+    if ca_cert is None:
+        values = ctx.config.values
+        path = values.get("ca_cert") or ctx.config.data_dir / "ca" / "ca.crt"
+        try:
+            ca_cert = pki.cert_from_pem(Path(path).read_bytes())
+        except (OSError, pki.PkiError):
+            return secret
+    return pki.compose_enrolment_token(secret, ca_cert)
+
+
+def public_enrolment_address(ctx: Any) -> str:
+    """``HOST:PORT`` for ``ewsgate agent enroll --portal``: the enrolment port, on the host
+    browsers use (``--public-url``) when the listener is bound to every interface."""
+    address = enrolment_address(ctx.config.values or {"grpc_listen": ctx.config.grpc_listen})
+    control = _control_of(ctx)
+    port = control.enrol_port if control is not None and control.enrol_port else address.port
+    host = address.host
+    if host in ("0.0.0.0", "::", ""):
+        from urllib.parse import urlsplit
+
+        host = urlsplit(ctx.config.public_url).hostname or host
+    return str(HostPort(host, port))

@@ -259,7 +259,12 @@ class ControlServicer(pb_grpc.ControlServicer):
 
 
 class ControlServer:
-    """The gRPC server with both ports, the hub and its sweeper. ``start()`` then ``stop()``."""
+    """The gRPC server with both ports, the hub and its sweeper. ``start()`` then ``stop()``.
+
+    It is a background service of the portal process (``name``, ``start``, ``stop``).
+    """
+
+    name = "control server (gRPC)"
 
     def __init__(self, config: ControlServerConfig, *, database: Database,
                  ca: pki.CertificateAuthority, clock: Callable[[], dt.datetime]) -> None:

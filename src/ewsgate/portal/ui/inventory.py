@@ -91,7 +91,7 @@ async def installation_list(p: Page) -> Response:
 def _enrolment(p: Page, name: str, issued: Any) -> Enrolment:
     lifetime = issued.record.expires_at - issued.record.created_at
     portal = p.ui.config.enrol_address or "PORTAL_HOST:GRPC_PORT"
-    return Enrolment(name, issued.token, portal,
+    return Enrolment(name, p.ui.config.display_token(issued.token), portal,
                      ago(p.ui.config.clock() + lifetime, p.ui.config.clock())
                      if lifetime > timedelta(0) else "now")
 

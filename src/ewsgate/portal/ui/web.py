@@ -113,21 +113,24 @@ class UIConfig:
     auth: AuthSettings
     limiter: LoginRateLimiter
     clock: Clock = utc_now
-    #: ``HOST:PORT`` agents give to ``ewsgate agent enroll --portal`` (the gRPC address)
+    #: ``HOST:PORT`` agents give to ``ewsgate agent enroll --portal`` (the enrolment port)
     enrol_address: str | None = None
+    #: turns a freshly issued token into what the administrator copies: ``<secret>.<ca-pin>``
+    display_token: Callable[[str], str] = lambda token: token
 
     @classmethod
     def from_context(cls, ctx: Any) -> UIConfig:
         """From the portal's :class:`~ewsgate.portal.context.PortalContext`. Agents enrol at
-        the gRPC port on the host browsers use (``--public-url``) when the gRPC listener is
-        bound to every interface, else at the listener's own address."""
-        grpc = ctx.config.grpc_listen
-        host = str(grpc.host)
-        if host in ("0.0.0.0", "::", ""):
-            host = urlsplit(ctx.config.public_url).hostname or host
-        address = f"[{host}]:{grpc.port}" if ":" in host else f"{host}:{grpc.port}"
+        the enrolment port (``--enrol-listen``, default the gRPC port + 1) on the host browsers
+        use (``--public-url``) when it is bound to every interface, else at its own address."""
+        from ewsgate.portal.control.runtime import (
+            display_enrolment_token,
+            public_enrolment_address,
+        )
+
         return cls(database=ctx.database, auth=ctx.config.auth, limiter=ctx.login_limiter,
-                   clock=ctx.clock, enrol_address=address)
+                   clock=ctx.clock, enrol_address=public_enrolment_address(ctx),
+                   display_token=lambda token: display_enrolment_token(ctx, token))
 
 
 @dataclass(frozen=True)
