@@ -502,3 +502,69 @@ async def test_the_portal_application_serves_the_ui_with_its_headers(ui_db, seed
         assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
         schema = (await c.get("/api/v1/openapi.json")).json()
         assert not any(path.startswith("/devices") for path in schema["paths"])
+
+
+class _Agent:
+    """Stands in for an installation's control stream (the control channel is not under test
+    here): answers VerifyDevice with a fixed result, as an agent would."""
+
+    def __init__(self, result: dict) -> None:
+        self.result = result
+        self.commands: list[tuple[int, str, dict]] = []
+
+    async def send_command(self, installation_id, kind, payload=None, *, timeout=30.0,
+                           on_progress=None):
+        self.commands.append((installation_id, kind, payload))
+        return self.result
+
+
+def _portal_app(ui_db, background=()):
+    from ewsgate.portal.app import create_app
+    from ewsgate.portal.context import PortalConfig
+
+    return create_app(PortalConfig(database_url=ui_db.url), database=ui_db,
+                      background=list(background))
+
+
+async def test_verify_identity_shows_the_result_on_the_device(ui_db, seeded):
+    from types import SimpleNamespace
+
+    agent = _Agent({"result": "mismatch", "code": "mac_mismatch",
+                    "detail": "expected 3c:52:82:00:00:00, found 00:11:22:33:44:55",
+                    "seen_mac": "00:11:22:33:44:55"})
+    control = SimpleNamespace(name="control", hub=agent)
+    app = _portal_app(ui_db)
+    app.state.portal.background.append(control)
+    device = seeded.device["reception"]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://portal.test") as c:
+        await sign_in(c, seeded.email["tech"])
+        page = await c.get(f"/devices/{device}")
+        assert 'id="verify-identity"' in page.text
+        response = await c.post(f"/devices/{device}/verify-identity",
+                                data={"csrf_token": csrf_of(page.text)})
+        assert response.status_code == 303
+        page = await c.get(response.headers["location"])
+        assert "Identity mismatch" in page.text
+        assert "found 00:11:22:33:44:55" in page.text
+        assert agent.commands[0][:2] == (seeded.installation["hq"], "VerifyDevice")
+    async with httpx.AsyncClient(transport=transport, base_url="http://portal.test") as c:
+        await sign_in(c, seeded.email["viewer"])
+        page = await c.get(f"/devices/{device}")
+        assert 'id="verify-identity"' not in page.text
+        refused = await c.post(f"/devices/{device}/verify-identity",
+                               data={"csrf_token": csrf_of(page.text)})
+        assert refused.status_code == 403
+    assert len(agent.commands) == 1
+
+
+async def test_verify_identity_without_a_control_server_says_why(ui_db, seeded):
+    transport = httpx.ASGITransport(app=_portal_app(ui_db))
+    async with httpx.AsyncClient(transport=transport, base_url="http://portal.test") as c:
+        await sign_in(c, seeded.email["configurer"])
+        device = seeded.device["reception"]
+        page = await c.get(f"/devices/{device}")
+        response = await c.post(f"/devices/{device}/verify-identity",
+                                data={"csrf_token": csrf_of(page.text)})
+        assert response.status_code == 503
+        assert "control server" in response.text

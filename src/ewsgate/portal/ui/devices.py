@@ -12,27 +12,40 @@ Administrators add devices (``GET /devices/new``, ``POST /devices``): every fiel
 by ``create_device``, and a refused one is shown by its field with the form re-filled.
 
 ``POST /devices/{id}/remote-technician`` calls ``set_remote_technician``;
-``POST /devices/{id}/open`` checks ``authorize_open_session`` and, until remote sessions are
-built, answers with a page that says so.
+``POST /devices/{id}/open`` checks ``authorize_open_session`` and, when Remote Technician is
+not mounted on the application, answers with a page that says so.
+
+*Verify identity* (``POST /devices/{id}/verify-identity``) is offered, in the portal application
+(which has a control server), to those whose roles act on the device (``VERIFY_ACTIONS``:
+Administrator, Configurer, User). It runs ``verify_device_identity`` through the
+installation's control stream; the outcome is stored on the device and shown on its page. An
+offline installation or a timeout is shown as an error on the device page.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.responses import Response
 
 from ewsgate.portal.services import devices as device_service
 from ewsgate.portal.services import jobs as job_service
 from ewsgate.portal.services.access import Action
-from ewsgate.portal.services.errors import InvalidInput, PermissionDenied, ServiceError
+from ewsgate.portal.services.device_identity import VERIFY_ACTIONS, verify_device_identity
+from ewsgate.portal.services.errors import (
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    ServiceError,
+)
 from ewsgate.portal.store.models import DEVICE_MAKES, Device
 from ewsgate.portal.ui.lookups import load_directory
 from ewsgate.portal.ui.rendering import make_label
 from ewsgate.portal.ui.web import Page, PageError, page
 
-__all__ = ["create_device", "device_detail", "device_list", "new_device", "open_device",
-           "set_remote_technician"]
+__all__ = ["ContextHub", "create_device", "device_detail", "device_list", "new_device",
+           "open_device", "set_remote_technician", "verify_identity"]
 
 #: The add-device form's fields, in the names ``create_device`` takes.
 DEVICE_FORM_FIELDS = (
@@ -44,6 +57,41 @@ _REQUIRED = frozenset({"installation_id", "name", "ip"})
 _NEW_DEVICE = {**dict.fromkeys(DEVICE_FORM_FIELDS, ""), "make": "other",
                "ews_endpoints": "http:80", "identity_method": "mac", "snmp_version": "2c",
                "snmp_port": "161", "snmp_community": "public"}
+
+
+class ContextHub:
+    """The control hub of the portal's control server, looked up among the portal's background
+    services when a command is sent (the control server joins them after the app is built)."""
+
+    def __init__(self, ctx: Any) -> None:
+        self._ctx = ctx
+
+    async def send_command(self, installation_id: int, kind: str, payload: Any = None, *,
+                           timeout: float = 30.0) -> dict[str, Any]:  # noqa: ASYNC109
+        control = next((s for s in self._ctx.background if hasattr(s, "hub")), None)
+        if control is None:
+            from ewsgate.portal.control.hub import InstallationOffline
+
+            raise InstallationOffline("this portal runs without its control server, so no "
+                                      "installation can be reached")
+        result: dict[str, Any] = await control.hub.send_command(installation_id, kind, payload,
+                                                                timeout=timeout)
+        return result
+
+
+def _command_sender(p: Page) -> ContextHub | None:
+    """Commands reach installations only in the portal application (``create_app``)."""
+    ctx = getattr(p.request.app.state, "portal", None)
+    return ContextHub(ctx) if ctx is not None else None
+
+
+#: What the device page says after an identity check (``?done=identity-…``).
+IDENTITY_NOTICES = {
+    "identity-verified": "Identity verified: the device at this IP is the one on record.",
+    "identity-mismatch": "Identity mismatch: another device answers at this IP. Remote sessions "
+                         "to it fail closed until the record or the network is corrected.",
+    "identity-unknown": "The identity could not be established; the detail is below.",
+}
 
 
 @dataclass(frozen=True)
@@ -174,6 +222,15 @@ async def _device_page(p: Page, device_id: int, *, error: PageError | None = Non
             except PermissionDenied:
                 is_rt_user = False
             can_open = await device_service.can_open_session(session, p.actor, device_id)
+            can_verify = False
+            if _command_sender(p) is not None:
+                for action in VERIFY_ACTIONS:
+                    try:
+                        await device_service.get_device(session, p.actor, device_id, action)
+                    except PermissionDenied:
+                        continue
+                    can_verify = True
+                    break
             directory = await load_directory(session, p.actor)
             jobs = await job_service.list_jobs(session, p.actor,
                                                job_service.JobFilter(device_id=device.id),
@@ -181,13 +238,15 @@ async def _device_page(p: Page, device_id: int, *, error: PageError | None = Non
     except ServiceError as exc:
         return p.failure(exc)
     customer_id = directory.customer_of_installation(device.installation_id)
+    done = p.request.query_params.get("done", "")
+    identity_notice = {"notice": IDENTITY_NOTICES[done]} if done in IDENTITY_NOTICES else {}
     return p.render("devices/detail.html", "devices", {
         "title": device.name, "device": device,
         "customer_name": directory.customer_label(customer_id),
         "installation_name": directory.installation_name(device.installation_id),
         "installation_online": directory.installation_online(device.installation_id),
         "can_configure": can_configure, "is_rt_user": is_rt_user, "can_open": can_open,
-        "jobs": jobs, "error": error,
+        "can_verify": can_verify, "jobs": jobs, "error": error, **identity_notice,
     }, status_code=status_code)
 
 
@@ -231,3 +290,26 @@ async def open_device(p: Page, device_id: int) -> Response:
         "Technician sessions yet. Nothing was started and no job was created.",
         status_code=501, actor=p.actor, csrf_token=p.session_info.csrf_token,
         back_href=f"/devices/{device_id}", back_label="Back to the device")
+
+
+
+
+@page
+async def verify_identity(p: Page, device_id: int) -> Response:
+    """``POST /devices/{id}/verify-identity``: ask the installation to check the device."""
+    sender = _command_sender(p)
+    if sender is None:
+        return p.failure(NotFound("identity checks need the portal's control server, which "
+                                  "this application does not run"))
+    try:
+        answer = await verify_device_identity(p.ui.database, p.actor, device_id,
+                                              sender,  # type: ignore[arg-type]
+                                              clock=p.ui.config.clock)
+    except ServiceError as exc:
+        if exc.status == 404:
+            return p.failure(exc)
+        return await _device_page(p, device_id, error=PageError.of(exc),
+                                  status_code=exc.status)
+    result = str(answer["result"])
+    return p.redirect(f"/devices/{device_id}",
+                      f"identity-{result if result in ('verified', 'mismatch') else 'unknown'}")

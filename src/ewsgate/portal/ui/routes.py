@@ -45,6 +45,7 @@ ROUTES: list[tuple[str, Endpoint, list[str]]] = [
     ("/devices/new", devices.new_device, ["GET"]),
     ("/devices/{device_id:int}", devices.device_detail, ["GET"]),
     ("/devices/{device_id:int}/remote-technician", devices.set_remote_technician, ["POST"]),
+    ("/devices/{device_id:int}/verify-identity", devices.verify_identity, ["POST"]),
     ("/devices/{device_id:int}/open", session_pages.open_device, ["POST"]),
     ("/installations", inventory.installation_list, ["GET"]),
     ("/installations", inventory.create_installation, ["POST"]),
