@@ -65,6 +65,10 @@ __all__ = [
 
 
 
+#: ``last_seen_at`` / ``last_used_at`` are refreshed at most this often (saves a write per request)
+_TOUCH_EVERY = timedelta(seconds=30)
+
+
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
     """Web-session and login-limit settings (part of the portal's frozen config)."""
@@ -208,7 +212,8 @@ async def session_from_cookie(session: AsyncSession, cookie_value: str | None, *
     user = await session.get(User, record.user_id)
     if user is None or not user.active:
         raise AuthenticationFailed("your account is disabled", code="not_authenticated")
-    record.last_seen_at = now
+    if now - record.last_seen_at >= _TOUCH_EVERY:  # not a write on every request
+        record.last_seen_at = now
     actor = await actor_for(session, user, via="session")
     return actor, SessionInfo(record.id, record.csrf_secret, record.expires_at)
 
@@ -254,5 +259,7 @@ async def actor_from_bearer(session: AsyncSession, token: str | None, *,
     if record is None or user is None or not user.active:
         raise AuthenticationFailed("the API token is not valid; create a new one",
                                    code="invalid_token")
-    record.last_used_at = clock()
+    now = clock()
+    if record.last_used_at is None or now - record.last_used_at >= _TOUCH_EVERY:
+        record.last_used_at = now
     return await actor_for(session, user, via="token")

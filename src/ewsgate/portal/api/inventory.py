@@ -192,7 +192,7 @@ async def update_device(device_id: Id, body: DeviceUpdate, actor: CurrentActor,
 @router.delete("/devices/{device_id}", status_code=204, tags=["devices"])
 async def delete_device(device_id: Id, actor: CurrentActor, ctx: Context) -> Response:
     async with ctx.database.transaction() as s:
-        await devices.delete_device(s, actor, device_id)
+        await devices.delete_device(s, actor, device_id, clock=ctx.clock)
     return Response(status_code=204)
 
 

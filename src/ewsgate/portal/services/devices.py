@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select, update
@@ -178,10 +179,12 @@ async def update_device(session: AsyncSession, actor: Actor, device_id: int,
     return device
 
 
-async def delete_device(session: AsyncSession, actor: Actor, device_id: int) -> None:
-    """Delete a device (Administrator). Its jobs and their logs stay (device_id set NULL)."""
+async def delete_device(session: AsyncSession, actor: Actor, device_id: int, *,
+                        clock: Clock = utc_now) -> None:
+    """Delete a device (Administrator). Its jobs and their logs stay (device_id set NULL);
+    its live sessions are marked ended first."""
     device = await get_device(session, actor, device_id, Action.MANAGE_INVENTORY)
-    await _end_live_sessions(session, device.id, "the device was deleted", utc_now())
+    await _end_live_sessions(session, device.id, "the device was deleted", clock())
     await session.delete(device)
     await session.flush()
 
@@ -246,7 +249,7 @@ async def _installation_for_admin(session: AsyncSession, actor: Actor,
 
 
 async def _end_live_sessions(session: AsyncSession, device_id: int, reason: str,
-                             now: Any) -> None:
+                             now: datetime) -> None:
     await session.execute(
         update(RemoteSession).where(RemoteSession.device_id == device_id,
                                     RemoteSession.status.in_(_LIVE))
