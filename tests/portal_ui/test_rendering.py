@@ -76,6 +76,8 @@ def test_templates_hold_no_inline_script_or_style():
 
 
 def test_ui_config_from_the_portal_context_names_the_agents_enrolment_address(tmp_path):
+    """Agents enrol at the enrolment port (the gRPC port + 1 unless configured), on the public
+    host when the listener is bound to every interface."""
     from ewsgate.config import parse_host_port
     from ewsgate.portal.context import PortalConfig, PortalContext
     from ewsgate.portal.store.db import Database
@@ -83,8 +85,12 @@ def test_ui_config_from_the_portal_context_names_the_agents_enrolment_address(tm
 
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'p.sqlite3'}")
     wide = PortalContext(PortalConfig(grpc_listen=parse_host_port("0.0.0.0:9443"),
-                                      public_url="https://portal.example.com"), database)
-    assert UIConfig.from_context(wide).enrol_address == "portal.example.com:9443"
-    assert UIConfig.from_context(wide).limiter is wide.login_limiter
-    local = PortalContext(PortalConfig(grpc_listen=parse_host_port("127.0.0.1:8001")), database)
-    assert UIConfig.from_context(local).enrol_address == "127.0.0.1:8001"
+                                      public_url="https://portal.example.com",
+                                      data_dir=tmp_path), database)
+    config = UIConfig.from_context(wide)
+    assert config.enrol_address == "portal.example.com:9444"
+    assert config.limiter is wide.login_limiter
+    assert config.display_token("ewse_secret") == "ewse_secret"  # no CA yet: the bare secret
+    local = PortalContext(PortalConfig(grpc_listen=parse_host_port("127.0.0.1:8001"),
+                                       data_dir=tmp_path), database)
+    assert UIConfig.from_context(local).enrol_address == "127.0.0.1:8002"
