@@ -329,3 +329,29 @@ async def test_unknown_session_and_foreign_host(tmp_path: Path, portal: FakePort
         assert r.status == 404 and b"No Remote Technician session" in r.body
         r = await relay.fetch("a" * 32, "GET", "/", host="portal.example.com")
         assert r.status == 404 and b"Not a Remote Technician address" in r.body
+
+
+async def test_every_request_is_logged_in_order_with_its_outcome(
+        tmp_path: Path, portal: FakePortal) -> None:
+    import json
+
+    routes = {"/up": lambda r, b: (200, [("Content-Type", "application/octet-stream")],
+                                   b"x" * 1000)}
+    async with RawServer(device_app(routes, Seen())) as device, \
+            Relay(tmp_path, portal) as relay:
+        sid = relay.add_device(device.port)
+        cookie = await relay.login(sid, email="ana@example.com")
+        await relay.fetch(sid, "POST", "/up?x=1", body=b"y" * 300, cookie=cookie,
+                          headers=[("Sec-Fetch-Site", "same-origin")])
+        await relay.fetch(sid, "POST", "/up", body=b"z", cookie=cookie,
+                          headers=[("Sec-Fetch-Site", "cross-site")])
+        lines = b"".join(p.read_bytes() for p in (tmp_path / "spool").glob("segment-*"))
+    entries = [json.loads(line) for line in lines.splitlines()]
+    assert [e["seq"] for e in entries] == [1, 2, 3, 4]
+    assert [(e["method"], e["status"], e["outcome"]) for e in entries] == [
+        ("GET", 302, "auth"), ("GET", 303, "auth"), ("POST", 200, "ok"), ("POST", 403, "refused")]
+    ok = entries[2]
+    assert ok["url"] == "/up?x=1" and ok["user"] == "ana@example.com"
+    assert ok["bytes_in"] == 300 and ok["bytes_out"] == 1000 and ok["duration_ms"] >= 0
+    assert entries[3]["detail"] == "cross_site_refused" and entries[3]["bytes_in"] == 0
+    assert entries[1]["user"] == "ana@example.com"

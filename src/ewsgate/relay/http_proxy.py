@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -72,6 +73,8 @@ from ewsgate.relay.upstream import (
 )
 
 __all__ = ["MAX_SESSION_SECONDS", "ProxyConfig", "RelayProxy"]
+
+log = logging.getLogger(__name__)
 
 MAX_SESSION_SECONDS = 30 * 60
 RELAY_PATH_PREFIX = "/.ewsgate/"
@@ -248,6 +251,9 @@ class RelayProxy:
             await connection.serve()
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError, OSError):
             pass
+        except h11.ProtocolError as exc:
+            # e.g. a device answering 101 to a request that asked for no upgrade
+            log.warning("browser connection dropped: HTTP framing error: %s", exc)
         except asyncio.CancelledError:
             if not connection.expired:
                 raise
