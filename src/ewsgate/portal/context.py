@@ -73,11 +73,12 @@ class PortalConfig:
             auth = replace(auth, session_lifetime=timedelta(seconds=values["session_lifetime"]))
         if values.get("session_idle_timeout") is not None:
             auth = replace(auth, idle_timeout=timedelta(seconds=values["session_idle_timeout"]))
-        return cls(listen=listen,
-                   grpc_listen=values.get("grpc_listen") or parse_host_port("127.0.0.1:8001"),
-                   data_dir=data_dir, database_url=database_url,
-                   public_url=public_url.rstrip("/"), auth=auth,
-                   values=MappingProxyType(dict(values)))
+        grpc_listen = values.get("grpc_listen") or parse_host_port("127.0.0.1:8001")
+        resolved = {**values, "listen": listen, "grpc_listen": grpc_listen, "data_dir": data_dir,
+                    "database_url": database_url}
+        return cls(listen=listen, grpc_listen=grpc_listen, data_dir=data_dir,
+                   database_url=database_url, public_url=public_url.rstrip("/"), auth=auth,
+                   values=MappingProxyType(resolved))
 
 
 @dataclass
