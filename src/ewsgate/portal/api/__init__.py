@@ -11,7 +11,7 @@ routers (Remote Technician sessions, the relay-facing API) next to it in ``creat
 
 from fastapi import APIRouter
 
-from ewsgate.portal.api import access, inventory, jobs
+from ewsgate.portal.api import access, identity, inventory, jobs
 
 __all__ = ["API_V1", "router"]
 
@@ -21,3 +21,4 @@ router = APIRouter(prefix=API_V1)
 router.include_router(access.router)
 router.include_router(inventory.router)
 router.include_router(jobs.router)
+router.include_router(identity.router)

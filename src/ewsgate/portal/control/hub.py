@@ -41,7 +41,7 @@ import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ewsgate.portal.control.records import ControlRecords, Refusal
 from ewsgate.portal.services.errors import InvalidInput, ServiceError
@@ -51,6 +51,7 @@ __all__ = [
     "CommandError",
     "CommandFailed",
     "CommandRefused",
+    "CommandSender",
     "CommandTimedOut",
     "Connection",
     "ControlHub",
@@ -104,6 +105,15 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], Awaitable[None] | None]
+
+
+class CommandSender(Protocol):
+    """What callers need of a hub: :class:`ControlHub` itself, or a late-bound stand-in."""
+
+    async def send_command(self, installation_id: int, kind: str,
+                           payload: Mapping[str, Any] | None = None, *,
+                           timeout: float = 30.0,  # noqa: ASYNC109
+                           on_progress: ProgressCallback | None = None) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,12 +21,13 @@ from typing import Any
 
 from ewsgate import pki
 from ewsgate.config import ConfigError, HostPort
+from ewsgate.portal.control.hub import InstallationOffline, ProgressCallback
 from ewsgate.portal.control.server import ControlServer, ControlServerConfig
 from ewsgate.portal.store.db import Database
 
-__all__ = ["control_config_from_values", "control_server_from_values", "control_service",
-           "display_enrolment_token", "enrolment_address", "load_portal_ca",
-           "public_enrolment_address"]
+__all__ = ["LateHub", "control_config_from_values", "control_server_from_values",
+           "control_service", "display_enrolment_token", "enrolment_address", "hub_of",
+           "load_portal_ca", "public_enrolment_address"]
 
 
 def load_portal_ca(data_dir: Path, ca_cert: Path | None = None, ca_key: Path | None = None, *,
@@ -122,3 +123,30 @@ def public_enrolment_address(ctx: Any) -> str:
 
         host = urlsplit(ctx.config.public_url).hostname or host
     return str(HostPort(host, port))
+
+
+class LateHub:
+    """``send_command`` on the control server among ``ctx.background``, looked up per call.
+
+    The control server joins the background services after the app is built, so routes and
+    pages hold one of these instead of the hub itself.
+    """
+
+    def __init__(self, ctx: Any) -> None:
+        self._ctx = ctx
+
+    async def send_command(self, installation_id: int, kind: str,
+                           payload: Mapping[str, Any] | None = None, *,
+                           timeout: float = 30.0,  # noqa: ASYNC109 (the command's deadline)
+                           on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+        control = _control_of(self._ctx)
+        if control is None:
+            raise InstallationOffline("this portal process runs without its control server, "
+                                      "so no installation can be reached")
+        return await control.hub.send_command(installation_id, kind, payload, timeout=timeout,
+                                              on_progress=on_progress)
+
+
+def hub_of(ctx: Any) -> LateHub:
+    """A :class:`LateHub` for the portal context ``ctx``."""
+    return LateHub(ctx)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ewsgate.portal.control.hub import CommandError, ControlHub
+from ewsgate.portal.control.hub import CommandError, CommandSender
 from ewsgate.portal.services.access import Action, Actor
 from ewsgate.portal.services.devices import get_device
 from ewsgate.portal.services.errors import PermissionDenied
@@ -67,7 +67,7 @@ async def _device_for_verify(database: Database, actor: Actor, device_id: int) -
 
 
 async def verify_device_identity(database: Database, actor: Actor, device_id: int,
-                                 hub: ControlHub, *, clock: Clock = utc_now,
+                                 hub: CommandSender, *, clock: Clock = utc_now,
                                  timeout: float = 20.0,  # noqa: ASYNC109 (the command's)
                                  ) -> dict[str, Any]:
     """Run the identity check on the device's installation; see the module docstring."""
