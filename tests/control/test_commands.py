@@ -171,3 +171,10 @@ async def test_replayed_command_id_is_refused_by_the_agent(portal, enrol, agents
     assert results[0].status == pb.CommandResult.REFUSED
     assert results[0].error_code == "replayed_command"
     assert runs == [runs[0]]
+
+
+async def test_command_to_an_unknown_installation_is_not_found(portal):
+    from ewsgate.portal.services.errors import NotFound
+
+    with pytest.raises(NotFound):
+        await portal.hub.send_command(999_999, "Ping", {}, timeout=1)

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
+from ewsgate.portal.services.errors import NotFound
 from ewsgate.portal.store.db import Database
 from ewsgate.portal.store.models import ControlCommand, Installation
 
@@ -165,9 +167,15 @@ class ControlRecords:
 
     async def record_command(self, command_id: str, installation_id: int, kind: str,
                              payload: dict[str, Any], now: dt.datetime) -> None:
-        async with self.database.transaction() as session:
-            session.add(ControlCommand(id=command_id, installation_id=installation_id, kind=kind,
-                                       created_at=now, status="pending", payload=payload))
+        try:
+            async with self.database.transaction() as session:
+                if await session.get(Installation, installation_id) is None:
+                    raise NotFound.of("installation", installation_id)
+                session.add(ControlCommand(id=command_id, installation_id=installation_id,
+                                           kind=kind, created_at=now, status="pending",
+                                           payload=payload))
+        except IntegrityError:  # deleted between the check and the insert
+            raise NotFound.of("installation", installation_id) from None
 
     async def finish_command(self, command_id: str, status: str,
                              result: dict[str, Any] | None, now: dt.datetime) -> None:
