@@ -278,7 +278,8 @@ class RemoteSessions:
                 row = await session.get(RemoteSession, session_id)
                 job = await session.get(Job, row.job_id) if row else None
                 if job is not None and job.result is not None:
-                    job.result = {**job.result, "status": new.value, "reason": reason}
+                    job.result = {**job.result, "status": new.value,
+                                  **({"reason": reason} if reason else {})}
         if applied and new in (SessionStatus.ENDED, SessionStatus.FAILED):
             task = self._tasks.get(session_id)
             if task is not None and task is not asyncio.current_task():

@@ -60,8 +60,10 @@
     var owner = root.getAttribute("data-owner") === "true";
     var statusEl = document.getElementById("rt-status");
     var reasonEl = document.getElementById("rt-reason");
-    var openEl = document.getElementById("rt-open");
-    var endForm = document.getElementById("rt-end-form");
+    var reasonWrap = document.getElementById("rt-reason-wrap");
+    // wrappers: a class's display rule (.btn, .alert) would override [hidden] on the element
+    var openWrap = document.getElementById("rt-open-wrap");
+    var endWrap = document.getElementById("rt-end-wrap");
     var countEl = document.getElementById("rt-countdown");
     var openedKey = "ewsgate-opened-" + api;
     var status = root.getAttribute("data-status");
@@ -76,20 +78,20 @@
         li.classList.toggle("rt-done", STEPS.indexOf(li.getAttribute("data-step")) <= reached);
       });
       if (data.reason) {
-        reasonEl.hidden = false;
+        reasonWrap.hidden = false;
         reasonEl.textContent = data.reason;
         reasonEl.className = status === "failed" ? "alert alert-error" : "muted";
       }
       if (status === "ready" && owner) {
-        openEl.hidden = false;
+        openWrap.hidden = false;
         if (!window.sessionStorage.getItem(openedKey)) {
           window.sessionStorage.setItem(openedKey, "1");
           window.open(url, "_blank", "noopener,noreferrer");
         }
       }
       if (!LIVE[status]) {
-        openEl.hidden = true;
-        if (endForm) { endForm.hidden = true; }
+        openWrap.hidden = true;
+        if (endWrap) { endWrap.hidden = true; }
         countEl.textContent = "0:00";
       }
     }
