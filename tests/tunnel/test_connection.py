@@ -366,3 +366,39 @@ def test_sending_after_close_is_a_local_error() -> None:
     events = pair.to_agent()
     assert events[-1] == ConnectionTerminated(error_code=ErrorCode.SESSION_EXPIRED,
                                               reason="session expired", remote=True)
+
+
+def test_a_data_frame_is_delivered_as_its_bytes_arrive() -> None:
+    """A 256 KiB frame is never buffered whole: each arriving piece becomes an event."""
+    pair = Pair()
+    pair.handshake()
+    sid = pair.open()
+    pair.relay.send_data(sid, b"a" * 100_000 + b"b" * 100_000, end_stream=True)
+    wire = pair.relay.data_to_send()
+    first = pair.agent.receive_data(wire[:50_000])
+    assert first == [DataReceived(stream_id=sid, data=b"a" * (50_000 - HEADER.size))]
+    assert pair.agent.buffered_inbound == 0
+    rest = pair.agent.receive_data(wire[50_000:])
+    assert rest[-1] == StreamEnded(stream_id=sid)
+    assert b"".join(e.data for e in first + rest if isinstance(e, DataReceived)) == \
+        b"a" * 100_000 + b"b" * 100_000
+
+
+def test_a_control_frame_over_the_control_limit_is_refused() -> None:
+    pair = Pair()
+    pair.handshake()
+    events = pair.agent.receive_data(HEADER.pack(64 * 1024, FrameType.PING, 0, 0))
+    assert events[-1].error_code is ErrorCode.FRAME_SIZE_ERROR  # type: ignore[attr-defined]
+
+
+def test_parts_for_writelines_keep_large_payloads_uncopied() -> None:
+    pair = Pair()
+    pair.handshake()
+    sid = pair.open()
+    big = b"z" * 100_000
+    pair.relay.send_data(sid, big)
+    pair.relay.send_data(sid, b"small")
+    parts = pair.relay.data_to_send_parts()
+    assert any(part is big for part in parts)
+    events = pair.agent.receive_data(b"".join(parts))
+    assert b"".join(e.data for e in events if isinstance(e, DataReceived)) == big + b"small"

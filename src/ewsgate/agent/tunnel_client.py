@@ -166,7 +166,7 @@ class TunnelSession:
             except TunnelError as exc:
                 if exc.code in _FINAL or not self.admitted.done():
                     self.end(SessionState.FAILED, exc.code if isinstance(exc.code, ErrorCode)
-                             else ErrorCode.CONNECT_FAILED, f"tunnel to the relay: {exc}")
+                             else ErrorCode.CONNECT_FAILED, f"tunnel to the relay: {exc.message}")
                     return
                 log.warning("session %s: reconnect failed: %s", self.spec.session_id, exc)
             else:

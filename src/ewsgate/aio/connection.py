@@ -24,7 +24,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from ewsgate.aio.errors import StreamRefusedError, StreamResetError, TunnelClosedError, TunnelError
 from ewsgate.aio.streams import HIGH_WATER, TunnelStream
@@ -92,8 +92,8 @@ class TunnelConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance check
+        self._transport = cast(asyncio.Transport, transport)
         set_nodelay(transport)
         self._flush()
         self._timer = self.loop.call_later(self._tick_interval, self._on_timer)
@@ -383,10 +383,14 @@ class TunnelConnection(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        data = self.core.data_to_send()
-        if data and self._transport is not None and not self._transport.is_closing():
-            self.bytes_out += len(data)
-            self._transport.write(data)
+        parts = self.core.data_to_send_parts()
+        if parts and self._transport is not None and not self._transport.is_closing():
+            if len(parts) == 1:
+                self.bytes_out += len(parts[0])
+                self._transport.write(parts[0])
+            else:
+                self.bytes_out += sum(map(len, parts))
+                self._transport.writelines(parts)
         if self.core.is_drained and self.core.state is ConnectionState.CLOSING:
             self._close_transport()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from typing import cast
 
 from ewsgate.aio.connection import set_nodelay
 from ewsgate.aio.errors import TunnelError, map_exceptions
@@ -33,8 +34,7 @@ class SpliceProtocol(asyncio.Protocol):
         self._socket_eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop: no isinstance
         set_nodelay(transport)
 
     def start(self) -> None:

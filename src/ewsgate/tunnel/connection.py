@@ -68,6 +68,7 @@ _DATA = FrameType.DATA
 _END = Flag.END_STREAM
 _CLOSED_MEMORY = 4096  # how many closed stream ids we remember (to tell late frames apart)
 _RECEIVING = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL)
+_MERGE_BELOW = 16 * 1024  # queued items smaller than this are joined into one write
 
 
 class _Stream:
@@ -108,6 +109,7 @@ class Connection:
         self._hello_received = False
         self._goaway_sent = False
         self._goaway_received = False
+        self._data_skip = False
         # keepalive
         self._activity = False
         self._last_seen: float | None = None
@@ -158,6 +160,28 @@ class Connection:
         out = self._out
         self._out = []
         return out[0] if len(out) == 1 else b"".join(out)
+
+    def data_to_send_parts(self) -> list[bytes]:
+        """Like :meth:`data_to_send`, as a list for ``writelines``: small items are merged,
+        large payloads are passed on as they are (no copy)."""
+        out = self._out
+        if len(out) <= 1:
+            self._out = []
+            return out
+        self._out = []
+        parts: list[bytes] = []
+        small: list[bytes] = []
+        for item in out:
+            if len(item) < _MERGE_BELOW:
+                small.append(item)
+                continue
+            if small:
+                parts.append(b"".join(small) if len(small) > 1 else small[0])
+                small = []
+            parts.append(item)
+        if small:
+            parts.append(b"".join(small) if len(small) > 1 else small[0])
+        return parts
 
     # ------------------------------------------------------------------ handshake
 
@@ -371,38 +395,46 @@ class Connection:
 
     def _on_data(self, frame: Frame, events: list[Event]) -> None:
         sid = frame.stream_id
-        self._require_established()
-        if sid == 0:
-            raise RemoteProtocolError("DATA on stream 0")
-        size = len(frame.payload)
-        if size > self._conn_recv_window:
-            raise RemoteProtocolError(
-                f"DATA of {size} bytes exceeds the connection window ({self._conn_recv_window})",
-                ErrorCode.FLOW_CONTROL_ERROR)
-        self._conn_recv_window -= size
-        self._conn_unacked += size
-        if self._conn_unacked >= self.config.connection_window // 4:
-            self._conn_recv_window += self._conn_unacked
-            self._out.append(HEADER.pack(4, FrameType.WINDOW, 0, 0))
-            self._out.append(_U32.pack(self._conn_unacked))
-            self._conn_unacked = 0
-        stream = self._streams.get(sid)
-        if stream is None:
-            self._on_closed_stream_frame(sid, "DATA")
+        if frame.first:
+            self._data_skip = True  # until the checks below pass, the frame's pieces are dropped
+            self._require_established()
+            if sid == 0:
+                raise RemoteProtocolError("DATA on stream 0")
+            size = frame.length
+            if size > self._conn_recv_window:
+                raise RemoteProtocolError(
+                    f"DATA of {size} bytes exceeds the connection window "
+                    f"({self._conn_recv_window})", ErrorCode.FLOW_CONTROL_ERROR)
+            self._conn_recv_window -= size
+            self._conn_unacked += size
+            if self._conn_unacked >= self.config.connection_window // 4:
+                self._conn_recv_window += self._conn_unacked
+                self._out.append(HEADER.pack(4, FrameType.WINDOW, 0, 0))
+                self._out.append(_U32.pack(self._conn_unacked))
+                self._conn_unacked = 0
+            stream = self._streams.get(sid)
+            if stream is None:
+                self._on_closed_stream_frame(sid, "DATA")
+                return
+            if stream.state not in _RECEIVING:
+                raise RemoteProtocolError(f"DATA on stream {sid} while it is "
+                                          f"{stream.state.name.lower()}",
+                                          ErrorCode.STREAM_CLOSED if stream.state is
+                                          StreamState.HALF_CLOSED_REMOTE else
+                                          ErrorCode.PROTOCOL_ERROR, sid)
+            if size > stream.recv_window:
+                raise RemoteProtocolError(
+                    f"DATA of {size} bytes exceeds stream {sid}'s window ({stream.recv_window})",
+                    ErrorCode.FLOW_CONTROL_ERROR, sid)
+            stream.recv_window -= size
+            self._data_skip = False
+        elif self._data_skip:
             return
-        if stream.state not in _RECEIVING:
-            raise RemoteProtocolError(f"DATA on stream {sid} while it is "
-                                      f"{stream.state.name.lower()}",
-                                      ErrorCode.STREAM_CLOSED if stream.state is
-                                      StreamState.HALF_CLOSED_REMOTE else
-                                      ErrorCode.PROTOCOL_ERROR, sid)
-        if size > stream.recv_window:
-            raise RemoteProtocolError(
-                f"DATA of {size} bytes exceeds stream {sid}'s window ({stream.recv_window})",
-                ErrorCode.FLOW_CONTROL_ERROR, sid)
-        stream.recv_window -= size
-        end = bool(frame.flags & _END)
-        if size:
+        stream = self._streams.get(sid)
+        if stream is None:  # reset by us between two pieces of the frame
+            return
+        end = frame.last and bool(frame.flags & _END)
+        if frame.payload:
             events.append(DataReceived(stream_id=sid, data=frame.payload, end_stream=end))
         if end:
             stream.state = advance(stream.state, StreamInput.RECV_FIN)

@@ -10,11 +10,12 @@ Every frame is a 10-byte header followed by ``length`` payload bytes (big-endian
     +---------------+---------------+-----------------------------+
     |                     payload (length bytes)                  |
 
-The parser keeps what it has not consumed in a :class:`FrameBuffer`. It reads a header, checks
-the length against the limit *before* waiting for the payload (so a peer cannot make us buffer
-more than one maximal frame), and either commits the whole frame or rolls back to its start and
-waits for more bytes -- the commit/rollback idea of wsproto's frame parser, for a simpler,
-length-prefixed format. Payload validation per type lives in :func:`decode_payload`.
+The parser keeps what it has not consumed in a :class:`FrameBuffer`. It reads a header and
+checks the length against the limit *before* waiting for the payload. A control frame (at most
+:data:`MAX_CONTROL_FRAME` bytes) is committed whole or rolled back to its start to wait for more
+bytes -- the commit/rollback idea of wsproto's frame parser, for a simpler, length-prefixed
+format. A DATA payload is handed on in pieces as it arrives, so the parser never holds more than
+one control frame, whatever the DATA frame size. Payload decoding per type is in ``parse_*``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ewsgate.tunnel.errors import ErrorCode, RemoteProtocolError
 __all__ = [
     "HEADER",
     "HELLO_MAGIC",
+    "MAX_CONTROL_FRAME",
     "MAX_REASON",
     "PROTOCOL_VERSION",
     "Flag",
@@ -94,19 +96,29 @@ class Setting(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One parsed frame. ``payload`` is a copy (bytes), safe to keep."""
+    """One parsed frame, or one piece of a DATA frame's payload.
+
+    Control frames arrive whole. DATA payloads are handed over as they arrive, in pieces: the
+    first piece has ``first`` set and ``length`` = the whole frame's payload length (so flow
+    control is checked once, up front), the last has ``last`` set. A DATA payload is never
+    buffered whole, so memory does not grow with the frame size.
+    """
 
     type: int
     flags: int
     stream_id: int
     payload: bytes
+    length: int = 0
+    first: bool = True
+    last: bool = True
 
 
 class FrameBuffer:
     """Received bytes not parsed yet, with a read position that can be committed or rolled back.
 
     Avoids copying in the common case: when everything was consumed, the next chunk becomes the
-    buffer as it is, and frames are sliced straight out of it.
+    buffer as it is, and pieces are sliced straight out of it (a piece that is a whole chunk is
+    the chunk itself). Only a partial header or control frame is ever carried over and copied.
     """
 
     __slots__ = ("_data", "_mark", "_pos")
@@ -137,6 +149,15 @@ class FrameBuffer:
         self._pos = end
         return view
 
+    def take_at_most(self, size: int) -> bytes:
+        """Up to ``size`` bytes as ``bytes`` (no copy when that is the whole buffered chunk)."""
+        data, pos = self._data, self._pos
+        end = min(pos + size, len(data))
+        self._pos = end
+        if pos == 0 and end == len(data) and isinstance(data, bytes):
+            return data
+        return bytes(memoryview(data)[pos:end])
+
     def commit(self) -> None:
         self._mark = self._pos
 
@@ -144,14 +165,23 @@ class FrameBuffer:
         self._pos = self._mark
 
 
-class FrameParser:
-    """Turns a byte stream into :class:`Frame` objects, enforcing the maximum frame size."""
+#: largest control frame (everything but DATA): a HELLO with its ticket fits comfortably
+MAX_CONTROL_FRAME = 16 * 1024
 
-    __slots__ = ("_buffer", "max_frame_size")
+
+class FrameParser:
+    """Turns a byte stream into :class:`Frame` objects, enforcing the frame size limits."""
+
+    __slots__ = ("_buffer", "_data_flags", "_data_left", "_data_length", "_data_sid",
+                 "max_frame_size")
 
     def __init__(self, max_frame_size: int) -> None:
         self._buffer = FrameBuffer()
         self.max_frame_size = max_frame_size
+        self._data_left = 0
+        self._data_sid = 0
+        self._data_flags = 0
+        self._data_length = 0
 
     @property
     def buffered(self) -> int:
@@ -161,24 +191,46 @@ class FrameParser:
         self._buffer.feed(data)
 
     def next_frame(self) -> Frame | None:
-        """The next complete frame, or None; raises :class:`RemoteProtocolError` when invalid."""
+        """The next frame or DATA piece, or None; raises :class:`RemoteProtocolError`."""
         buf = self._buffer
+        if self._data_left:
+            piece = buf.take_at_most(self._data_left)
+            if not piece:
+                return None
+            buf.commit()
+            self._data_left -= len(piece)
+            last = not self._data_left
+            return Frame(FrameType.DATA, self._data_flags if last else 0, self._data_sid,
+                         piece, self._data_length, False, last)
         head = buf.consume_exactly(HEADER.size)
         if head is None:
             return None
         length, ftype, flags, stream_id = HEADER.unpack(head)
-        if length > self.max_frame_size:
-            raise RemoteProtocolError(
-                f"frame of {length} bytes exceeds the maximum frame size {self.max_frame_size}",
-                ErrorCode.FRAME_SIZE_ERROR)
         if stream_id > 0x7FFFFFFF:
             raise RemoteProtocolError(f"stream id {stream_id} uses the reserved top bit")
+        if ftype == FrameType.DATA:
+            if length > self.max_frame_size:
+                raise RemoteProtocolError(
+                    f"DATA frame of {length} bytes exceeds the maximum frame size "
+                    f"{self.max_frame_size}", ErrorCode.FRAME_SIZE_ERROR)
+            piece = buf.take_at_most(length)
+            buf.commit()
+            left = length - len(piece)
+            if left:
+                self._data_left, self._data_sid = left, stream_id
+                self._data_flags, self._data_length = flags, length
+            return Frame(ftype, flags if not left else 0, stream_id, piece, length, True,
+                         not left)
+        if length > MAX_CONTROL_FRAME:
+            raise RemoteProtocolError(
+                f"control frame of {length} bytes exceeds {MAX_CONTROL_FRAME}",
+                ErrorCode.FRAME_SIZE_ERROR)
         payload = buf.consume_exactly(length)
         if payload is None:
             buf.rollback()
             return None
         buf.commit()
-        return Frame(ftype, flags, stream_id, bytes(payload))
+        return Frame(ftype, flags, stream_id, bytes(payload), length)
 
 
 def encode_frame(ftype: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:

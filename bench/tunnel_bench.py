@@ -1,0 +1,601 @@
+"""Benchmark: the ewsgate tunnel vs a direct connection vs OpenSSH's reverse tunnel.
+
+Three paths to the same local HTTP origin, measured side by side in one run::
+
+    direct   client ------------------------------------------------> origin
+    tunnel   client -> relay front door -> TLS 1.3 tunnel -> agent -> origin
+    ssh      client -> sshd (-R listener) -> SSH (aes128-gcm) -> ssh -> origin
+
+The relay and the agent are separate processes (as in production); so are sshd and the ssh
+client (a local ``sshd`` on a free loopback port with its own generated config, host key and
+authorized key). The tunnel's relay side is a plain TCP "front door" that opens one tunnel
+stream per accepted connection, the same shape as ``ssh -R``.
+
+Rows: bulk 1 GiB (curl, MB/s); many small transfers with wrk (1 KiB and 64 KiB bodies, 32 and
+256 concurrent connections, i.e. concurrent streams: ops/s, p50/p99 ms); RSS of the tunnel
+processes when idle, per extra idle tunnel and per open stream; CPU seconds per GiB of bulk.
+Every process is started here and stopped in ``finally``. Usage::
+
+    python bench/tunnel_bench.py [--duration 8] [--bulk-mib 1024] [--no-uvloop] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import psutil
+
+HERE = Path(__file__).resolve()
+REPO = HERE.parents[1]
+SESSIONS = 11  # one tunnel for the traffic + 10 idle ones for the per-tunnel RSS figure
+
+# ---------------------------------------------------------------------------------------------
+# child process roles
+
+
+def _use_uvloop(flag: bool) -> None:
+    if flag:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+class _OriginProtocol(asyncio.Protocol):
+    """Keep-alive HTTP/1.1: /1k, /64k and /bulk/<bytes> (streamed with back-pressure)."""
+
+    BODIES = {b"/1k": os.urandom(1024), b"/64k": os.urandom(65536)}
+    CHUNK = os.urandom(1 << 20)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t: Any = transport
+        self.buf = b""
+        self.bulk_left = 0
+        self.paused = False
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while b"\r\n\r\n" in self.buf:
+            head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+            path = head.split(b" ", 2)[1]
+            if path.startswith(b"/bulk/"):
+                self.bulk_left = int(path[6:])
+                self.t.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self.bulk_left)
+                self._pump()
+                continue
+            body = self.BODIES.get(path, b"")
+            self.t.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+    def _pump(self) -> None:
+        while self.bulk_left and not self.paused:
+            piece = self.CHUNK if self.bulk_left >= len(self.CHUNK) else \
+                self.CHUNK[:self.bulk_left]
+            self.t.write(piece)
+            self.bulk_left -= len(piece)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._pump()
+
+
+async def _origin(port_file: Path) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(_OriginProtocol, "127.0.0.1", 0, backlog=1024)
+    port_file.write_text(str(server.sockets[0].getsockname()[1]))
+    await asyncio.Event().wait()
+
+
+async def _relay(cfg: dict[str, Any]) -> None:
+    from joserfc.jwk import KeySet
+
+    from ewsgate.aio.splice import SpliceProtocol
+    from ewsgate.relay.registry import TunnelRegistry
+    from ewsgate.relay.tickets import StaticKeySource, TicketVerifier
+    from ewsgate.relay.tunnel_server import TunnelServer, TunnelServerConfig
+
+    tmp = Path(cfg["tmp"])
+    keys = KeySet.import_key_set(json.loads((tmp / "jwks.json").read_text()))
+    verifier = TicketVerifier(relay_id="bench-relay", portal_url="https://portal.bench",
+                              keys=StaticKeySource(keys))
+    registry = TunnelRegistry()
+    server = TunnelServer(TunnelServerConfig(cert_file=tmp / "relay.crt",
+                                             key_file=tmp / "relay.key",
+                                             client_ca_file=tmp / "ca.crt"),
+                          verifier, registry)
+    _, tunnel_port = await server.start()
+    loop = asyncio.get_running_loop()
+
+    tasks: set[asyncio.Task[None]] = set()
+
+    class Front(asyncio.Protocol):
+        """Each accepted connection becomes one tunnel stream to the device's endpoint 0."""
+
+        def __init__(self) -> None:
+            self.early: list[bytes] = []  # bytes that arrive before the stream is open
+            self.eof = False
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            tcp = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+            tcp.pause_reading()  # (uvloop may still deliver data: kept in self.early)
+            task = loop.create_task(self._open(tcp))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        def data_received(self, data: bytes) -> None:
+            self.early.append(data)
+
+        def eof_received(self) -> bool:
+            self.eof = True
+            return True
+
+        async def _open(self, transport: asyncio.Transport) -> None:
+            try:
+                stream = await registry.open_tunnel_stream("bench-0", 0)
+            except Exception:
+                transport.abort()
+                return
+            splice = SpliceProtocol(stream)
+            transport.set_protocol(splice)
+            splice.connection_made(transport)
+            splice.start()
+            for data in self.early:
+                splice.data_received(data)
+            if self.eof:
+                splice.eof_received()
+            transport.resume_reading()
+
+    front = await loop.create_server(Front, "127.0.0.1", 0, backlog=1024)
+    (tmp / "relay.json").write_text(json.dumps({
+        "tunnel_port": tunnel_port, "front_port": front.sockets[0].getsockname()[1]}))
+    await asyncio.Event().wait()
+
+
+async def _agent(cfg: dict[str, Any]) -> None:
+    from ewsgate.agent.dialer import (
+        ALLOW_LOOPBACK_FOR_TESTS,
+        DeviceEndpoint,
+        DeviceTarget,
+        DialPolicy,
+    )
+    from ewsgate.agent.tunnel_client import SessionSpec, TunnelClient, TunnelClientConfig
+
+    tmp = Path(cfg["tmp"])
+    relay = json.loads((tmp / "relay.json").read_text())
+    client = TunnelClient(TunnelClientConfig(
+        cert_file=tmp / "agent.crt", key_file=tmp / "agent.key", relay_ca_file=tmp / "ca.crt",
+        dial_policy=DialPolicy(allow_loopback=ALLOW_LOOPBACK_FOR_TESTS)))
+    device = DeviceTarget(ip="127.0.0.1",
+                          endpoints=(DeviceEndpoint("http", cfg["origin_port"]),))
+    for index, ticket in enumerate(cfg["tickets"][:cfg["sessions"]]):
+        if index < cfg.get("first", 0):
+            continue
+        await client.open_session(SessionSpec(
+            session_id=f"bench-{index}", relay_host="127.0.0.1",
+            relay_port=relay["tunnel_port"], ticket=ticket, device=device,
+            expires_at=time.time() + 1700))
+        (tmp / "agent.ready").write_text(str(index + 1))
+    await asyncio.Event().wait()
+
+
+def child_main(role: str, arg: str, uvloop_on: bool) -> None:
+    _use_uvloop(uvloop_on)
+    profile = os.environ.get("EWSGATE_BENCH_PROFILE")
+    if role == "origin":
+        coro = _origin(Path(arg))
+    else:
+        cfg = json.loads(Path(arg).read_text())
+        coro = _relay(cfg) if role == "relay" else _agent(cfg)
+    if profile and role in profile.split(","):
+        import cProfile
+
+        prof = cProfile.Profile()
+        signal.signal(signal.SIGTERM, lambda *_: (prof.disable(),
+                                                  prof.dump_stats(f"/tmp/bench-{role}.prof"),
+                                                  os._exit(0)))
+        prof.enable()
+    signal.signal(signal.SIGUSR1, lambda *_: _dump_state())
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(coro)
+
+
+def _dump_state() -> None:
+    """SIGUSR1: print every tunnel connection's windows and buffers (stall diagnosis)."""
+    import gc
+
+    from ewsgate.aio.connection import TunnelConnection
+    from ewsgate.aio.splice import SpliceProtocol
+
+    for obj in gc.get_objects():
+        if isinstance(obj, TunnelConnection):
+            core = obj.core
+            print("conn", obj.role, "paused", obj._paused, "blocked", len(obj._blocked),
+                  "send", core._conn_send_window, "recv", core._conn_recv_window,
+                  "tbuf", obj._transport.get_write_buffer_size() if obj._transport else None,
+                  flush=True)
+            for sid, st in obj._streams.items():
+                cs = core._streams.get(sid)
+                print("  stream", sid, cs and (cs.state, cs.send_window, cs.recv_window,
+                                               cs.unacked),
+                      st.pending_size, st.buffered, st._sink_paused, st._sink_unacked, flush=True)
+        elif isinstance(obj, SpliceProtocol):
+            t = obj.transport
+            print("  splice", obj.stream.stream_id, "reading_paused", obj._reading_paused,
+                  "tbuf", t.get_write_buffer_size() if t else None, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the parent: set up, measure, print
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Any, what: str, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def wait_port(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Procs:
+    """Every process started by the benchmark; all stopped by :meth:`stop_all`."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 -- closed with the process
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def tree(self, *names: str) -> list[psutil.Process]:
+        out = []
+        for name in names:
+            with contextlib.suppress(psutil.NoSuchProcess, KeyError):
+                root = psutil.Process(self.procs[name].pid)
+                out += [root, *root.children(recursive=True)]
+        return out
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+
+def rss_mib(procs: list[psutil.Process]) -> float:
+    total = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += proc.memory_info().rss
+    return total / (1 << 20)
+
+
+def cpu_s(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def make_credentials(tmp: Path, sessions: int) -> list[str]:
+    sys.path.insert(0, str(REPO / "src"))
+    from ewsgate import pki
+    from ewsgate.portal.oauth.keys import SigningKeys
+    from ewsgate.portal.oauth.tokens import TokenIssuer
+
+    now = dt.datetime.now(dt.UTC)
+    ca = pki.create_ca("bench CA", now=now)
+    relay = ca.issue_server_cert(ip_addresses=["127.0.0.1"], now=now)
+    inst = ca.issue_installation_cert("bench-installation", now=now)
+    (tmp / "ca.crt").write_bytes(ca.cert_pem)
+    (tmp / "relay.crt").write_bytes(pki.cert_to_pem(relay.cert))
+    (tmp / "relay.key").write_bytes(pki.key_to_pem(relay.key))
+    (tmp / "agent.crt").write_bytes(pki.cert_to_pem(inst.cert))
+    (tmp / "agent.key").write_bytes(pki.key_to_pem(inst.key))
+    keys = SigningKeys.open(tmp / "portal", lambda: dt.datetime.now(dt.UTC))
+    (tmp / "jwks.json").write_text(json.dumps(keys.jwks()))
+    issuer = TokenIssuer(keys, "https://portal.bench", lambda: dt.datetime.now(dt.UTC))
+    return [issuer.tunnel_ticket(relay_id="bench-relay", installation_id="bench-installation",
+                                 session_id=f"bench-{i}",
+                                 expires_at=now + dt.timedelta(minutes=29),
+                                 device={"ip": "127.0.0.1", "hostname": "",
+                                         "endpoints": [{"scheme": "http", "port": 1}]}).token
+            for i in range(sessions)]
+
+
+def start_ssh(procs: Procs, tmp: Path, origin_port: int, extra: int = 0) -> tuple[int, list[str]]:
+    """sshd on a free port, and ``ssh -N -R`` clients; returns (forwarded port, names)."""
+    ssh_dir = tmp / "ssh"
+    ssh_dir.mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh_dir / "host")],
+                   check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh_dir / "user")],
+                   check=True)
+    shutil.copy(ssh_dir / "user.pub", ssh_dir / "authorized_keys")
+    sshd_port = free_port()
+    (ssh_dir / "sshd_config").write_text(f"""\
+Port {sshd_port}
+ListenAddress 127.0.0.1
+HostKey {ssh_dir / 'host'}
+AuthorizedKeysFile {ssh_dir / 'authorized_keys'}
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin prohibit-password
+StrictModes no
+AllowTcpForwarding yes
+GatewayPorts no
+PidFile none
+Ciphers aes128-gcm@openssh.com
+LogLevel ERROR
+""")
+    os.makedirs("/run/sshd", exist_ok=True)
+    procs.start("sshd", ["/usr/sbin/sshd", "-D", "-e", "-f", str(ssh_dir / "sshd_config")])
+    wait_for(lambda: wait_port(sshd_port), "sshd")
+    names = []
+    forwarded = 0
+    for index in range(1 + extra):
+        fwd = free_port()
+        forwarded = forwarded or fwd
+        name = f"ssh{index}"
+        procs.start(name, [
+            "ssh", "-N", "-T", "-c", "aes128-gcm@openssh.com", "-p", str(sshd_port),
+            "-i", str(ssh_dir / "user"), "-o", "StrictHostKeyChecking=no",
+            "-o", f"UserKnownHostsFile={os.devnull}", "-o", "ExitOnForwardFailure=yes",
+            "-o", "BatchMode=yes", "-R", f"127.0.0.1:{fwd}:127.0.0.1:{origin_port}",
+            "root@127.0.0.1"])
+        wait_for(lambda port=fwd: wait_port(port), f"ssh -R {fwd}")
+        names.append(name)
+    return forwarded, names
+
+
+def bulk(port: int, size: int, tracked: list[psutil.Process]) -> tuple[float, float]:
+    """(MB/s, CPU seconds of the tracked processes per GiB)."""
+    before = cpu_s(tracked)
+    out = subprocess.run(["curl", "-s", "-o", os.devnull,
+                          "-w", "%{speed_download} %{size_download}",
+                          f"http://127.0.0.1:{port}/bulk/{size}"],
+                         capture_output=True, text=True, check=True, timeout=600)
+    speed, got = out.stdout.split()
+    if int(float(got)) != size:
+        raise RuntimeError(f"bulk transfer got {got} of {size} bytes")
+    used = cpu_s(tracked) - before
+    return float(speed) / 1e6, used / (size / (1 << 30))
+
+
+def wrk(port: int, path: str, conns: int, seconds: int) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms)."""
+    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "--latency",
+                          f"http://127.0.0.1:{port}{path}"],
+                         capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+
+    def ms(label: str) -> float:
+        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not match:
+            return float("nan")
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = re.search(r"Socket errors: .*|Non-2xx.*", out)
+    if errors:
+        print(f"    wrk {path} c{conns}: {errors.group(0)}", file=sys.stderr)
+    return (float(rps.group(1)) if rps else float("nan")), ms("50"), ms("99")
+
+
+@contextlib.contextmanager
+def open_idle_streams(port: int, count: int) -> Iterator[None]:
+    """``count`` idle TCP connections through a path (each one a stream/channel)."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.create_connection(("127.0.0.1", port))
+            # one request each, so the stream/channel and its device connection really exist
+            sock.sendall(b"GET /1k HTTP/1.1\r\nHost: x\r\n\r\n")
+            socks.append(sock)
+        for sock in socks:
+            got = b""
+            while b"\r\n\r\n" not in got:
+                got += sock.recv(65536)
+        time.sleep(0.5)
+        yield
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    parser.add_argument("--bulk-mib", type=int, default=1024)
+    parser.add_argument("--no-uvloop", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="2 s wrk runs, 256 MiB bulk")
+    parser.add_argument("--paths", default="direct,tunnel,ssh")
+    parser.add_argument("--streams", type=int, default=200, help="idle streams for RSS/stream")
+    parser.add_argument("--hold", type=float, default=0,
+                        help="set up, print the ports, keep running this many seconds, stop")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.bulk_mib = 2, 256
+    uv = [] if args.no_uvloop else ["--uvloop"]
+    paths = args.paths.split(",")
+    tmp = Path(tempfile.mkdtemp(prefix="ewsgate-tunnel-bench-"))
+    procs = Procs(tmp)
+    me = [sys.executable, str(HERE)]
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        procs.start("origin", [*me, "_origin", str(tmp / "origin.port"), *uv])
+        wait_for(lambda: (tmp / "origin.port").exists(), "origin")
+        origin_port = int((tmp / "origin.port").read_text())
+        ports: dict[str, int] = {"direct": origin_port}
+        tracked: dict[str, list[str]] = {"direct": []}
+        if "tunnel" in paths:
+            tickets = make_credentials(tmp, SESSIONS)
+            cfg = {"tmp": str(tmp), "origin_port": origin_port, "tickets": tickets,
+                   "sessions": 1}
+            (tmp / "bench.json").write_text(json.dumps(cfg))
+            procs.start("relay", [*me, "_relay", str(tmp / "bench.json"), *uv])
+            wait_for(lambda: (tmp / "relay.json").exists(), "relay")
+            procs.start("agent", [*me, "_agent", str(tmp / "bench.json"), *uv])
+            wait_for(lambda: (tmp / "agent.ready").exists(), "agent tunnel")
+            ports["tunnel"] = json.loads((tmp / "relay.json").read_text())["front_port"]
+            tracked["tunnel"] = ["relay", "agent"]
+        if "ssh" in paths:
+            ports["ssh"], names = start_ssh(procs, tmp, origin_port)
+            tracked["ssh"] = ["sshd", *names]
+        if args.hold:
+            print(json.dumps(ports), flush=True)
+            time.sleep(args.hold)
+            return 0
+        size = args.bulk_mib << 20
+        for path in paths:
+            port = ports[path]
+            row: dict[str, Any] = results.setdefault(path, {})
+            tree = procs.tree(*tracked[path])
+            subprocess.run(["curl", "-s", "-o", os.devnull, f"http://127.0.0.1:{port}/1k"],
+                           check=True)
+            row["rss_idle"] = rss_mib(tree) if tree else float("nan")
+            print(f"[{path}] bulk {args.bulk_mib} MiB ...", file=sys.stderr)
+            row["bulk"], row["cpu_gib"] = bulk(port, size, tree)
+            for body in ("1k", "64k"):
+                for conns in (32, 256):
+                    print(f"[{path}] wrk /{body} c{conns} ...", file=sys.stderr)
+                    row[f"{body}_{conns}"] = wrk(port, f"/{body}", conns, args.duration)
+            if tree:
+                time.sleep(1)
+                base = rss_mib(procs.tree(*tracked[path]))
+                with open_idle_streams(port, args.streams):
+                    loaded = rss_mib(procs.tree(*tracked[path]))
+                row["rss_stream_kib"] = (loaded - base) * 1024 / args.streams
+            else:
+                row["rss_stream_kib"] = float("nan")
+        # per extra idle tunnel: 10 more tunnels (agent sessions / ssh -R clients)
+        if "tunnel" in paths:
+            before = rss_mib(procs.tree("relay", "agent"))
+            cfg["sessions"], cfg["first"] = SESSIONS, 1
+            (tmp / "bench.json").write_text(json.dumps(cfg))
+            procs.start("agent2", [*me, "_agent", str(tmp / "bench.json"), *uv])
+            (tmp / "agent.ready").unlink()
+            wait_for(lambda: (tmp / "agent.ready").exists() and
+                     (tmp / "agent.ready").read_text() == str(SESSIONS), "10 more tunnels")
+            time.sleep(0.5)
+            # agent2 is a second agent process holding 10 tunnels; the per-tunnel cost is the
+            # growth of the relay plus agent2 beyond what agent (one tunnel) costs
+            agent1 = rss_mib(procs.tree("agent"))
+            relay_growth = rss_mib(procs.tree("relay")) - (before - agent1)
+            agent2_extra = rss_mib(procs.tree("agent2")) - agent1
+            results["tunnel"]["rss_tunnel"] = (relay_growth + agent2_extra) / (SESSIONS - 1)
+        if "ssh" in paths:
+            before = rss_mib(procs.tree(*tracked["ssh"]))
+            _, extra = _more_ssh(procs, tmp, origin_port, SESSIONS - 1)
+            time.sleep(0.5)
+            after = rss_mib(procs.tree(*tracked["ssh"], *extra))
+            results["ssh"]["rss_tunnel"] = (after - before) / (SESSIONS - 1)
+    except Exception:
+        for log in sorted(tmp.glob("*.log")):
+            print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)
+        raise
+    finally:
+        procs.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print_table(results, args, uv)
+    return 0
+
+
+def _more_ssh(procs: Procs, tmp: Path, origin_port: int, count: int) -> tuple[int, list[str]]:
+    cfg = (tmp / "ssh" / "sshd_config").read_text()
+    sshd_port = int(re.search(r"^Port (\d+)", cfg, re.M).group(1))  # type: ignore[union-attr]
+    names = []
+    for index in range(count):
+        fwd = free_port()
+        name = f"ssh-extra{index}"
+        procs.start(name, [
+            "ssh", "-N", "-T", "-c", "aes128-gcm@openssh.com", "-p", str(sshd_port),
+            "-i", str(tmp / "ssh" / "user"), "-o", "StrictHostKeyChecking=no",
+            "-o", f"UserKnownHostsFile={os.devnull}", "-o", "BatchMode=yes",
+            "-R", f"127.0.0.1:{fwd}:127.0.0.1:{origin_port}", "root@127.0.0.1"])
+        wait_for(lambda port=fwd: wait_port(port), f"ssh -R {fwd}")
+        names.append(name)
+    return 0, names
+
+
+def print_table(results: dict[str, dict[str, Any]], args: argparse.Namespace,
+                uv: list[str]) -> None:
+    def f(value: float, digits: int = 0) -> str:
+        return "n/a" if value != value else f"{value:,.{digits}f}"
+
+    print(f"\nTunnel benchmark ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+          f"{'uvloop' if uv else 'asyncio'}; wrk -t2 {args.duration}s per cell; "
+          f"bulk {args.bulk_mib} MiB; {os.cpu_count()} CPUs shared by everything)\n")
+    paths = list(results)
+    print("| metric | " + " | ".join(paths) + " |")
+    print("|---|" + "---|" * len(paths))
+    print("| bulk MB/s | " + " | ".join(f(results[p]["bulk"]) for p in paths) + " |")
+    for body in ("1k", "64k"):
+        for conns in (32, 256):
+            label = f"{body.upper().replace('K', ' KiB')} x{conns}"
+            cells = [results[p][f"{body}_{conns}"] for p in paths]
+            print(f"| {label} ops/s | " + " | ".join(f(c[0]) for c in cells) + " |")
+            print(f"| {label} p50 / p99 ms | " + " | ".join(
+                f"{f(c[1], 2)} / {f(c[2], 2)}" for c in cells) + " |")
+    print("| RSS idle, one tunnel (MiB) | " + " | ".join(
+        f(results[p]["rss_idle"], 1) for p in paths) + " |")
+    print("| RSS per extra idle tunnel (MiB) | " + " | ".join(
+        f(results[p].get("rss_tunnel", float("nan")), 2) for p in paths) + " |")
+    print("| RSS per open stream (KiB) | " + " | ".join(
+        f(results[p]["rss_stream_kib"], 1) for p in paths) + " |")
+    print("| CPU s per GiB (tunnel processes) | " + " | ".join(
+        f(results[p]["cpu_gib"], 2) if results[p]["cpu_gib"] else "n/a" for p in paths) + " |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1].startswith("_"):
+        sys.path.insert(0, str(REPO / "src"))
+        child_main(sys.argv[1][1:], sys.argv[2], "--uvloop" in sys.argv)
+    else:
+        sys.exit(main())
