@@ -4,9 +4,9 @@ The walk: the administrator signs in and gives Carl the Remote Technician Config
 Acme; Carl signs in and flips the Remote Technician switch of a device on; Vera, a plain Viewer,
 sees the device but no switch. The portal is seeded the way an operator would: the first user
 with ``ewsgate admin create-user``, a token with ``ewsgate admin create-token``, the inventory
-through the REST API. Every page visited is saved as a screenshot under
-``build/test-artifacts/portal-ui/``; a Content-Security-Policy violation on any page fails the
-test (the pages must need nothing the strict policy forbids).
+and the other users (Viewers to begin with) through the REST API. Every page visited is saved
+as a screenshot under ``build/test-artifacts/portal-ui/``; a Content-Security-Policy violation
+on any page fails the test (the pages must need nothing the strict policy forbids).
 """
 
 from __future__ import annotations
@@ -75,7 +75,6 @@ def portal(tmp_path: Path) -> Iterator[Portal]:
     env.pop("EWSGATE_DATABASE_URL", None)
     emails = {"admin": "admin@example.com", "carl": "carl@example.com",
               "vera": "vera@example.com"}
-    _ewsgate("db", "upgrade", env=env)
     _ewsgate("admin", "create-user", "--email", emails["admin"], "--password", PASSWORD,
              "--role", "administrator", "--name", "Alice Admin", env=env)
     token = _ewsgate("admin", "create-token", "--email", emails["admin"], env=env).strip()
@@ -86,7 +85,8 @@ def portal(tmp_path: Path) -> Iterator[Portal]:
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "ewsgate", "portal", "--listen", f"127.0.0.1:{port}",
-             "--grpc-listen", f"127.0.0.1:{_free_port()}", "--data-dir", str(data_dir)],
+             "--grpc-listen", f"127.0.0.1:{_free_port()}",
+             "--enrol-listen", f"127.0.0.1:{_free_port()}", "--data-dir", str(data_dir)],
             env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         _wait_ready(url, process, log)
@@ -113,11 +113,12 @@ def portal(tmp_path: Path) -> Iterator[Portal]:
             post("/devices", {"installation_id": wh["id"], "name": "Warehouse label",
                               "make": "kyocera", "model": "ECOSYS P3145dn",
                               "ip": "10.30.0.40", "mac": "00:c0:ee:77:88:99"})
-        _ewsgate("admin", "create-user", "--email", emails["carl"], "--password", PASSWORD,
-                 "--role", "viewer", "--scope", str(acme["id"]), "--name", "Carl Configurer",
-                 env=env)
-        _ewsgate("admin", "create-user", "--email", emails["vera"], "--password", PASSWORD,
-                 "--role", "viewer", "--name", "Vera Viewer", env=env)
+            for who, name, scope in (("carl", "Carl Configurer", acme["id"]),
+                                     ("vera", "Vera Viewer", None)):
+                user = post("/users", {"email": emails[who], "password": PASSWORD,
+                                       "name": name})
+                post("/role-assignments", {"user_id": user["id"], "role": "viewer",
+                                           "customer_id": scope})
         yield Portal(url, int(str(device["id"])), int(str(acme["id"])), emails)
     finally:
         process.terminate()
