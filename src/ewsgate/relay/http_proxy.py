@@ -777,10 +777,16 @@ class _BrowserConnection:
             try:
                 event = await self._upstream_event(upstream, self.config.body_timeout)
             except (h11.RemoteProtocolError, ConnectionError, OSError) as exc:
-                # e.g. HTTP/1.0 + chunked without the last chunk: end what the device sent
+                # e.g. HTTP/1.0 + chunked without its last chunk: pass on what the device sent,
+                # then close without ending the message, so the browser sees it is incomplete
+                exchange.outcome = "error"
                 exchange.detail = f"device_body_incomplete: {exc}"[:300]
-                event = h11.EndOfMessage()
                 await self._drop_upstream()
+                tail = transform.finish() if transform is not None else b""
+                if tail:
+                    exchange.bytes_out += len(tail)
+                    await self._send(h11.Data(data=tail))
+                raise _CloseConnection from exc
             if isinstance(event, h11.Data):
                 data = transform.feed(event.data) if transform else bytes(event.data)
                 if data:
