@@ -37,9 +37,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import psutil
+if TYPE_CHECKING:
+    import psutil
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
@@ -285,6 +286,8 @@ class Procs:
         return proc
 
     def tree(self, *names: str) -> list[psutil.Process]:
+        import psutil
+
         out = []
         for name in names:
             with contextlib.suppress(psutil.NoSuchProcess, KeyError):
@@ -306,6 +309,8 @@ class Procs:
 
 
 def rss_mib(procs: list[psutil.Process]) -> float:
+    import psutil
+
     total = 0
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
@@ -314,6 +319,8 @@ def rss_mib(procs: list[psutil.Process]) -> float:
 
 
 def cpu_s(procs: list[psutil.Process]) -> float:
+    import psutil
+
     total = 0.0
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess):

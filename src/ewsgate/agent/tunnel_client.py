@@ -41,8 +41,8 @@ from ewsgate.aio.errors import TunnelError, map_exceptions
 from ewsgate.aio.net import open_socket
 from ewsgate.aio.streams import TunnelStream
 from ewsgate.aio.tls import agent_tunnel_context
-from ewsgate.relay.tickets import encode_credential
 from ewsgate.tunnel import ErrorCode, ProtocolConfig, Role
+from ewsgate.tunnel.credential import encode_credential
 
 __all__ = ["SessionSpec", "SessionState", "TunnelClient", "TunnelClientConfig", "TunnelSession"]
 

@@ -18,10 +18,6 @@ import hashlib
 import ssl
 from pathlib import Path
 
-from cryptography import x509
-
-from ewsgate.pki import installation_id_from_cert
-
 __all__ = [
     "agent_tunnel_context",
     "device_context",
@@ -73,6 +69,11 @@ def peer_installation_id(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> st
     der = _peer_der(ssl_object)
     if not der:
         return None
+    # imported here: the agent never needs X.509 parsing, and it costs megabytes of RSS
+    from cryptography import x509
+
+    from ewsgate.pki import installation_id_from_cert
+
     return installation_id_from_cert(x509.load_der_x509_certificate(der))
 
 

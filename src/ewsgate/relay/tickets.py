@@ -22,7 +22,6 @@ key never leaves the agent.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +32,8 @@ from joserfc.jwk import KeySet
 
 from ewsgate.portal.oauth.tokens import TokenError, verify_tunnel_ticket
 from ewsgate.relay.upstream import DeviceView, Endpoint
+from ewsgate.tunnel.credential import decode_credential, encode_credential
+from ewsgate.tunnel.errors import RemoteProtocolError
 
 __all__ = [
     "JwksKeySource",
@@ -130,21 +131,12 @@ class JwksKeySource:
         return self._cached
 
 
-def encode_credential(ticket: str, generation: int) -> bytes:
-    """The HELLO credential an agent sends: the ticket and its connection generation."""
-    return json.dumps({"ticket": ticket, "gen": generation}, separators=(",", ":")).encode()
-
-
 def parse_credential(credential: bytes) -> tuple[str, int]:
+    """``(ticket, generation)`` from a HELLO credential, or :class:`TicketError`."""
     try:
-        data = json.loads(credential.decode("utf-8"))
-        ticket, gen = data["ticket"], data["gen"]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise TicketError("malformed", "the HELLO credential is not {\"ticket\", \"gen\"} JSON; "
-                          "agent and relay versions may differ") from None
-    if not isinstance(ticket, str) or not isinstance(gen, int) or gen < 1:
-        raise TicketError("malformed", "the HELLO credential has a bad ticket or generation")
-    return ticket, gen
+        return decode_credential(credential)
+    except RemoteProtocolError as exc:
+        raise TicketError("malformed", exc.reason) from None
 
 
 def device_from_claim(dev: Any) -> DeviceView:
