@@ -83,6 +83,7 @@ async def test_open_progress_new_tab_countdown_live_log_and_end(
             await page.click("button[type=submit]")
             await page.wait_for_url("**/devices**")
             await page.goto(f"{served}/devices/{world.device['on']}")
+            await expect(page.locator("#rt-device-sessions")).to_be_hidden()
             await page.click("#open-device")
             await page.wait_for_url("**/remote-sessions/*")
             session_id = page.url.rsplit("/", 1)[1]
@@ -104,6 +105,14 @@ async def test_open_progress_new_tab_countdown_live_log_and_end(
             assert await page.text_content("#rt-countdown") != first, "the countdown moves"
             assert await page.locator("li.rt-done").count() == 3
             await page.screenshot(path=str(shots / "progress-ready.png"))
+
+            device_page = await context.new_page()
+            await device_page.goto(f"{served}/devices/{world.device['on']}")
+            widget = device_page.locator("#rt-device-sessions")
+            await expect(widget).to_be_visible(timeout=10_000)
+            await expect(widget).to_contain_text("Live session (ready)")
+            await expect(widget.locator("button")).to_have_text("End")
+            await device_page.close()
 
             job_id = int((await page.get_attribute("a[href^='/jobs/']", "href")).split("/")[-1])
             job_page = await context.new_page()
