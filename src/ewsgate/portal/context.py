@@ -18,7 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
-from ewsgate.config import ConfigError, HostPort, parse_host_port
+from ewsgate.config import ConfigError, HostPort, parse_duration, parse_host_port
 from ewsgate.portal.auth import AuthSettings, LoginRateLimiter
 from ewsgate.portal.store.db import Database, DatabaseUrlError, default_database_url
 from ewsgate.portal.store.db import parse_database_url as _parse_database_url
@@ -70,15 +70,28 @@ class PortalConfig:
         secure = public_url.startswith("https://")
         auth = AuthSettings(cookie_secure=secure)
         if values.get("session_lifetime") is not None:
-            auth = replace(auth, session_lifetime=timedelta(seconds=values["session_lifetime"]))
+            auth = replace(auth, session_lifetime=_duration("session-lifetime",
+                                                            values["session_lifetime"]))
         if values.get("session_idle_timeout") is not None:
-            auth = replace(auth, idle_timeout=timedelta(seconds=values["session_idle_timeout"]))
+            auth = replace(auth, idle_timeout=_duration("session-idle-timeout",
+                                                        values["session_idle_timeout"]))
         grpc_listen = values.get("grpc_listen") or parse_host_port("127.0.0.1:8001")
         resolved = {**values, "listen": listen, "grpc_listen": grpc_listen, "data_dir": data_dir,
                     "database_url": database_url}
         return cls(listen=listen, grpc_listen=grpc_listen, data_dir=data_dir,
                    database_url=database_url, public_url=public_url.rstrip("/"), auth=auth,
                    values=MappingProxyType(resolved))
+
+
+def _duration(flag: str, value: Any) -> timedelta:
+    """A flag's duration: seconds as a number, or text such as ``12h`` (the defaults)."""
+    try:
+        seconds = parse_duration(value) if isinstance(value, str) else float(value)
+    except ValueError as exc:
+        raise ConfigError(f"--{flag}: {exc}") from None
+    if seconds <= 0:
+        raise ConfigError(f"--{flag} must be longer than zero")
+    return timedelta(seconds=seconds)
 
 
 @dataclass

@@ -45,9 +45,9 @@ PORTAL: list[Option] = [
     Option("public-url", "the portal's URL as browsers and relays reach it "
            "(default: http://LISTEN)", parse=parse_url, metavar="URL"),
     Option("session-lifetime", "how long a portal login lasts at most (e.g. 12h)",
-           parse=parse_duration, default=12 * 3600.0, metavar="DURATION"),
+           parse=parse_duration, default="12h", metavar="DURATION"),
     Option("session-idle-timeout", "a portal login ends after this long without use (e.g. 2h)",
-           parse=parse_duration, default=2 * 3600.0, metavar="DURATION"),
+           parse=parse_duration, default="2h", metavar="DURATION"),
     Option("remote-session-seconds", "how long a Remote Technician session lasts (1 to 1800; "
            "30 minutes is the ceiling and cannot be raised)", parse=parse_positive_int,
            default=1800, metavar="SECONDS"),
