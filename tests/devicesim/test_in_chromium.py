@@ -123,3 +123,14 @@ async def test_absolute_scripts_fetch_and_websocket_run(device_factory, browser)
         "document.getElementById('ws-status').textContent.startsWith('Ready #')")
     cookies = {c["name"]: c for c in await page.context.cookies()}
     assert cookies["rtlang"]["path"] == "/app"
+
+
+async def test_chromium_refuses_the_legacy_tls_device(device_factory, browser) -> None:
+    """The premise of the brother profile: Chromium itself cannot open a TLS 1.0/1.1 EWS, even
+    with certificate errors ignored, so the agent must terminate that TLS."""
+    device = await device_factory("brother", https=LOOPBACK)
+    context = await browser.new_context(ignore_https_errors=True)
+    page = await context.new_page()
+    with pytest.raises(Exception, match="ERR_SSL_VERSION_OR_CIPHER_MISMATCH"):
+        await page.goto(device.url("https", "/general/status.html"))
+    await context.close()
