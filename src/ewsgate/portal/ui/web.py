@@ -221,7 +221,8 @@ class PortalUI:
                 headers=headers)
         return self.renderer.page("message.html", {
             "title": title, "message": message, "back_href": back_href,
-            "back_label": back_label, "nav_items": self.nav_items(actor), "nav": "",
+            "back_label": back_label or ("Back to devices" if back_href == "/devices" else "Back"),
+            "nav_items": self.nav_items(actor), "nav": "",
             "me": Viewer.of(actor), "csrf_token": csrf_token, "notice": None, "error": None,
         }, status_code=status_code, headers=headers)
 
