@@ -81,7 +81,8 @@ async def test_a_gibibyte_each_way_with_bounded_memory(world: World) -> None:
         sampler.cancel()
     growth = (peak - base) / (1 << 20)
     # windows: 16 MiB connection + 1 MiB per stream + transport buffers; 1 GiB never buffered
-    assert growth < 160, f"RSS grew by {growth:.0f} MiB during 2 GiB of transfer"
+    # (measured: under 10 MiB; the bound leaves room for allocator noise)
+    assert growth < 64, f"RSS grew by {growth:.0f} MiB during 2 GiB of transfer"
 
 
 async def _read_response(stream: TunnelStream) -> tuple[bytes, bytes]:
