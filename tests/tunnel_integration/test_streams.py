@@ -160,3 +160,30 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def test_a_device_that_speaks_first_loses_nothing(world: World) -> None:
+    """Bytes the device sends before the agent has accepted the stream are queued, not lost."""
+    from ewsgate.agent.dialer import DeviceEndpoint
+
+    async def banner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 ready\r\n")
+        await writer.drain()
+        writer.write(await reader.readexactly(4))
+        writer.write_eof()
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(banner, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        client = world.client()
+        spec = world.spec(device=world.device(DeviceEndpoint("http", port)))
+        await client.open_session(spec)
+        stream = await world.registry.open_tunnel_stream(spec.session_id, 1)
+        stream.write(b"ping")
+        stream.write_eof()
+        assert await stream.read(-1) == b"220 ready\r\nping"
+        await asyncio.wait_for(stream.wait_closed(), 5)
+    finally:
+        server.close()

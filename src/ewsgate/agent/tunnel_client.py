@@ -209,8 +209,6 @@ class TunnelSession:
         return conn
 
     async def _serve_stream(self, stream: TunnelStream) -> None:
-        conn = self.connection
-        assert conn is not None
         try:
             splice = await self.dialer.connect(stream)
         except DeviceCertChanged as exc:
@@ -221,7 +219,7 @@ class TunnelSession:
             if splice.transport is not None:
                 splice.transport.abort()
             return
-        conn.accept_stream(stream)
+        stream.accept()
         splice.start()
         await splice.done
 

@@ -193,6 +193,7 @@ class TunnelConnection(asyncio.Protocol):
         if stream.error is not None:
             raise stream.error
         self.core.accept_stream(stream.stream_id)
+        self.pump(stream)
         self._schedule_flush()
 
     @property
@@ -208,6 +209,9 @@ class TunnelConnection(asyncio.Protocol):
         if stream.error is not None or core.state is ConnectionState.CLOSED:
             return
         pending = stream.pending
+        if not core.can_send(sid):
+            # not accepted yet (a device that speaks first): keep it queued until ACCEPT
+            return
         try:
             while pending and not self._paused:
                 room = core.send_capacity(sid)
@@ -293,6 +297,9 @@ class TunnelConnection(asyncio.Protocol):
             waiter = self._accept_waiters.get(event.stream_id)
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
+            stream = self._streams.get(event.stream_id)
+            if stream is not None and (stream.pending or stream.fin_queued):
+                self.pump(stream)
         elif isinstance(event, StreamReset):
             stream = self._streams.get(event.stream_id)
             if stream is not None:

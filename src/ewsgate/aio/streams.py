@@ -159,6 +159,10 @@ class TunnelStream:
         self.on_reset(StreamResetError(reason or f"stream reset ({code.name})", code,
                                        remote=False))
 
+    def accept(self) -> None:
+        """Agent: the device is connected; tell the relay that data may flow."""
+        self._conn.accept_stream(self)
+
     async def wait_closed(self) -> None:
         await asyncio.shield(self._done)
 

@@ -68,6 +68,7 @@ _DATA = FrameType.DATA
 _END = Flag.END_STREAM
 _CLOSED_MEMORY = 4096  # how many closed stream ids we remember (to tell late frames apart)
 _RECEIVING = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL)
+_SENDING = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
 _MERGE_BELOW = 16 * 1024  # queued items smaller than this are joined into one write
 
 
@@ -135,9 +136,15 @@ class Connection:
     def send_capacity(self, stream_id: int) -> int:
         """How many DATA bytes :meth:`send_data` accepts on ``stream_id`` right now."""
         stream = self._streams.get(stream_id)
-        if stream is None or self.state is ConnectionState.CLOSED:
+        if stream is None or self.state is ConnectionState.CLOSED or \
+                stream.state not in _SENDING:
             return 0
         return max(0, min(stream.send_window, self._conn_send_window))
+
+    def can_send(self, stream_id: int) -> bool:
+        """True once the stream is accepted and we have not sent our FIN (nor reset it)."""
+        stream = self._streams.get(stream_id)
+        return stream is not None and stream.state in _SENDING
 
     @property
     def max_outbound_frame(self) -> int:
