@@ -31,6 +31,7 @@ from ewsgate.relay.access_log import AccessLog
 from ewsgate.relay.browser_auth import BrowserAuth, OAuthClientConfig
 from ewsgate.relay.clock import Clock, SystemClock
 from ewsgate.relay.http_proxy import ProxyConfig, RelayProxy
+from ewsgate.relay.portal_sessions import PortalSessions
 from ewsgate.relay.tickets import JwksKeySource
 from ewsgate.relay.upstream import DeviceView, Endpoint, SessionInfo, StaticDirectory
 
@@ -148,6 +149,8 @@ class FakePortal:
         self.log_batches: list[dict[str, Any]] = []
         #: set to e.g. 503 to make the log-batch endpoint fail
         self.log_status = 200
+        #: per session: {"live": bool, "user_id": str} overriding "live, owned by user 42"
+        self.session_state: dict[str, dict[str, Any]] = {}
         #: HTML served at /evil: a third-party page for cross-site tests
         self.evil_page = "<p>evil</p>"
         self.server = RawServer(self._handle)
@@ -236,6 +239,14 @@ class FakePortal:
                 return self.log_status, {"error": {"code": "unavailable", "message": "down"}}
             self.log_batches.append(json.loads(body))
             return 200, {"accepted": len(json.loads(body)["entries"])}
+        if path.startswith("/api/v1/relay/sessions/"):
+            if auth != expected:
+                return 401, {"error": {"code": "invalid_relay_credentials", "message": "no"}}
+            sid = path.rsplit("/", 1)[1]
+            state = {"live": True, "user_id": "42", **self.session_state.get(sid, {})}
+            return 200, {"session_id": sid, "status": "ready" if state["live"] else "ended",
+                         "live": state["live"], "user_id": state["user_id"],
+                         "expires_at_unix": None}
         if path == "/oauth/token":
             form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
             self.token_requests.append(form)
@@ -314,13 +325,16 @@ class Relay:
                                   public_port=self.port, **self.config_overrides)
         self.http = httpx.AsyncClient()
         self.keys = JwksKeySource(self.portal.url)
+        self.sessions = PortalSessions(self.portal.url, RELAY_ID, RELAY_SECRET, self.http,
+                                       self.clock, ttl=0)
         self.auth = BrowserAuth(
             OAuthClientConfig(relay_id=RELAY_ID, relay_secret=RELAY_SECRET,
                               portal_url=self.portal.url, cookie_key=b"k" * 32),
             session_host=self.config.session_host, clock=self.clock, keys=self.keys,
-            http=self.http)
+            http=self.http, sessions=self.sessions)
         self.log = AccessLog(self.tmp / "spool", None)
-        self.proxy = RelayProxy(self.config, self.directory, self.auth, self.log, self.clock)
+        self.proxy = RelayProxy(self.config, self.directory, self.auth, self.log, self.clock,
+                                self.sessions)
         self.server = await asyncio.start_server(self.proxy.handle, sock=sock,
                                                  ssl=self.server_ctx)
         return self

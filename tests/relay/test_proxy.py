@@ -163,6 +163,7 @@ async def test_cookie_of_session_a_is_refused_on_session_b(
         forged = cookie_a[:-3] + ("AAA" if not cookie_a.endswith("AAA") else "BBB")
         assert (await relay.fetch(a, "GET", "/", cookie=forged)).status == 302
         # another user's cookie minted for B does not open A either
+        portal.session_state[b] = {"user_id": "99"}
         cookie_b = await relay.login(b, sub="99", email="other@example.com")
         assert (await relay.fetch(a, "POST", "/x", cookie=cookie_b)).status == 401
 
@@ -355,3 +356,34 @@ async def test_every_request_is_logged_in_order_with_its_outcome(
     assert ok["bytes_in"] == 300 and ok["bytes_out"] == 1000 and ok["duration_ms"] >= 0
     assert entries[3]["detail"] == "cross_site_refused" and entries[3]["bytes_in"] == 0
     assert entries[1]["user"] == "ana@example.com"
+
+
+async def test_sign_in_by_someone_other_than_the_owner_is_refused(
+        tmp_path: Path, portal: FakePortal) -> None:
+    from urllib.parse import urlsplit
+
+    async with RawServer(device_app({}, Seen())) as device, Relay(tmp_path, portal) as relay:
+        sid = relay.add_device(device.port)
+        portal.session_state[sid] = {"user_id": "42"}
+        first = await relay.fetch(sid, "GET", "/")
+        state_cookie = first.header("set-cookie").split(";", 1)[0]
+        callback = urlsplit(portal.authorize(first.header("location"), sub="77"))
+        done = await relay.fetch(sid, "GET", f"{callback.path}?{callback.query}",
+                                 cookie=state_cookie)
+        assert done.status == 403 and b"another user" in done.body
+        assert not any(c.startswith("__Host-ewsgate_rt=") for c in done.all("set-cookie"))
+
+
+async def test_session_ended_at_the_portal_shows_the_ended_page(
+        tmp_path: Path, portal: FakePortal) -> None:
+    async with RawServer(device_app({"/": _page(b"hi")}, Seen())) as device, \
+            Relay(tmp_path, portal) as relay:
+        sid = relay.add_device(device.port)
+        cookie = await relay.login(sid)
+        assert (await relay.fetch(sid, "GET", "/", cookie=cookie)).status == 200
+        relay.directory.remove(sid)  # the agent's tunnel went away
+        r = await relay.fetch(sid, "GET", "/", cookie=cookie)
+        assert r.status == 502  # still live at the portal: the agent is reconnecting
+        portal.session_state[sid] = {"live": False}  # a user or administrator ended it
+        r = await relay.fetch(sid, "GET", "/", cookie=cookie)
+        assert r.status == 410 and b"has ended" in r.body

@@ -49,6 +49,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from ewsgate.relay.clock import Clock
+from ewsgate.relay.portal_sessions import SessionStatusSource
 
 __all__ = [
     "CALLBACK_PATH",
@@ -190,9 +191,12 @@ class BrowserAuth:
     """The relay's :class:`Authenticator`: OAuth 2.1 + PKCE against the portal, HMAC cookies."""
 
     def __init__(self, config: OAuthClientConfig, *, session_host: Any, clock: Clock,
-                 keys: KeySource, http: httpx.AsyncClient) -> None:
-        """``session_host(session_id)`` gives ``s-<id>.<domain>[:port]``."""
+                 keys: KeySource, http: httpx.AsyncClient,
+                 sessions: SessionStatusSource | None = None) -> None:
+        """``session_host(session_id)`` gives ``s-<id>.<domain>[:port]``; ``sessions``, when
+        given, re-checks at sign-in that the session is live and owned by the token's user."""
         self.config = config
+        self._sessions = sessions
         self._session_host = session_host
         self._clock = clock
         self._keys = keys
@@ -315,6 +319,16 @@ class BrowserAuth:
             claims = await self._redeem(session_id, code, pending.verifier)
         except _AuthError as exc:
             return self._refuse(exc.code, str(exc))
+        if self._sessions is not None:
+            facts = await self._sessions.facts(session_id)
+            # None: the portal could not be asked; its signed token already says the same
+            if facts is not None and not facts.live:
+                return self._refuse("session_not_live", "The portal says this session has "
+                                    "ended. Start a new one from the portal.")
+            if facts is not None and facts.user_id is not None and (
+                    facts.user_id != str(claims["sub"])):
+                return self._refuse("not_session_owner", "This session belongs to another "
+                                    "user. Open the device from the portal to start your own.")
         expires_at = min(session_end, self._clock.now() + 30 * 60)
         identity = Identity(session_id=session_id, user_id=str(claims["sub"]),
                             email=str(claims.get("email") or claims["sub"]),

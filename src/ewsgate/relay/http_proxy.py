@@ -57,6 +57,7 @@ from ewsgate.relay.access_log import AccessLog
 from ewsgate.relay.browser_auth import Authenticator, Identity, RelayResponse
 from ewsgate.relay.clock import Clock
 from ewsgate.relay.hardening import check_request_site, harden_response_headers, security_headers
+from ewsgate.relay.portal_sessions import SessionStatusSource
 from ewsgate.relay.rewrite import (
     RESERVED_COOKIE_PREFIX,
     BodyDecoder,
@@ -188,8 +189,10 @@ class RelayProxy:
     """Serves browser connections for every session on this relay."""
 
     def __init__(self, config: ProxyConfig, directory: SessionDirectory, auth: Authenticator,
-                 access_log: AccessLog | None, clock: Clock) -> None:
+                 access_log: AccessLog | None, clock: Clock,
+                 sessions: SessionStatusSource | None = None) -> None:
         self.config = config
+        self.sessions = sessions
         self.directory = directory
         self.auth = auth
         self.access_log = access_log
@@ -224,11 +227,11 @@ class RelayProxy:
     def mark_ended(self, session_id: str) -> None:
         self._ended.setdefault(session_id, self.clock.now())
 
-    def missing_session_page(self, session_id: str) -> str:
+    async def missing_session_page(self, session_id: str) -> str:
         """Which page a session id without a live tunnel gets.
 
-        Ended (expired here, or closed early by the portal) → "ended"; known and not yet at its
-        end → the agent's tunnel is down, "device unreachable"; never seen → "not found".
+        Ended (expired here, closed early, or ended at the portal) → "ended"; known and not yet
+        at its end → the agent's tunnel is down, "device unreachable"; never seen → "not found".
         """
         closed = getattr(self.directory, "is_closed", None)
         if session_id in self._ended or (callable(closed) and closed(session_id)):
@@ -238,6 +241,11 @@ class RelayProxy:
             if self.clock.now() >= end:
                 self.mark_ended(session_id)
                 return "session_ended"
+            if self.sessions is not None:
+                facts = await self.sessions.facts(session_id)
+                if facts is not None and not facts.live:
+                    self.mark_ended(session_id)
+                    return "session_ended"
             return "device_unreachable"
         return "session_not_found"
 
@@ -453,7 +461,8 @@ class _BrowserConnection:
         info = self.proxy.directory.lookup(session_id)
         now = self.proxy.clock.now()
         if info is None:
-            await self._page(exchange, self.proxy.missing_session_page(session_id), close=True)
+            await self._page(exchange, await self.proxy.missing_session_page(session_id),
+                             close=True)
             return
         if now >= self.proxy.session_end(info):
             self.proxy.mark_ended(session_id)

@@ -39,6 +39,7 @@ from ewsgate.relay.access_log import AccessLog, PortalLogShipper
 from ewsgate.relay.browser_auth import BrowserAuth, OAuthClientConfig
 from ewsgate.relay.clock import SystemClock
 from ewsgate.relay.http_proxy import MAX_SESSION_SECONDS, ProxyConfig, RelayProxy
+from ewsgate.relay.portal_sessions import PortalSessions
 from ewsgate.relay.registry import TunnelRegistry
 from ewsgate.relay.tickets import JwksKeySource, TicketVerifier
 from ewsgate.relay.tunnel_server import TunnelServer, TunnelServerConfig
@@ -168,15 +169,18 @@ async def serve(settings: RelaySettings, stop: asyncio.Event) -> None:
                                body_timeout=settings.body_timeout,
                                max_session_seconds=settings.max_session)
     http = httpx.AsyncClient(verify=verify, timeout=10.0)
+    sessions = PortalSessions(settings.portal_url, settings.relay_id, settings.relay_secret,
+                              http, clock)
     auth = BrowserAuth(
         OAuthClientConfig(relay_id=settings.relay_id, relay_secret=settings.relay_secret,
                           portal_url=settings.portal_url,
                           cookie_key=cookie_key(settings.data_dir)),
-        session_host=proxy_config.session_host, clock=clock, keys=keys, http=http)
+        session_host=proxy_config.session_host, clock=clock, keys=keys, http=http,
+        sessions=sessions)
     shipper = PortalLogShipper(settings.portal_url, settings.relay_id, settings.relay_secret,
                                verify=verify)
     access_log = AccessLog(settings.data_dir / "access-log", shipper)
-    proxy = RelayProxy(proxy_config, registry, auth, access_log, clock)
+    proxy = RelayProxy(proxy_config, registry, auth, access_log, clock, sessions)
     shipping = asyncio.create_task(access_log.run())
     tunnel_host, tunnel_port = await tunnels.start()
     server = await asyncio.start_server(
