@@ -178,3 +178,14 @@ async def test_command_to_an_unknown_installation_is_not_found(portal):
 
     with pytest.raises(NotFound):
         await portal.hub.send_command(999_999, "Ping", {}, timeout=1)
+
+
+async def test_failed_and_offline_commands_are_recorded_with_short_statuses(portal, enrol, db):
+    enrolled = await enrol()
+    portal.hub.config = type(portal.hub.config)(offline_grace=0.2)
+    with pytest.raises(InstallationOffline):
+        await portal.hub.send_command(enrolled.installation_id, "Ping", {}, timeout=1)
+    async with db.transaction() as session:
+        command = await session.scalar(select(ControlCommand))
+    assert command.status == "offline"
+    assert command.result["error_code"] == "installation_offline"

@@ -9,8 +9,10 @@ ends; the rest of the portal only calls :meth:`ControlHub.send_command`::
 
 Delivery rules (what a caller can rely on):
 
-* Every command gets a fresh 128-bit id, is recorded in ``control_commands`` first, and is
-  written to the stream at most once. The agent refuses an id it has seen, so nothing runs twice.
+* Every command gets a fresh 128-bit id, is recorded in ``control_commands`` first (status
+  ``pending`` → ``sent`` → ``ok`` / ``failed`` / ``refused`` / ``timeout`` / ``offline``, with
+  the error code in ``result``), and is written to the stream at most once. The agent
+  refuses an id it has seen, so nothing runs twice.
 * An installation that is **offline** when the command is sent gets ``offline_grace`` seconds
   (default 10 s, never more than the timeout) to connect; then :class:`InstallationOffline`.
 * A command not yet written when the stream drops stays queued and goes down the next stream of
@@ -62,6 +64,17 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+def _status_of(error: CommandError) -> str:
+    """The ``control_commands.status`` word (at most 16 characters) for a failed command."""
+    if isinstance(error, InstallationOffline):
+        return "offline"
+    if isinstance(error, CommandTimedOut):
+        return "timeout"
+    if isinstance(error, CommandRefused):
+        return "refused"
+    return "failed"
 
 
 class CommandError(ServiceError):
@@ -276,8 +289,9 @@ class ControlHub:
                 raise self._timeout_error(pending, timeout) from None
             outcome = self._outcome(pending, result)
         except CommandError as exc:
-            await self.records.finish_command(command_id, exc.code,
-                                              {"error": exc.message}, self.clock())
+            await self.records.finish_command(command_id, _status_of(exc),
+                                              {"error_code": exc.code, "error": exc.message},
+                                              self.clock())
             raise
         finally:
             self._pending.pop(command_id, None)
