@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ewsgate.portal.services.access import Action, Actor, load_tree, scope_for
+from ewsgate.portal.services.access import Action, Actor, Scope, load_tree, scope_for
 from ewsgate.portal.services.errors import Conflict, InvalidInput, NotFound
 from ewsgate.portal.store.models import (
     JOB_STATUSES,
@@ -69,10 +69,12 @@ class JobFilter:
     since: datetime | None = None
 
 
-def _visible(actor: Actor, tree_scope: Any) -> Any:
-    return (Job.dealer_id == actor.dealer_id) & (
-        Job.customer_id.in_(tree_scope.customer_ids) if not tree_scope.dealer_wide
-        else Job.dealer_id == actor.dealer_id)
+def _visible(actor: Actor, scope: Scope) -> ColumnElement[bool]:
+    """Jobs of the actor's dealer under a customer in ``scope``; a dealer-wide scope also sees
+    jobs whose customer was deleted since (``customer_id`` NULL)."""
+    if scope.dealer_wide:
+        return Job.dealer_id == actor.dealer_id
+    return (Job.dealer_id == actor.dealer_id) & Job.customer_id.in_(scope.customer_ids)
 
 
 async def list_jobs(session: AsyncSession, actor: Actor, filters: JobFilter = JobFilter(), *,
