@@ -33,7 +33,7 @@ test: venv proto system-deps lint
 	$(BIN)/pytest -q
 
 bench: venv proto system-deps
-	$(BIN)/python -m bench.run_all
+	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis
