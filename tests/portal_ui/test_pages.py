@@ -568,3 +568,45 @@ async def test_verify_identity_without_a_control_server_says_why(ui_db, seeded):
                                 data={"csrf_token": csrf_of(page.text)})
         assert response.status_code == 503
         assert "control server" in response.text
+
+
+async def test_admin_edits_a_device_and_refused_values_keep_the_record(client, seeded):
+    await sign_in(client, seeded.email["admin"])
+    device = seeded.device["accounts"]
+    page = await client.get(f"/devices/{device}")
+    assert f'href="/devices/{device}/edit"' in page.text
+    form = await client.get(f"/devices/{device}/edit")
+    assert 'value="10.20.0.22"' in form.text and 'value="https:443"' in form.text
+    data = {"csrf_token": csrf_of(form.text), "installation_id": str(seeded.installation["hq"]),
+            "name": "Accounts printer", "make": "ricoh", "model": "IM C3000",
+            "ip": "10.20.0.23", "hostname": "accounts-mfp.acme.example",
+            "ews_endpoints": "https:443", "identity_method": "mac",
+            "mac": "3c:52:82:00:00:01", "serial": "", "snmp_version": "2c",
+            "snmp_port": "161", "snmp_community": "public"}
+    saved = await client.post(f"/devices/{device}/edit", data=data)
+    assert saved.status_code == 303
+    page = await client.get(saved.headers["location"])
+    assert "10.20.0.23" in page.text and "accounts-mfp.acme.example" in page.text
+    assert "The device was saved." in page.text
+    refused = await client.post(f"/devices/{device}/edit", data={**data, "ip": "nope"})
+    assert refused.status_code == 422 and 'id="ip-error"' in refused.text
+    assert "10.20.0.23" in (await client.get(f"/devices/{device}")).text
+
+
+async def test_admin_deletes_a_device_and_configurers_cannot(client, seeded):
+    device = seeded.device["label"]
+    await sign_in(client, seeded.email["configurer"])
+    page = await client.get(f"/devices/{device}")
+    assert f'href="/devices/{device}/edit"' not in page.text
+    assert (await client.get(f"/devices/{device}/edit")).status_code == 403
+    refused = await client.post(f"/devices/{device}/delete",
+                                data={"csrf_token": csrf_of(page.text)})
+    assert refused.status_code == 403
+    await client.post("/logout", data={"csrf_token": csrf_of(page.text)})
+    await sign_in(client, seeded.email["admin"])
+    page = await client.get(f"/devices/{device}/edit")
+    deleted = await client.post(f"/devices/{device}/delete",
+                                data={"csrf_token": csrf_of(page.text)})
+    assert deleted.status_code == 303
+    listing = await client.get(deleted.headers["location"])
+    assert "The device was deleted" in listing.text and "Warehouse label" not in listing.text

@@ -8,8 +8,10 @@ What a device page offers follows from the service layer alone:
 * the *Open device web page* button appears when ``can_open_session`` is true — a Remote
   Technician User over the device, Remote Technician enabled, installation enabled.
 
-Administrators add devices (``GET /devices/new``, ``POST /devices``): every field is validated
-by ``create_device``, and a refused one is shown by its field with the form re-filled.
+Administrators add devices (``GET /devices/new``, ``POST /devices``), edit them
+(``GET/POST /devices/{id}/edit``) and delete them (``POST /devices/{id}/delete``): every field
+is validated by the service layer, and a refused one is shown by its field with the form
+re-filled. SNMPv3 keys are never written back into a page; left empty on edit, they are kept.
 
 ``POST /devices/{id}/remote-technician`` calls ``set_remote_technician``;
 ``POST /devices/{id}/open`` checks ``authorize_open_session`` and, when Remote Technician is
@@ -44,8 +46,9 @@ from ewsgate.portal.ui.lookups import load_directory
 from ewsgate.portal.ui.rendering import make_label
 from ewsgate.portal.ui.web import Page, PageError, page
 
-__all__ = ["ContextHub", "create_device", "device_detail", "device_list", "new_device",
-           "open_device", "set_remote_technician", "verify_identity"]
+__all__ = ["ContextHub", "create_device", "delete_device", "device_detail", "device_list",
+           "edit_device", "new_device", "open_device", "set_remote_technician", "update_device",
+           "verify_identity"]
 
 #: The add-device form's fields, in the names ``create_device`` takes.
 DEVICE_FORM_FIELDS = (
@@ -54,6 +57,7 @@ DEVICE_FORM_FIELDS = (
     "snmp_v3_user", "snmp_v3_auth_protocol", "snmp_v3_auth_key", "snmp_v3_priv_protocol",
     "snmp_v3_priv_key")
 _REQUIRED = frozenset({"installation_id", "name", "ip"})
+_SECRETS = frozenset({"snmp_v3_auth_key", "snmp_v3_priv_key"})
 _NEW_DEVICE = {**dict.fromkeys(DEVICE_FORM_FIELDS, ""), "make": "other",
                "ews_endpoints": "http:80", "identity_method": "mac", "snmp_version": "2c",
                "snmp_port": "161", "snmp_community": "public"}
@@ -85,8 +89,9 @@ def _command_sender(p: Page) -> ContextHub | None:
     return ContextHub(ctx) if ctx is not None else None
 
 
-#: What the device page says after an identity check (``?done=identity-…``).
-IDENTITY_NOTICES = {
+#: What the device page says after a change to the device (``?done=…``).
+DEVICE_NOTICES = {
+    "device-saved": "The device was saved.",
     "identity-verified": "Identity verified: the device at this IP is the one on record.",
     "identity-mismatch": "Identity mismatch: another device answers at this IP. Remote sessions "
                          "to it fail closed until the record or the network is corrected.",
@@ -169,12 +174,15 @@ async def device_list(p: Page) -> Response:
     }, status_code=422 if error else 200)
 
 
-async def _new_device_page(p: Page, form: dict[str, str], *, error: PageError | None = None,
-                           status_code: int = 200) -> Response:
+async def _device_form_page(p: Page, form: dict[str, str], *, device: Device | None = None,
+                            error: PageError | None = None,
+                            status_code: int = 200) -> Response:
     async with p.transaction() as session:
         directory = await load_directory(session, p.actor)
-    return p.render("devices/new.html", "devices", {
-        "title": "Add a device", "form": form, "error": error,
+    return p.render("devices/form.html", "devices", {
+        "title": f"Edit {device.name}" if device else "Add a device", "form": form,
+        "error": error, "device": device,
+        "action": f"/devices/{device.id}/edit" if device else "/devices",
         "installation_choices": [(o.id, o.label) for o in directory.installation_options()],
         "make_choices": [(m, make_label(m)) for m in DEVICE_MAKES],
     }, status_code=status_code)
@@ -185,7 +193,7 @@ async def new_device(p: Page) -> Response:
     """``GET /devices/new``: the add-device form (Administrators)."""
     if not p.actor.can_anywhere(Action.MANAGE_INVENTORY):
         return p.failure(PermissionDenied("only an administrator can add devices"))
-    return await _new_device_page(p, dict(_NEW_DEVICE))
+    return await _device_form_page(p, dict(_NEW_DEVICE))
 
 
 @page
@@ -199,9 +207,65 @@ async def create_device(p: Page) -> Response:
                                                         clock=p.ui.config.clock)
             device_id = device.id
     except ServiceError as exc:
-        return await _new_device_page(p, form, status_code=exc.status,
-                                      error=PageError.of(exc, frozenset(DEVICE_FORM_FIELDS)))
+        return await _device_form_page(p, form, status_code=exc.status,
+                                       error=PageError.of(exc, frozenset(DEVICE_FORM_FIELDS)))
     return p.redirect(f"/devices/{device_id}", "device-created")
+
+
+def _form_of(device: Device) -> dict[str, str]:
+    """A device as the form shows it (secrets left out)."""
+    endpoints = ", ".join(f"{e.get('scheme')}:{e.get('port')}"
+                          for e in device.ews_endpoints or [] if isinstance(e, dict))
+    form = {name: "" if getattr(device, name, None) is None else str(getattr(device, name))
+            for name in DEVICE_FORM_FIELDS if name not in _SECRETS}
+    return {**form, "ews_endpoints": endpoints, **dict.fromkeys(_SECRETS, "")}
+
+
+@page
+async def edit_device(p: Page, device_id: int) -> Response:
+    """``GET /devices/{id}/edit``: the device form, filled (Administrators of the device)."""
+    try:
+        async with p.transaction() as session:
+            device = await device_service.get_device(session, p.actor, device_id,
+                                                     Action.MANAGE_INVENTORY)
+    except ServiceError as exc:
+        return p.failure(exc)
+    return await _device_form_page(p, _form_of(device), device=device)
+
+
+@page
+async def update_device(p: Page, device_id: int) -> Response:
+    """``POST /devices/{id}/edit``: save every field; empty SNMPv3 keys are kept as stored."""
+    form = {name: p.field(name) for name in DEVICE_FORM_FIELDS}
+    changes = {k: v for k, v in form.items() if k not in _SECRETS or v}
+    try:
+        async with p.transaction() as session:
+            await device_service.update_device(session, p.actor, device_id, changes,
+                                               clock=p.ui.config.clock)
+    except ServiceError as exc:
+        if exc.status == 404:
+            return p.failure(exc)
+        async with p.transaction() as session:
+            device = await device_service.get_device(session, p.actor, device_id)
+        return await _device_form_page(p, {**form, **dict.fromkeys(_SECRETS, "")},
+                                       device=device, status_code=exc.status,
+                                       error=PageError.of(exc, frozenset(DEVICE_FORM_FIELDS)))
+    return p.redirect(f"/devices/{device_id}", "device-saved")
+
+
+@page
+async def delete_device(p: Page, device_id: int) -> Response:
+    """``POST /devices/{id}/delete``: remove the device (its jobs stay)."""
+    try:
+        async with p.transaction() as session:
+            await device_service.delete_device(session, p.actor, device_id,
+                                               clock=p.ui.config.clock)
+    except ServiceError as exc:
+        if exc.status == 404:
+            return p.failure(exc)
+        return await _device_page(p, device_id, error=PageError.of(exc),
+                                  status_code=exc.status)
+    return p.redirect("/devices", "device-deleted")
 
 
 async def _device_page(p: Page, device_id: int, *, error: PageError | None = None,
@@ -222,6 +286,12 @@ async def _device_page(p: Page, device_id: int, *, error: PageError | None = Non
             except PermissionDenied:
                 is_rt_user = False
             can_open = await device_service.can_open_session(session, p.actor, device_id)
+            try:
+                await device_service.get_device(session, p.actor, device_id,
+                                                Action.MANAGE_INVENTORY)
+                can_manage = True
+            except PermissionDenied:
+                can_manage = False
             can_verify = False
             if _command_sender(p) is not None:
                 for action in VERIFY_ACTIONS:
@@ -239,14 +309,15 @@ async def _device_page(p: Page, device_id: int, *, error: PageError | None = Non
         return p.failure(exc)
     customer_id = directory.customer_of_installation(device.installation_id)
     done = p.request.query_params.get("done", "")
-    identity_notice = {"notice": IDENTITY_NOTICES[done]} if done in IDENTITY_NOTICES else {}
+    device_notice = {"notice": DEVICE_NOTICES[done]} if done in DEVICE_NOTICES else {}
     return p.render("devices/detail.html", "devices", {
         "title": device.name, "device": device,
         "customer_name": directory.customer_label(customer_id),
         "installation_name": directory.installation_name(device.installation_id),
         "installation_online": directory.installation_online(device.installation_id),
         "can_configure": can_configure, "is_rt_user": is_rt_user, "can_open": can_open,
-        "can_verify": can_verify, "jobs": jobs, "error": error, **identity_notice,
+        "can_verify": can_verify, "can_manage": can_manage, "jobs": jobs, "error": error,
+        **device_notice,
     }, status_code=status_code)
 
 

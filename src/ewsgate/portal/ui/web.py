@@ -80,6 +80,7 @@ NOTICES: dict[str, str] = {
     "customer-created": "The customer was created.",
     "customer-saved": "The customer was saved.",
     "customer-deleted": "The customer was deleted.",
+    "device-deleted": "The device was deleted. Its jobs and their logs are kept.",
     "device-created": "The device was added. Remote Technician is off until a Configurer "
                       "turns it on.",
 }
