@@ -19,6 +19,7 @@ from ewsgate.relay.browser_auth import (
     OAuthClientConfig,
 )
 from ewsgate.relay.clock import ManualClock
+from ewsgate.relay.portal_sessions import PortalSessions
 from ewsgate.relay.tickets import JwksKeySource
 from sessions.rt_http import Portal
 from sessions.rt_world import ISSUER, settle
@@ -43,8 +44,9 @@ def _relay(portal: Portal, http: httpx.AsyncClient, name: str = "relay-x") -> Br
         response.raise_for_status()
         return response.json()
 
+    sessions = PortalSessions(ISSUER, config.relay_id, config.relay_secret, http, clock)
     return BrowserAuth(config, session_host=host, clock=clock,
-                       keys=JwksKeySource(ISSUER, fetch=fetch), http=http)
+                       keys=JwksKeySource(ISSUER, fetch=fetch), http=http, sessions=sessions)
 
 
 async def _session(portal: Portal, browser: httpx.AsyncClient, who: str = "tech") -> dict:
@@ -95,6 +97,23 @@ async def test_relay_signs_the_owner_in(portal: Portal, http: httpx.AsyncClient)
     identity = auth.identify(session["session_id"], cookie.split(";")[0].encode())
     assert identity is not None and identity.email == "tech@example.com"
     assert identity.user_id == str(portal.world.users["tech"])
+
+
+async def test_relay_reads_session_facts_from_the_portal(portal: Portal,
+                                                         http: httpx.AsyncClient) -> None:
+    async with portal.client() as browser:
+        session = await _session(portal, browser)
+    world = portal.world
+    clock = ManualClock(start=world.clock.now.timestamp())
+    own = PortalSessions(ISSUER, str(world.relays["relay-x"]), world.relay_secrets["relay-x"],
+                         http, clock)
+    facts = await own.facts(session["session_id"])
+    assert facts is not None and facts.live and facts.user_id == str(world.users["tech"])
+    assert facts.expires_at == world.clock.now.timestamp() + 1800
+    other = PortalSessions(ISSUER, str(world.relays["relay-y"]), world.relay_secrets["relay-y"],
+                           http, clock)
+    hidden = await other.facts(session["session_id"])
+    assert hidden is not None and not hidden.live and hidden.user_id is None
 
 
 async def test_relay_refuses_another_users_browser(portal: Portal,
