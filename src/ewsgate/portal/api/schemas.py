@@ -176,11 +176,8 @@ class DeviceOut(_Out):
 
     @classmethod
     def of(cls, device: Any) -> DeviceOut:
-        data = {name: getattr(device, name) for name in cls.model_fields
-                if name != "snmp_credentials_set"}
-        data["snmp_credentials_set"] = bool(device.snmp_community or device.snmp_v3_auth_key
-                                            or device.snmp_v3_priv_key)
-        return cls(**data)
+        """From a :class:`~ewsgate.portal.store.models.Device` (read by attribute, in Rust)."""
+        return cls.model_validate(device)
 
 
 class RemoteTechnicianSetting(_In):

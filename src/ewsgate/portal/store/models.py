@@ -174,6 +174,11 @@ class Device(Base):
     last_seen_serial: Mapped[str | None] = mapped_column(String(128))
     last_verified_at: Mapped[datetime | None]
 
+    @property
+    def snmp_credentials_set(self) -> bool:
+        """Whether an SNMP community or v3 key is stored (the API shows this, not the values)."""
+        return bool(self.snmp_community or self.snmp_v3_auth_key or self.snmp_v3_priv_key)
+
 
 class User(Base):
     """A person who logs into the portal; ``email`` is stored lower-case (unique)."""
