@@ -47,6 +47,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -253,6 +254,12 @@ class RelayProxy:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one browser connection until it closes, times out or its session ends."""
+        sock = writer.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # asyncio sets this only for sockets it made with proto=IPPROTO_TCP; without it,
+            # a response head and its body meet Nagle + delayed ACK: a 40 ms stall each
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connection = _BrowserConnection(self, reader, writer)
         connection.task = asyncio.current_task()
         try:
