@@ -20,9 +20,11 @@ which also repairs rows left online by a portal process that died.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import select, update
@@ -35,6 +37,8 @@ from ewsgate.portal.store.models import ControlCommand, Installation
 __all__ = ["ControlRecords", "Refusal", "StreamGrant"]
 
 _CHUNK = 500
+#: how long stream-start checks are collected before one query answers them all
+_BATCH_DELAY = 0.005
 #: an expiry earlier than any real one: a live stream is never "newer" and so never adopts
 _FLOOR = dt.datetime.min.replace(tzinfo=dt.UTC)
 
@@ -89,18 +93,63 @@ class ControlRecords:
 
     def __init__(self, database: Database) -> None:
         self.database = database
+        self._waiting: list[tuple[int, str, dt.datetime, asyncio.Future[StreamGrant]]] = []
 
     async def authorize(self, installation_id: int, cert_serial: str,
                         cert_not_after: dt.datetime) -> StreamGrant:
-        """Check a certificate at stream start (may adopt a renewed one); raise :class:`Refusal`."""
-        async with self.database.transaction() as session:
-            installation = await session.get(Installation, installation_id)
-            adopt = _check(installation, installation_id, cert_serial, cert_not_after)
-            if adopt:
-                assert installation is not None
-                installation.cert_serial = cert_serial
-                installation.cert_not_after = cert_not_after
-        return StreamGrant(installation_id, cert_serial, adopt)
+        """Check a certificate at stream start (may adopt a renewed one); raise :class:`Refusal`.
+
+        Checks that arrive together (a reconnect storm) share one query: they are collected
+        for a few milliseconds and answered from one ``SELECT … WHERE id IN (…)``.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[StreamGrant] = loop.create_future()
+        self._waiting.append((installation_id, cert_serial, cert_not_after, future))
+        if len(self._waiting) == 1:
+            loop.call_later(_BATCH_DELAY, lambda: asyncio.ensure_future(self._authorize_batch()))
+        return await future
+
+    async def _authorize_batch(self) -> None:
+        batch, self._waiting = self._waiting[:_CHUNK], self._waiting[_CHUNK:]
+        if self._waiting:
+            asyncio.get_running_loop().call_soon(
+                lambda: asyncio.ensure_future(self._authorize_batch()))
+        try:
+            async with self.database.transaction() as session:
+                ids = sorted({item[0] for item in batch})
+                result = await session.execute(
+                    select(Installation.id, Installation.enabled, Installation.cert_serial,
+                           Installation.cert_not_after).where(Installation.id.in_(ids)))
+                rows: dict[int, Any] = {row.id: row for row in result.all()}
+                outcomes: list[StreamGrant | Refusal] = []
+                for installation_id, serial, not_after, _future in batch:
+                    try:
+                        adopt = _check(rows.get(installation_id), installation_id, serial,
+                                       not_after)
+                    except Refusal as refusal:
+                        outcomes.append(refusal)
+                        continue
+                    if adopt:  # later checks in this batch see the adopted certificate
+                        rows[installation_id] = SimpleNamespace(
+                            enabled=True, cert_serial=serial, cert_not_after=not_after)
+                        await session.execute(
+                            update(Installation).where(Installation.id == installation_id)
+                            .values(cert_serial=serial, cert_not_after=not_after))
+                    outcomes.append(StreamGrant(installation_id, serial, adopt))
+        except BaseException as exc:
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (*_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, Refusal):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
     async def recheck(self, installation_id: int, cert_serial: str) -> dt.datetime | None:
         """Check a live stream's certificate again (no adoption); raises :class:`Refusal`.
