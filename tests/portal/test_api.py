@@ -3,6 +3,7 @@ switch, jobs and their log, and every kind of bad input answered with a JSON err
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -301,3 +302,13 @@ async def test_malformed_json_is_refused(client: httpx.AsyncClient, db: Database
     assert "not valid JSON" in _error(response, 400, "malformed_json")["message"]
     not_object = await client.post("/api/v1/customers", json=["x"], headers=admin)
     _error(not_object, 422, "invalid_input")
+
+
+async def test_login_only_accepts_json(client: httpx.AsyncClient, world: World) -> None:
+    """A cross-site form can post text/plain but never application/json without CORS, so a
+    login body that is not declared JSON must not log anyone in (login CSRF)."""
+    body = json.dumps({"email": world.emails["viewer@A"], "password": WORLD_PASSWORD})
+    response = await client.post("/api/v1/auth/login", content=body.encode(),
+                                 headers={"Content-Type": "text/plain"})
+    _error(response, 422, "invalid_input")
+    assert "set-cookie" not in response.headers
