@@ -38,6 +38,7 @@ class Portal:
     device_id: int
     acme_id: int
     emails: dict[str, str]
+    enrol_address: str
 
 
 def _free_port() -> int:
@@ -81,12 +82,13 @@ def portal(tmp_path: Path) -> Iterator[Portal]:
     token = token.split()[-1]
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
+    enrol_address = f"127.0.0.1:{_free_port()}"
     log = tmp_path / "portal.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "ewsgate", "portal", "--listen", f"127.0.0.1:{port}",
              "--grpc-listen", f"127.0.0.1:{_free_port()}",
-             "--enrol-listen", f"127.0.0.1:{_free_port()}", "--data-dir", str(data_dir)],
+             "--enrol-listen", enrol_address, "--data-dir", str(data_dir)],
             env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         _wait_ready(url, process, log)
@@ -119,7 +121,7 @@ def portal(tmp_path: Path) -> Iterator[Portal]:
                                        "name": name})
                 post("/role-assignments", {"user_id": user["id"], "role": "viewer",
                                            "customer_id": scope})
-        yield Portal(url, int(str(device["id"])), int(str(acme["id"])), emails)
+        yield Portal(url, int(str(device["id"])), int(str(acme["id"])), emails, enrol_address)
     finally:
         process.terminate()
         try:
@@ -193,6 +195,14 @@ def test_admin_grants_configurer_who_flips_the_switch_and_a_viewer_sees_none(
                     "link", name=section).click()
                 expect(admin.get_by_role("heading", name=section, level=1)).to_be_visible()
                 snap(admin, f"admin-{section.lower()}")
+            admin.get_by_role("link", name="Installations").click()
+            admin.get_by_label("Name", exact=True).fill("Front desk PC")
+            admin.get_by_label("Customer", exact=True).select_option(str(portal.acme_id))
+            admin.get_by_role("button", name="Create and get token").click()
+            expect(admin.locator("#enrol-command")).to_contain_text(
+                f"ewsgate agent enroll --portal {portal.enrol_address} --token ewse_")
+            expect(admin.get_by_role("cell", name="Front desk PC")).to_be_visible()
+            snap(admin, "admin-installation-enrolment-token")
             admin.get_by_role("link", name="Users & roles").click()
             expect(admin.get_by_role("link", name="Carl Configurer")).to_be_visible()
             snap(admin, "admin-users")
@@ -243,4 +253,4 @@ def test_admin_grants_configurer_who_flips_the_switch_and_a_viewer_sees_none(
         finally:
             browser.close()
     assert csp_violations == []
-    assert len(list(shots.glob("*.png"))) >= 15
+    assert len(list(shots.glob("*.png"))) >= 18
