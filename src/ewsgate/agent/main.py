@@ -2,7 +2,9 @@
 
 ``enroll(values)`` exchanges the one-time token for a certificate (:mod:`.enroll`) and saves it
 in ``--data-dir``; ``run(values)`` loads that identity and keeps the control stream up
-(:mod:`.control_client`) with the command handlers of :mod:`.commands` until SIGINT/SIGTERM.
+(:mod:`.control_client`) with the command handlers of :mod:`.commands` and the tunnel's
+``OpenSession``/``CloseSession`` (:mod:`.session_commands` over a ``TunnelClient``) until
+SIGINT/SIGTERM.
 Both take the resolved flag values and return an exit code (0 ok, 1 failed, 2 bad usage).
 """
 
@@ -62,18 +64,37 @@ def enroll(values: dict[str, Any]) -> int:
 async def _run(state: AgentState, proxy_flag: str | None) -> int:
     from ewsgate.agent.commands import default_handlers
     from ewsgate.agent.control_client import ClientConfig, ControlClient
+    from ewsgate.agent.session_commands import session_handlers
+    from ewsgate.agent.tunnel_client import TunnelClient, TunnelClientConfig
 
     identity = state.load()
     config = ClientConfig(agent_version=__version__,
                           proxy=_proxy(proxy_flag, identity.control_address.host))
-    client = ControlClient(state, default_handlers(), config)
+    # the relays' certificates come from the portal's CA, as does ours
+    tunnels = TunnelClient(TunnelClientConfig(
+        cert_file=state.cert_path, key_file=state.key_path, relay_ca_file=state.ca_path,
+        proxy=config.proxy.url if config.proxy else None))
+
+    def reload_tunnel_credentials() -> None:
+        """After a renewal the next tunnel must present the new certificate."""
+        reload = getattr(tunnels, "reload_credentials", None)
+        if reload is not None:
+            reload()
+        else:
+            tunnels._ssl = None  # rebuilt from the renewed files on next use
+
+    client = ControlClient(state, default_handlers(extra=session_handlers(tunnels)), config,
+                           on_renewed=reload_tunnel_credentials)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, client.stop)
     log.info("installation %s: connecting to %s%s", identity.installation_id,
              identity.control_address, f" via proxy {config.proxy}" if config.proxy else "")
-    await client.run()
+    try:
+        await client.run()
+    finally:
+        await tunnels.close()
     return 0
 
 
