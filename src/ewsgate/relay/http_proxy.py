@@ -308,6 +308,7 @@ class _BrowserConnection:
         #: the task serving this connection (cancelled by the watchdog at the session's end)
         self.task: asyncio.Task[Any] | None = None
         self.expired = False
+        self._rewriter: LanRewriter | None = None
 
     async def close(self) -> None:
         if self._watchdog is not None:
@@ -328,7 +329,11 @@ class _BrowserConnection:
     async def _write(self, data: bytes | None) -> None:
         if data:
             self.writer.write(data)
-            await asyncio.wait_for(self.writer.drain(), self.config.body_timeout)
+            transport = self.writer.transport
+            if transport.get_write_buffer_size() > 0 or transport.is_closing():
+                # asyncio.timeout, not wait_for: no task per call on the hot path
+                async with asyncio.timeout(self.config.body_timeout):
+                    await self.writer.drain()
 
     async def _send(self, event: Any) -> int:
         data = self.conn.send(event)
@@ -358,7 +363,8 @@ class _BrowserConnection:
             try:
                 if timeout <= 0:
                     raise TimeoutError
-                data = await asyncio.wait_for(self.reader.read(self.config.read_size), timeout)
+                async with asyncio.timeout(timeout):
+                    data = await self.reader.read(self.config.read_size)
             except TimeoutError:
                 if deadline is not None:
                     await self._simple_error(408, "bad_request",
@@ -374,8 +380,8 @@ class _BrowserConnection:
             event = self.conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            data = await asyncio.wait_for(self.reader.read(self.config.read_size),
-                                          self.config.body_timeout)
+            async with asyncio.timeout(self.config.body_timeout):
+                data = await self.reader.read(self.config.read_size)
             self.conn.receive_data(data)
 
     async def _protocol_error(self, exc: h11.RemoteProtocolError) -> None:
@@ -635,7 +641,14 @@ class _BrowserConnection:
                 raise
             if self.conn.they_are_waiting_for_100_continue:
                 await self._send(h11.InformationalResponse(status_code=100, headers=[]))
-            pump = asyncio.create_task(self._pump_request_body(upstream, exchange))
+            pump: asyncio.Future[None]
+            if _has_body(request):
+                pump = asyncio.ensure_future(self._pump_request_body(upstream, exchange))
+            else:
+                # no body (most GETs): finish the request inline, no task and no race
+                await self._pump_request_body(upstream, exchange)
+                pump = asyncio.get_running_loop().create_future()
+                pump.set_result(None)
             try:
                 head = await self._response_head(upstream, exchange, pump)
                 if head is None and reused and retry:
@@ -672,7 +685,8 @@ class _BrowserConnection:
             event = upstream.conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            data = await asyncio.wait_for(upstream.stream.read(self.config.read_size), wait)
+            async with asyncio.timeout(wait):
+                data = await upstream.stream.read(self.config.read_size)
             upstream.conn.receive_data(data)
 
     async def _read_head(self, upstream: _Upstream) -> Any:
@@ -683,12 +697,22 @@ class _BrowserConnection:
             return event
 
     async def _response_head(self, upstream: _Upstream, exchange: _Exchange,
-                             pump: asyncio.Task[None]) -> Any:
+                             pump: asyncio.Future[None]) -> Any:
         """The device's response head, racing the request body pump; None after an error.
 
         A request body the browser framed badly (a bad chunk size) fails the pump first: the
         browser gets a 400 and the device connection is dropped.
         """
+        if pump.done() and pump.exception() is None:
+            try:
+                return await self._read_head(upstream)
+            except TimeoutError:
+                exchange.detail = "device_timeout"
+                await self._page(exchange, "device_timeout", close=True, outcome="error")
+                return None
+            except (h11.RemoteProtocolError, ConnectionError, OSError) as exc:
+                exchange.detail = f"bad_device_response: {exc}"[:300]
+                return None
         head_task = asyncio.create_task(self._read_head(upstream))
         try:
             done, _ = await asyncio.wait({head_task, pump}, return_when=asyncio.FIRST_COMPLETED)
@@ -716,13 +740,16 @@ class _BrowserConnection:
                     await head_task
 
     async def _relay_response(self, upstream: _Upstream, info: SessionInfo,
-                              exchange: _Exchange, pump: asyncio.Task[None], event: Any) -> None:
+                              exchange: _Exchange, pump: asyncio.Future[None], event: Any
+                              ) -> None:
         if not isinstance(event, h11.Response | h11.InformationalResponse):
             exchange.detail = "device_closed_without_response"
             await self._page(exchange, "bad_gateway", close=True, outcome="error",
                              detail=_DETAIL_TEXT[exchange.detail])
             return
-        rewriter = LanRewriter(info.device, self.config.session_host(info.session_id))
+        if self._rewriter is None:
+            self._rewriter = LanRewriter(info.device, self.config.session_host(info.session_id))
+        rewriter = self._rewriter
         if isinstance(event, h11.InformationalResponse):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pump, self.config.header_timeout)
@@ -880,6 +907,14 @@ class _BodyTransform:
         if self._decoder is not None:
             tail = self._rewriter.feed(self._decoder.flush())
         return tail + self._rewriter.finish()
+
+
+def _has_body(request: h11.Request) -> bool:
+    """True unless the request's framing says it has no body (no TE, no or zero length)."""
+    if _header(request.headers, b"transfer-encoding") is not None:
+        return True
+    length = _header(request.headers, b"content-length")
+    return length is not None and length.strip() != b"0"
 
 
 def _strip_relay_cookies(cookie: bytes | None) -> bytes | None:
