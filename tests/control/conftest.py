@@ -162,9 +162,10 @@ async def agents() -> AsyncIterator[Callable[..., RunningAgent]]:
     running: list[RunningAgent] = []
 
     def start(state: AgentState, handlers: dict | None = None, config: ClientConfig = FAST_CLIENT,
-              clock: Callable[[], dt.datetime] = utc_now) -> RunningAgent:
+              clock: Callable[[], dt.datetime] = utc_now,
+              on_renewed: Callable[[], None] | None = None) -> RunningAgent:
         agent = RunningAgent(ControlClient(state, default_handlers(handlers), config,
-                                           clock=clock))
+                                           clock=clock, on_renewed=on_renewed))
         running.append(agent)
         return agent
 

@@ -49,11 +49,13 @@ async def test_agent_does_not_renew_early(portal, enrol, agents):
 
 async def test_portal_can_order_a_renewal_with_a_command(portal, enrol, agents, db):
     enrolled = await enrol()
-    agent = agents(enrolled.state)
+    reloaded = []
+    agent = agents(enrolled.state, on_renewed=lambda: reloaded.append(True))
     await asyncio.wait_for(agent.client.connected.wait(), 10)
     result = await portal.hub.send_command(enrolled.installation_id, "RenewCertificate", {},
                                            timeout=10)
     assert result["serial"] != enrolled.identity.serial
+    assert reloaded == [True]  # e.g. the tunnel client reloads its TLS context
     assert enrolled.state.load().serial == result["serial"]
     await eventually(lambda: agent.client.connects >= 2 and agent.client.connected.is_set())
     assert (await get_installation(db, enrolled.installation_id)).cert_serial == result["serial"]

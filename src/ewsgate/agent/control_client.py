@@ -179,8 +179,11 @@ class ControlClient:
     def __init__(self, state: AgentState, handlers: Mapping[str, CommandHandler],
                  config: ClientConfig | None = None, *,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 on_renewed: Callable[[], None] | None = None) -> None:
         self.data = state
+        #: called after a renewed key and certificate were saved (e.g. to reload TLS contexts)
+        self.on_renewed = on_renewed
         self.handlers = dict(handlers)
         self.config = config or ClientConfig()
         self.clock = clock
@@ -489,6 +492,11 @@ class ControlClient:
                                      "installation from the portal's CA; kept the old one")
             self.data.save_renewal(pki.key_to_pem(key), response.certificate_pem, identity.ca_pem)
             self._last_renewal = asyncio.get_running_loop().time()
+            if self.on_renewed is not None:
+                try:
+                    self.on_renewed()
+                except Exception:
+                    log.exception("after-renewal hook failed")
             log.info("certificate renewed: serial %s, valid until %s", pki.serial_hex(cert),
                      cert.not_valid_after_utc.isoformat())
             self._reconnect_now = True
