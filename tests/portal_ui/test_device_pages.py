@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 
@@ -121,6 +123,7 @@ async def test_jobs_list_filters_and_detail_with_log(client, seeded, ui_db):
     detail = await client.get(f"/jobs/{job_id}")
     assert "Remote Technician Log" in detail.text
     assert "/hp/device/DeviceStatus" in detail.text and "17.6 KiB" in detail.text
+    assert f'href="/api/v1/jobs/{job_id}/log?format=csv"' in detail.text
     outsider = httpx.AsyncClient(transport=client._transport, base_url="http://portal.test")
     async with outsider:
         await sign_in(outsider, seeded.email["outsider"])
@@ -282,3 +285,26 @@ async def test_admin_deletes_a_device_and_configurers_cannot(client, seeded):
     assert deleted.status_code == 303
     listing = await client.get(deleted.headers["location"])
     assert "The device was deleted" in listing.text and "Warehouse label" not in listing.text
+
+
+async def test_job_page_log_downloads_work_with_the_session_cookie(ui_db, seeded):
+    from ewsgate.portal.services import jobs
+    from ewsgate.portal.store.models import Device
+
+    async with ui_db.transaction() as s:
+        device = await s.get(Device, seeded.device["reception"])
+        job = await jobs.create_job(s, type="open_device_web_page", device=device,
+                                    user_id=seeded.user["tech"])
+        await jobs.append_job_log(s, job.id, [{
+            "seq": 1, "at": NOW, "method": "GET", "url": "/info_configuration.html",
+            "status": 200, "outcome": "ok"}])
+        job_id = job.id
+    transport = httpx.ASGITransport(app=_portal_app(ui_db))
+    async with httpx.AsyncClient(transport=transport, base_url="http://portal.test") as c:
+        await sign_in(c, seeded.email["viewer"])
+        page = await c.get(f"/jobs/{job_id}")
+        link = re.search(r'href="(/api/v1/jobs/\d+/log\?format=csv)"', page.text).group(1)
+        download = await c.get(link)
+        assert download.status_code == 200
+        assert download.headers["content-type"].startswith("text/csv")
+        assert "/info_configuration.html" in download.text
