@@ -10,6 +10,7 @@ import io
 import json
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -392,3 +393,29 @@ async def test_job_page_shows_live_log_and_export_links(portal: Portal) -> None:
 async def test_basic_auth_helper_encodes_like_rfc6749() -> None:
     header = basic_auth_header("1", "a:b c")
     assert base64.b64decode(header.split()[1]) == b"1:a%3Ab%20c"
+
+
+async def test_relay_fetches_its_certificates_into_its_data_dir(portal: Portal,
+                                                                tmp_path) -> None:
+    import stat
+
+    from ewsgate.relay.portal_certificate import fetch_relay_certificates
+
+    world = portal.world
+    async with portal.client() as http:
+        got = await fetch_relay_certificates(BASE, str(world.relays["relay-x"]),
+                                             world.relay_secrets["relay-x"],
+                                             tmp_path / "relay", http=http)
+        assert got.dns_names == ["rt.localhost", "*.rt.localhost"]
+        key_mode = stat.S_IMODE((tmp_path / "relay" / "tunnel-key.pem").stat().st_mode)
+        assert key_mode == 0o600
+        cert = x509.load_pem_x509_certificate((tmp_path / "relay" / "browser-cert.pem")
+                                              .read_bytes())
+        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(
+            (tmp_path / "relay" / "ca.pem").read_bytes()))
+        key = serialization.load_pem_private_key(
+            (tmp_path / "relay" / "tunnel-key.pem").read_bytes(), None)
+        assert key.public_key().public_numbers() == cert.public_key().public_numbers()
+        with pytest.raises(httpx.HTTPStatusError):
+            await fetch_relay_certificates(BASE, str(world.relays["relay-x"]), "ewsr_wrong",
+                                           tmp_path / "other", http=http)
