@@ -94,3 +94,41 @@ async def test_one_gib_upload_in_bounded_memory(tmp_path: Path, portal: FakePort
     print(f"\nupload of {SIZE / 2**20:.0f} MiB: {elapsed:.1f} s "
           f"({SIZE / 2**20 / elapsed:.0f} MiB/s), RSS growth {growth / 2**20:.1f} MiB")
     assert growth < MEMORY_BOUND, f"memory grew by {growth / 2**20:.0f} MiB during the upload"
+
+
+async def test_slow_browser_download_is_back_pressured(tmp_path: Path, portal: FakePortal) -> None:
+    """A device sending faster than the browser reads must not fill the relay's memory."""
+    size = 128 * 1024 * 1024
+    sent = {"bytes": 0}
+
+    async def fast_device(reader, writer) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                     b"Content-Length: %d\r\n\r\n" % size)
+        piece = b"\x00" * CHUNK
+        while sent["bytes"] < size:
+            writer.write(piece)
+            sent["bytes"] += len(piece)
+            await writer.drain()
+
+    process = psutil.Process()
+    async with RawServer(fast_device) as device, Relay(tmp_path, portal) as relay:
+        sid = relay.add_device(device.port)
+        cookie = await relay.login(sid)
+        baseline = process.memory_info().rss
+        reader, writer = await relay.connect(sid)
+        writer.write(f"GET /big HTTP/1.1\r\nHost: {relay.host(sid)}\r\nCookie: {cookie}\r\n\r\n"
+                     .encode())
+        await writer.drain()
+        await asyncio.sleep(1.0)  # the browser reads nothing for a second
+        stalled_at = sent["bytes"]
+        grown = process.memory_info().rss - baseline
+        received = 0
+        while received < size:
+            chunk = await asyncio.wait_for(reader.read(1 << 20), 30)
+            assert chunk
+            received += len(chunk)
+        writer.close()
+    assert stalled_at < 32 * 1024 * 1024, "the device kept sending while the browser was stalled"
+    assert grown < 48 * 1024 * 1024
+    assert received >= size
