@@ -295,6 +295,16 @@ class Procs:
                 out += [root, *root.children(recursive=True)]
         return out
 
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
     def stop_all(self) -> None:
         for proc in self.procs.values():
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -475,6 +485,7 @@ def main() -> int:
     procs = Procs(tmp)
     me = [sys.executable, str(HERE)]
     results: dict[str, dict[str, Any]] = {}
+    row: dict[str, Any]
     try:
         procs.start("origin", [*me, "_origin", str(tmp / "origin.port"), *uv])
         wait_for(lambda: (tmp / "origin.port").exists(), "origin")
@@ -499,50 +510,59 @@ def main() -> int:
             print(json.dumps(ports), flush=True)
             time.sleep(args.hold)
             return 0
+        # memory first, on fresh processes: idle, per open stream, per extra idle tunnel
+        for path in paths:
+            row = results.setdefault(path, {})
+            tree = procs.tree(*tracked[path])
+            subprocess.run(["curl", "-s", "-o", os.devnull, f"http://127.0.0.1:{ports[path]}/1k"],
+                           check=True)
+            time.sleep(0.5)
+            row["rss_idle"] = rss_mib(tree) if tree else float("nan")
+            row["rss_stream_kib"] = float("nan")
+            if tree:
+                print(f"[{path}] {args.streams} idle streams ...", file=sys.stderr)
+                base = rss_mib(procs.tree(*tracked[path]))
+                with open_idle_streams(ports[path], args.streams):
+                    loaded = rss_mib(procs.tree(*tracked[path]))
+                row["rss_stream_kib"] = (loaded - base) * 1024 / args.streams
+        if "tunnel" in paths:
+            print(f"[tunnel] {SESSIONS - 1} more tunnels ...", file=sys.stderr)
+            relay_before = rss_mib(procs.tree("relay"))
+            agent1 = rss_mib(procs.tree("agent"))
+            cfg["sessions"], cfg["first"] = SESSIONS, 1
+            (tmp / "bench.json").write_text(json.dumps(cfg))
+            (tmp / "agent.ready").unlink()
+            procs.start("agent2", [*me, "_agent", str(tmp / "bench.json"), *uv])
+            wait_for(lambda: (tmp / "agent.ready").exists() and
+                     (tmp / "agent.ready").read_text() == str(SESSIONS), "10 more tunnels")
+            time.sleep(0.5)
+            # agent2 is a second agent process holding 10 tunnels, agent holds 1: the agent's
+            # cost per tunnel is (agent2 - agent) / 9; the relay's is its growth / 10
+            per_agent = (rss_mib(procs.tree("agent2")) - agent1) / (SESSIONS - 2)
+            per_relay = (rss_mib(procs.tree("relay")) - relay_before) / (SESSIONS - 1)
+            results["tunnel"]["rss_tunnel"] = per_agent + per_relay
+            procs.stop("agent2")
+        if "ssh" in paths:
+            print(f"[ssh] {SESSIONS - 1} more tunnels ...", file=sys.stderr)
+            before = rss_mib(procs.tree(*tracked["ssh"]))
+            _, extra = _more_ssh(procs, tmp, origin_port, SESSIONS - 1)
+            time.sleep(0.5)
+            after = rss_mib(procs.tree(*tracked["ssh"], *extra))
+            results["ssh"]["rss_tunnel"] = (after - before) / (SESSIONS - 1)
+            for name in extra:
+                procs.stop(name)
+        # then throughput and latency
         size = args.bulk_mib << 20
         for path in paths:
             port = ports[path]
-            row: dict[str, Any] = results.setdefault(path, {})
+            row = results[path]
             tree = procs.tree(*tracked[path])
-            subprocess.run(["curl", "-s", "-o", os.devnull, f"http://127.0.0.1:{port}/1k"],
-                           check=True)
-            row["rss_idle"] = rss_mib(tree) if tree else float("nan")
             print(f"[{path}] bulk {args.bulk_mib} MiB ...", file=sys.stderr)
             row["bulk"], row["cpu_gib"] = bulk(port, size, tree)
             for body in ("1k", "64k"):
                 for conns in (32, 256):
                     print(f"[{path}] wrk /{body} c{conns} ...", file=sys.stderr)
                     row[f"{body}_{conns}"] = wrk(port, f"/{body}", conns, args.duration)
-            if tree:
-                time.sleep(1)
-                base = rss_mib(procs.tree(*tracked[path]))
-                with open_idle_streams(port, args.streams):
-                    loaded = rss_mib(procs.tree(*tracked[path]))
-                row["rss_stream_kib"] = (loaded - base) * 1024 / args.streams
-            else:
-                row["rss_stream_kib"] = float("nan")
-        # per extra idle tunnel: 10 more tunnels (agent sessions / ssh -R clients)
-        if "tunnel" in paths:
-            before = rss_mib(procs.tree("relay", "agent"))
-            cfg["sessions"], cfg["first"] = SESSIONS, 1
-            (tmp / "bench.json").write_text(json.dumps(cfg))
-            procs.start("agent2", [*me, "_agent", str(tmp / "bench.json"), *uv])
-            (tmp / "agent.ready").unlink()
-            wait_for(lambda: (tmp / "agent.ready").exists() and
-                     (tmp / "agent.ready").read_text() == str(SESSIONS), "10 more tunnels")
-            time.sleep(0.5)
-            # agent2 is a second agent process holding 10 tunnels; the per-tunnel cost is the
-            # growth of the relay plus agent2 beyond what agent (one tunnel) costs
-            agent1 = rss_mib(procs.tree("agent"))
-            relay_growth = rss_mib(procs.tree("relay")) - (before - agent1)
-            agent2_extra = rss_mib(procs.tree("agent2")) - agent1
-            results["tunnel"]["rss_tunnel"] = (relay_growth + agent2_extra) / (SESSIONS - 1)
-        if "ssh" in paths:
-            before = rss_mib(procs.tree(*tracked["ssh"]))
-            _, extra = _more_ssh(procs, tmp, origin_port, SESSIONS - 1)
-            time.sleep(0.5)
-            after = rss_mib(procs.tree(*tracked["ssh"], *extra))
-            results["ssh"]["rss_tunnel"] = (after - before) / (SESSIONS - 1)
     except Exception:
         for log in sorted(tmp.glob("*.log")):
             print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}", file=sys.stderr)

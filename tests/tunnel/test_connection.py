@@ -115,7 +115,7 @@ def test_large_write_is_split_into_frames_of_the_peer_maximum() -> None:
 
 
 def test_send_beyond_window_is_a_local_error_and_window_updates_restore_it() -> None:
-    cfg = ProtocolConfig(initial_stream_window=1000)
+    cfg = ProtocolConfig(initial_stream_window=1000, max_stream_window=1000)
     pair = Pair(agent_config=cfg)
     pair.handshake()
     sid = pair.open()
@@ -402,3 +402,51 @@ def test_parts_for_writelines_keep_large_payloads_uncopied() -> None:
     assert any(part is big for part in parts)
     events = pair.agent.receive_data(b"".join(parts))
     assert b"".join(e.data for e in events if isinstance(e, DataReceived)) == big + b"small"
+
+
+def _fill_and_consume(pair: Pair, sid: int, rounds: int) -> None:
+    """The relay sends all the credit it has; the agent's reader consumes everything at once."""
+    for _ in range(rounds):
+        room = pair.relay.send_capacity(sid)
+        pair.relay.send_data(sid, b"x" * room)
+        for event in pair.to_agent():
+            if isinstance(event, DataReceived):
+                pair.agent.acknowledge_received(sid, len(event.data))
+        pair.to_relay()
+
+
+def test_a_fast_readers_window_grows_up_to_the_maximum() -> None:
+    cfg = ProtocolConfig(initial_stream_window=64 * 1024, max_stream_window=256 * 1024,
+                         connection_window=4 << 20)
+    pair = Pair(agent_config=cfg)
+    pair.handshake()
+    sid = pair.open()
+    _fill_and_consume(pair, sid, 6)
+    assert pair.relay.send_capacity(sid) == 256 * 1024
+    assert pair.agent.window_growth == 192 * 1024
+
+
+def test_a_slow_reader_never_gets_a_larger_window() -> None:
+    cfg = ProtocolConfig(initial_stream_window=64 * 1024, max_stream_window=1 << 20)
+    pair = Pair(agent_config=cfg)
+    pair.handshake()
+    sid = pair.open()
+    pair.relay.send_data(sid, b"x" * pair.relay.send_capacity(sid))
+    pair.to_agent()  # never consumed
+    assert pair.relay.send_capacity(sid) == 0 and pair.agent.window_growth == 0
+
+
+def test_window_growth_is_capped_by_the_connection_budget_and_released_on_close() -> None:
+    cfg = ProtocolConfig(initial_stream_window=64 * 1024, max_stream_window=1 << 20,
+                         window_growth_budget=128 * 1024, connection_window=8 << 20)
+    pair = Pair(agent_config=cfg)
+    pair.handshake()
+    first, second = pair.open(), pair.open()
+    _fill_and_consume(pair, first, 8)
+    _fill_and_consume(pair, second, 8)
+    assert pair.agent.window_growth == 128 * 1024
+    assert pair.relay.send_capacity(first) + pair.relay.send_capacity(second) == \
+        2 * 64 * 1024 + 128 * 1024
+    pair.relay.reset_stream(first)
+    pair.to_agent()
+    assert pair.agent.window_growth <= 128 * 1024 - (pair.relay.send_capacity(second) - 64 * 1024)

@@ -26,6 +26,10 @@ class ProtocolConfig:
 
     #: receive window granted to each new stream: the most bytes buffered for one slow reader
     initial_stream_window: int = 1024 * 1024
+    #: a fast reader's stream window may grow up to this
+    max_stream_window: int = 16 * 1024 * 1024
+    #: total window growth granted over all streams of the connection (the memory bound)
+    window_growth_budget: int = 64 * 1024 * 1024
     #: receive window of the connection as a whole (credit is returned as frames arrive)
     connection_window: int = 16 * 1024 * 1024
     #: largest DATA payload accepted (and sent: the smaller of both ends' values is used)
@@ -45,6 +49,9 @@ class ProtocolConfig:
         checks = [
             (1 <= self.initial_stream_window <= MAX_WINDOW, "initial_stream_window"),
             (1024 <= self.connection_window <= MAX_WINDOW, "connection_window"),
+            (self.initial_stream_window <= self.max_stream_window <= MAX_WINDOW,
+             "max_stream_window"),
+            (0 <= self.window_growth_budget <= MAX_WINDOW, "window_growth_budget"),
             (16 * 1024 <= self.max_frame_size <= 16 * 1024 * 1024, "max_frame_size"),
             (1 <= self.max_concurrent_streams <= 1 << 20, "max_concurrent_streams"),
             (0 <= self.max_metadata <= 64 * 1024, "max_metadata"),

@@ -13,7 +13,11 @@ Flow control, per stream and per connection (both in bytes of DATA payload):
   (:meth:`Connection.acknowledge_received`), so a slow reader holds at most one stream window
   in memory and never stalls other streams. Connection credit is returned as soon as frames
   arrive: the connection window only caps bytes in flight, it cannot be pinned by one stream.
-* Credit is returned in batches (half a window) to keep WINDOW frames rare.
+* Credit is returned in batches (a quarter window) to keep WINDOW frames rare.
+* A stream whose reader keeps up but whose sender keeps running out of credit gets a larger
+  window (doubling, up to ``max_stream_window``), from a per-connection growth budget
+  (``window_growth_budget``). A slow reader never returns credit, so it never grows. Memory a
+  peer can make us hold: ``max_concurrent_streams * initial_stream_window + budget``.
 
 Errors: a frame that breaks the rules of one stream resets that stream (a RESET frame out, a
 :class:`StreamReset` event in); anything else closes the connection (GOAWAY with the code, then
@@ -73,12 +77,14 @@ _MERGE_BELOW = 16 * 1024  # queued items smaller than this are joined into one w
 
 
 class _Stream:
-    __slots__ = ("recv_window", "send_window", "state", "unacked")
+    __slots__ = ("recv_window", "send_window", "state", "unacked", "window")
 
     def __init__(self, state: StreamState, send_window: int, recv_window: int) -> None:
         self.state = state
         self.send_window = send_window
         self.recv_window = recv_window
+        #: the receive window this stream is granted now (grows for fast readers)
+        self.window = recv_window
         self.unacked = 0
 
 
@@ -111,6 +117,8 @@ class Connection:
         self._goaway_sent = False
         self._goaway_received = False
         self._data_skip = False
+        #: receive window granted beyond the initial windows, summed over open streams
+        self._window_growth = 0
         # keepalive
         self._activity = False
         self._last_seen: float | None = None
@@ -154,6 +162,11 @@ class Connection:
     def can_open_stream(self) -> bool:
         return (self.role is Role.LISTENER and self.state is ConnectionState.OPEN
                 and len(self._streams) < self._peer_max_streams)
+
+    @property
+    def window_growth(self) -> int:
+        """Receive window granted beyond the initial stream windows (bounded by the budget)."""
+        return self._window_growth
 
     @property
     def buffered_inbound(self) -> int:
@@ -304,11 +317,22 @@ class Connection:
         if stream is None or size <= 0 or self.state is ConnectionState.CLOSED:
             return
         stream.unacked += size
-        if stream.unacked >= self.config.initial_stream_window // 4 and \
-                stream.state in _RECEIVING:
-            stream.recv_window += stream.unacked
+        if stream.unacked >= stream.window // 4 and stream.state in _RECEIVING:
+            increment = stream.unacked
+            # The reader keeps up but the sender ran (nearly) out of credit: the window, not
+            # the reader, limits this stream. Grow it, within the per-stream maximum and the
+            # connection's growth budget, so memory stays bounded whatever the readers do.
+            if stream.recv_window < stream.window // 4 and \
+                    stream.window < self.config.max_stream_window:
+                growth = min(stream.window, self.config.max_stream_window - stream.window,
+                             self.config.window_growth_budget - self._window_growth)
+                if growth > 0:
+                    stream.window += growth
+                    self._window_growth += growth
+                    increment += growth
+            stream.recv_window += increment
             self._out.append(HEADER.pack(4, FrameType.WINDOW, 0, stream_id))
-            self._out.append(_U32.pack(stream.unacked))
+            self._out.append(_U32.pack(increment))
             stream.unacked = 0
 
     def send_ping(self, payload: bytes | None = None) -> bytes:
@@ -541,6 +565,7 @@ class Connection:
                                      reason=reason))
         if code != ErrorCode.NO_ERROR or self.state is ConnectionState.HANDSHAKE:
             self._streams.clear()
+            self._window_growth = 0
             self.state = ConnectionState.CLOSED
             events.append(ConnectionTerminated(error_code=ErrorCode.from_wire(code),
                                                reason=reason, remote=True))
@@ -656,7 +681,9 @@ class Connection:
         return stream
 
     def _forget(self, sid: int, *, peer_knows: bool) -> None:
-        self._streams.pop(sid, None)
+        stream = self._streams.pop(sid, None)
+        if stream is not None:
+            self._window_growth -= stream.window - self.config.initial_stream_window
         self._remember_closed(sid, peer_knows=peer_knows)
 
     def _remember_closed(self, sid: int, *, peer_knows: bool) -> None:
@@ -670,4 +697,5 @@ class Connection:
         self._out.append(encode_goaway(self._last_peer_stream, code, reason))
         self._goaway_sent = True
         self._streams.clear()
+        self._window_growth = 0
         self.state = ConnectionState.CLOSED
