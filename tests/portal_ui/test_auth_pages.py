@@ -96,18 +96,25 @@ async def test_form_post_with_a_foreign_origin_is_refused(client, seeded):
     assert response.status_code == 403
 
 
+def _assert_secured(response: httpx.Response, path: str, *, page: bool = True) -> None:
+    csp = response.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp, path
+    assert response.headers["x-frame-options"] == "DENY", path
+    assert response.headers["x-content-type-options"] == "nosniff", path
+    if page:
+        assert response.headers["cache-control"] == "no-store", path
+
+
 async def test_every_page_has_the_security_headers(client, seeded):
+    _assert_secured(await client.get("/login"), "/login")
+    _assert_secured(await client.get("/devices"), "/devices (redirect)", page=False)
     await sign_in(client, seeded.email["admin"])
-    for path in ("/login", "/devices", f"/devices/{seeded.device['reception']}",
-                 "/installations", "/customers", "/users", "/jobs", "/account/tokens",
-                 "/static/css/portal.css", "/devices/424242"):
-        response = await client.get(path)
-        csp = response.headers["content-security-policy"]
-        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp, path
-        assert response.headers["x-frame-options"] == "DENY", path
-        assert response.headers["x-content-type-options"] == "nosniff", path
-        if not path.startswith("/static"):
-            assert response.headers["cache-control"] == "no-store", path
+    for path in ("/devices", f"/devices/{seeded.device['reception']}", "/devices/new",
+                 "/installations", "/customers", f"/customers/{seeded.customer['acme']}",
+                 "/users", f"/users/{seeded.user['tech']}", "/jobs", "/account/tokens",
+                 "/devices/424242"):
+        _assert_secured(await client.get(path), path)
+    _assert_secured(await client.get("/static/css/portal.css"), "css", page=False)
 
 
 async def test_navigation_shows_users_only_to_administrators(client, seeded):
@@ -185,3 +192,10 @@ async def test_the_portal_application_serves_the_ui_with_its_headers(ui_db, seed
         assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
         schema = (await c.get("/api/v1/openapi.json")).json()
         assert not any(path.startswith("/devices") for path in schema["paths"])
+
+
+async def test_login_page_sends_someone_already_signed_in_straight_on(client, seeded):
+    await sign_in(client, seeded.email["viewer"])
+    response = await client.get("/login?next=/jobs")
+    assert response.status_code == 303 and response.headers["location"] == "/jobs"
+    assert (await client.get("/login?next=//evil.example")).headers["location"] == "/devices"

@@ -20,6 +20,7 @@ from starlette.responses import RedirectResponse, Response
 
 from ewsgate.portal.auth import login as auth_login
 from ewsgate.portal.auth import logout as auth_logout
+from ewsgate.portal.auth import session_from_cookie
 from ewsgate.portal.services.errors import AuthenticationFailed, RateLimited
 from ewsgate.portal.ui.web import (
     NOTICES,
@@ -58,9 +59,20 @@ def _login_page(request: Request, ui: PortalUI, *, email: str = "", next_path: s
 
 
 async def login_form(request: Request) -> Response:
-    """``GET /login``: the sign-in form (or straight on, when already signed in)."""
+    """``GET /login``: the sign-in form; someone already signed in goes straight on."""
     ui = ui_of(request)
     next_path = request.query_params.get("next", "/devices")
+    cookie = request.cookies.get(ui.cookie_name())
+    if cookie:
+        try:
+            async with ui.database.transaction() as session:
+                await session_from_cookie(session, cookie, settings=ui.config.auth,
+                                          clock=ui.config.clock)
+        except AuthenticationFailed:
+            pass  # expired or unknown: show the form
+        else:
+            return RedirectResponse(next_path if is_safe_next(next_path) else "/devices",
+                                    status_code=303)
     notice = NOTICES.get(request.query_params.get("done", ""))
     error = None
     if request.query_params.get("expired"):
