@@ -152,3 +152,13 @@ def test_arbitrary_bytes_rewrite_the_same_in_any_step_size(data: bytes, step: in
     out += rewriter.finish()
     one = LanRewriter(DEVICE, SESSION).body_rewriter()
     assert out == one.feed(data) + one.finish()
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_text)
+def test_anchored_scan_equals_a_plain_regex_substitution(text: str) -> None:
+    """The host-anchored scan finds exactly what the full regex finds at every position."""
+    rw = LanRewriter(DEVICE, SESSION)
+    data = text.encode()
+    streamed = rw.body_rewriter()
+    assert streamed.feed(data) + streamed.finish() == rw.pattern.sub(rw._replace, data)

@@ -36,7 +36,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from urllib.parse import urlsplit
 
 from ewsgate.relay.upstream import DeviceView
@@ -91,12 +91,43 @@ class StreamRewriter:
     """
 
     def __init__(self, pattern: re.Pattern[bytes], replace: Callable[[re.Match[bytes]], bytes],
-                 max_match: int) -> None:
+                 max_match: int, anchors: Sequence[bytes] = (),
+                 max_prefix: int = 0) -> None:
+        """``anchors``: the host names in lower case; every match of ``pattern`` has one of
+        them in its ``host`` group, at most ``max_prefix`` bytes after the match's start.
+        ``bytes.find`` for each name is far faster than trying ``pattern`` at every byte.
+        """
         self._pattern = pattern
         self._replace = replace
         self._hold = max_match + 2
         self._carry = b""
         self._context = b""
+        self._anchors = tuple(anchors)
+        self._max_prefix = max_prefix
+
+    def _matches(self, buf: bytes, start: int) -> Iterator[re.Match[bytes]]:
+        """The matches of ``pattern`` in ``buf[start:]``, left to right, as finditer gives."""
+        if not self._anchors:
+            yield from self._pattern.finditer(buf, start)
+            return
+        lowered = buf.lower()
+        hits: list[int] = []
+        for anchor in self._anchors:
+            at = lowered.find(anchor, start)
+            while at >= 0:
+                hits.append(at)
+                at = lowered.find(anchor, at + 1)
+        hits.sort()
+        pos = start
+        for host_at in hits:
+            if host_at < pos:
+                continue
+            for candidate in range(max(pos, host_at - self._max_prefix), host_at - 1):
+                match = self._pattern.match(buf, candidate)
+                if match is not None and match.start("host") == host_at:
+                    yield match
+                    pos = match.end()
+                    break
 
     def feed(self, data: bytes) -> bytes:
         """Rewrite what can be decided now; keep the undecided tail for later."""
@@ -112,7 +143,7 @@ class StreamRewriter:
         limit = len(buf) if final else max(start, len(buf) - self._hold)
         out: list[bytes] = []
         pos = start
-        for match in self._pattern.finditer(buf, start):
+        for match in self._matches(buf, start):
             if match.start() >= limit:
                 break
             out.append(buf[pos:match.start()])
@@ -188,6 +219,7 @@ class LanRewriter:
             re.IGNORECASE,
         )
         self.max_match = len(b"https:") + 4 + max(len(n) for n in names) + 6
+        self._anchors = [name.encode("ascii", "ignore").lower() for name in names]
 
     # -- bodies --------------------------------------------------------------------------
 
@@ -205,7 +237,8 @@ class LanRewriter:
 
     def body_rewriter(self) -> StreamRewriter:
         """A fresh streaming rewriter for one response body."""
-        return StreamRewriter(self.pattern, self._replace, self.max_match)
+        return StreamRewriter(self.pattern, self._replace, self.max_match, self._anchors,
+                              max_prefix=len(b"https:") + 4)
 
     def rewrite_text(self, text: str) -> str:
         """Rewrite a complete (header) value."""
