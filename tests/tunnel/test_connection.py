@@ -450,3 +450,22 @@ def test_window_growth_is_capped_by_the_connection_budget_and_released_on_close(
     pair.relay.reset_stream(first)
     pair.to_agent()
     assert pair.agent.window_growth <= 128 * 1024 - (pair.relay.send_capacity(second) - 64 * 1024)
+
+
+def test_a_reused_receive_buffer_is_never_referenced_after_receive_data() -> None:
+    """The adapter decrypts into one buffer and reuses it; leftovers must be copied out."""
+    pair = Pair()
+    pair.handshake()
+    sid = pair.open()
+    pair.relay.send_ping(b"12345678")
+    pair.relay.send_data(sid, b"hello world", end_stream=True)
+    wire = pair.relay.data_to_send()
+    buffer = bytearray(64)
+    got: list[object] = []
+    for start in range(0, len(wire), 7):  # cut inside headers and control frames
+        piece = wire[start:start + 7]
+        buffer[:len(piece)] = piece
+        got += pair.agent.receive_data(memoryview(buffer)[:len(piece)])
+        buffer[:] = b"\xee" * len(buffer)  # the adapter reuses the buffer
+    data = b"".join(e.data for e in got if isinstance(e, DataReceived))
+    assert data == b"hello world" and got[-1] == StreamEnded(stream_id=sid)

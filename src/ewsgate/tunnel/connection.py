@@ -389,7 +389,10 @@ class Connection:
     # ------------------------------------------------------------------ receiving
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
-        """Feed received bytes; returns what happened. Never raises for any input."""
+        """Feed received bytes; returns what happened. Never raises for any input.
+
+        ``data`` may be a view of a buffer the caller reuses: nothing refers to it afterwards.
+        """
         if self.state is ConnectionState.CLOSED:
             return []
         events: list[Event] = []
@@ -398,6 +401,13 @@ class Connection:
         self._activity = True
         parser = self._parser
         parser.feed(data)
+        try:
+            self._parse(parser, events)
+        finally:
+            parser.detach()  # never keep a reference to the caller's (reusable) buffer
+        return events
+
+    def _parse(self, parser: FrameParser, events: list[Event]) -> None:
         try:
             while True:
                 frame = parser.next_frame()
@@ -422,7 +432,6 @@ class Connection:
             self._terminate_local(ErrorCode.INTERNAL_ERROR, str(exc))
             events.append(ConnectionTerminated(error_code=ErrorCode.INTERNAL_ERROR,
                                                reason=str(exc), remote=False))
-        return events
 
     def _on_data(self, frame: Frame, events: list[Event]) -> None:
         sid = frame.stream_id

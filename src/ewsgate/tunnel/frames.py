@@ -124,7 +124,7 @@ class FrameBuffer:
     __slots__ = ("_data", "_mark", "_pos")
 
     def __init__(self) -> None:
-        self._data: bytes | bytearray = b""
+        self._data: bytes | bytearray | memoryview = b""
         self._pos = 0
         self._mark = 0
 
@@ -132,12 +132,24 @@ class FrameBuffer:
         return len(self._data) - self._pos
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Add received bytes. A buffer passed in is read in place until :meth:`detach`."""
         if self._mark >= len(self._data):
-            self._data = bytes(data) if not isinstance(data, bytes) else data
+            self._data = data if isinstance(data, bytes | memoryview) else memoryview(data)
         else:
             rest = bytearray(memoryview(self._data)[self._mark:])
             rest += data
             self._data = rest
+        self._pos = self._mark = 0
+
+    def detach(self) -> None:
+        """Stop referring to the caller's buffer: copy what is left (at most a control frame)."""
+        data = self._data
+        if self._mark >= len(data):
+            self._data = b""
+        elif not isinstance(data, bytes):
+            self._data = bytes(memoryview(data)[self._mark:])
+        else:
+            return
         self._pos = self._mark = 0
 
     def consume_exactly(self, size: int) -> memoryview | None:
@@ -189,6 +201,10 @@ class FrameParser:
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         self._buffer.feed(data)
+
+    def detach(self) -> None:
+        """Call when done with the bytes fed last: the caller may then reuse its buffer."""
+        self._buffer.detach()
 
     def next_frame(self) -> Frame | None:
         """The next frame or DATA piece, or None; raises :class:`RemoteProtocolError`."""
