@@ -61,9 +61,11 @@ def enroll(values: dict[str, Any]) -> int:
     return 0
 
 
-async def _run(state: AgentState, proxy_flag: str | None) -> int:
+async def _run(state: AgentState, proxy_flag: str | None, *,
+               allow_loopback_devices: bool = False) -> int:
     from ewsgate.agent.commands import default_handlers
     from ewsgate.agent.control_client import ClientConfig, ControlClient
+    from ewsgate.agent.dialer import ALLOW_LOOPBACK_FOR_TESTS, DialPolicy
     from ewsgate.agent.session_commands import session_handlers
     from ewsgate.agent.tunnel_client import TunnelClient, TunnelClientConfig
 
@@ -73,7 +75,12 @@ async def _run(state: AgentState, proxy_flag: str | None) -> int:
     # the relays' certificates come from the portal's CA, as does ours
     tunnels = TunnelClient(TunnelClientConfig(
         cert_file=state.cert_path, key_file=state.key_path, relay_ca_file=state.ca_path,
-        proxy=config.proxy.url if config.proxy else None))
+        proxy=config.proxy.url if config.proxy else None,
+        dial_policy=DialPolicy(allow_loopback=ALLOW_LOOPBACK_FOR_TESTS)
+        if allow_loopback_devices else DialPolicy()))
+    if allow_loopback_devices:
+        log.warning("devices on loopback addresses may be dialled (--allow-loopback-devices): "
+                    "a one-machine demo or test set-up, never a site")
 
     def reload_tunnel_credentials() -> None:
         """After a renewal the next tunnel must present the new certificate."""
@@ -103,7 +110,8 @@ def run(values: dict[str, Any]) -> int:
     _logging()
     state = AgentState(values["data_dir"])
     try:
-        return asyncio.run(_run(state, values.get("proxy")))
+        return asyncio.run(_run(state, values.get("proxy"),
+                                allow_loopback_devices=bool(values.get("allow_loopback_devices"))))
     except StateError as exc:
         print(f"ewsgate agent run: {exc.code}: {exc}", file=sys.stderr)
         return 1
