@@ -1,0 +1,42 @@
+"""``ewsgate relay`` start-up checks: credentials, certificate files, the 30-minute ceiling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ewsgate.cli import main
+
+
+def _files(data: Path) -> None:
+    data.mkdir(parents=True, exist_ok=True)
+    for name in ("browser-cert.pem", "browser-key.pem", "tunnel-cert.pem", "tunnel-key.pem",
+                 "ca.pem"):
+        (data / name).write_text("placeholder-never-loaded")
+
+
+def test_missing_credentials_say_where_to_get_them(tmp_path: Path, capsys) -> None:
+    _files(tmp_path)
+    code = main(["relay", "--portal-url", "https://portal.example", "--data-dir", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--relay-id" in err and "ewsgate admin create-relay" in err
+
+
+def test_missing_certificate_is_named(tmp_path: Path, capsys) -> None:
+    (tmp_path / "relay.json").write_text(json.dumps({"relay_id": "1", "relay_secret": "s"}))
+    code = main(["relay", "--portal-url", "https://portal.example", "--data-dir", str(tmp_path)])
+    assert code == 2
+    assert "--tls-cert" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["31m", "1h", "1801"])
+def test_a_session_maximum_above_30_minutes_is_refused(tmp_path: Path, capsys,
+                                                       value: str) -> None:
+    _files(tmp_path)
+    code = main(["relay", "--portal-url", "https://portal.example", "--data-dir", str(tmp_path),
+                 "--relay-id", "1", "--relay-secret", "s", "--max-session", value])
+    assert code == 2
+    assert "30-minute ceiling" in capsys.readouterr().err
