@@ -50,7 +50,7 @@ async def _start(data: Path, portal: FakePortal, port: int) -> asyncio.subproces
         "--tunnel-listen", f"127.0.0.1:{_free_port()}", "--domain", DOMAIN,
         "--portal-url", portal.url, "--data-dir", str(data),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env)
-    for _ in range(150):
+    for _ in range(600):  # up to 60 s: a loaded machine imports slowly
         with contextlib.suppress(OSError):
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.close()
@@ -101,12 +101,12 @@ async def test_access_log_survives_kill_9_and_reships_without_duplicates(
 
         portal.log_status = 200
         process = await _start(data, portal, port)
-        for _ in range(100):
+        for _ in range(300):
             if len(portal.entries()) >= 20:
                 break
             await asyncio.sleep(0.1)
         await _get(client, port, a, "/after-restart")
-        for _ in range(100):
+        for _ in range(300):
             if len(portal.entries()) >= 21:
                 break
             await asyncio.sleep(0.1)
