@@ -116,7 +116,7 @@ async def test_result_of_a_command_running_across_a_reconnect_is_not_lost(
     connection.close(Refusal("test_cut", "UNAVAILABLE", "cut by the test"))
     await eventually(lambda: portal.hub._connections.get(enrolled.installation_id)
                      not in (None, connection))
-    assert agent.client.connects == 2
+    assert agent.client.connects >= 2
     release.set()
     assert await asyncio.wait_for(pending, 10) == {"finished": True}
 
