@@ -259,7 +259,8 @@ class TunnelConnection(asyncio.BufferedProtocol):
             self._blocked.discard(stream)
         if stream.pending_size <= HIGH_WATER:
             stream.on_pending_low()
-        self._schedule_flush()
+        if self.core.has_output:
+            self._schedule_flush()
 
     def _after_fin(self, stream: TunnelStream) -> None:
         stream.on_fin_sent()
@@ -269,7 +270,8 @@ class TunnelConnection(asyncio.BufferedProtocol):
 
     def acknowledge(self, stream_id: int, size: int) -> None:
         self.core.acknowledge_received(stream_id, size)
-        self._schedule_flush()
+        if self.core.has_output:  # a WINDOW frame was queued (credit goes back in batches)
+            self._schedule_flush()
 
     def reset(self, stream: TunnelStream, code: ErrorCode, reason: str) -> None:
         self.core.reset_stream(stream.stream_id, code, reason)

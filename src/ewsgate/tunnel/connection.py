@@ -173,6 +173,11 @@ class Connection:
         """Bytes received but not parsed yet (at most one frame)."""
         return self._parser.buffered
 
+    @property
+    def has_output(self) -> bool:
+        """True when :meth:`data_to_send` has something."""
+        return bool(self._out)
+
     def data_to_send(self) -> bytes:
         """Everything queued for the peer, in order; empties the queue."""
         if not self._out:
