@@ -128,7 +128,7 @@ _text = st.lists(st.one_of(st.sampled_from(_URLS), st.text(
     alphabet="ab/:.\"'<> =\n0159xhtpsw", max_size=12)), max_size=25).map("".join)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(text=_text, cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12))
 def test_chunk_split_invariance(text: str, cuts: list[int]) -> None:
     """However the body is cut into chunks, the output equals the one-piece rewrite."""
@@ -154,7 +154,7 @@ def test_arbitrary_bytes_rewrite_the_same_in_any_step_size(data: bytes, step: in
     assert out == one.feed(data) + one.finish()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(text=_text)
 def test_anchored_scan_equals_a_plain_regex_substitution(text: str) -> None:
     """The host-anchored scan finds exactly what the full regex finds at every position."""
