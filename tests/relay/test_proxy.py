@@ -387,3 +387,28 @@ async def test_session_ended_at_the_portal_shows_the_ended_page(
         portal.session_state[sid] = {"live": False}  # a user or administrator ended it
         r = await relay.fetch(sid, "GET", "/", cookie=cookie)
         assert r.status == 410 and b"has ended" in r.body
+
+
+async def test_expect_100_continue_is_answered_by_the_relay(
+        tmp_path: Path, portal: FakePortal) -> None:
+    import asyncio
+
+    seen = Seen()
+    routes = {"/fw": lambda r, b: (200, [("Content-Type", "text/plain")], b"got %d" % len(b))}
+    async with RawServer(device_app(routes, seen)) as device, Relay(tmp_path, portal) as relay:
+        sid = relay.add_device(device.port)
+        cookie = await relay.login(sid)
+        reader, writer = await relay.connect(sid)
+        writer.write((f"POST /fw HTTP/1.1\r\nHost: {relay.host(sid)}\r\nCookie: {cookie}\r\n"
+                      "Content-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+                     .encode())
+        await writer.drain()
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert interim.startswith(b"HTTP/1.1 100")
+        writer.write(b"hello")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200")
+        request, body = seen.requests[-1]
+        assert body == b"hello" and b"expect" not in dict(request.headers)
