@@ -48,13 +48,12 @@ def _ui_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture
-def ui_database_url(tmp_path: Path, _ui_sqlite_template: Path) -> Iterator[str]:
+@pytest.fixture(scope="session")
+def _ui_pg_schema() -> Iterator[str | None]:
+    """On PostgreSQL: one schema for this run, migrated once (tests empty it, see below)."""
     base = os.environ.get(TEST_URL_ENV)
     if not base:
-        target = tmp_path / "portal.sqlite3"
-        shutil.copyfile(_ui_sqlite_template, target)
-        yield f"sqlite+aiosqlite:///{target}"
+        yield None
         return
     schema = f"ui_{uuid.uuid4().hex[:16]}"
     asyncio.run(_pg(base, f'CREATE SCHEMA "{schema}"'))
@@ -65,6 +64,25 @@ def ui_database_url(tmp_path: Path, _ui_sqlite_template: Path) -> Iterator[str]:
         yield full
     finally:
         asyncio.run(_pg(base, f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+@pytest.fixture
+def ui_database_url(tmp_path: Path, _ui_sqlite_template: Path,
+                    _ui_pg_schema: str | None) -> Iterator[str]:
+    """An empty, migrated database for this test: a copy of a migrated SQLite file, or the
+    run's PostgreSQL schema with every table emptied (faster than migrating per test)."""
+    if _ui_pg_schema is None:
+        target = tmp_path / "portal.sqlite3"
+        shutil.copyfile(_ui_sqlite_template, target)
+        yield f"sqlite+aiosqlite:///{target}"
+        return
+    from ewsgate.portal.store.models import Base
+
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    schema = parse_database_url(_ui_pg_schema)[1]
+    asyncio.run(_pg(_ui_pg_schema, f'SET search_path TO "{schema}"; '
+                                   f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    yield _ui_pg_schema
 
 
 @pytest.fixture
