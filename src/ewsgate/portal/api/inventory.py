@@ -111,7 +111,12 @@ async def update_installation(installation_id: Id, body: InstallationUpdate,
     async with ctx.database.transaction() as s:
         row = await installations.update_installation(s, actor, installation_id,
                                                       body.model_dump(exclude_unset=True))
-        return InstallationOut.model_validate(row)
+        out = InstallationOut.model_validate(row)
+    if not out.enabled:
+        from ewsgate.portal.control.runtime import cut_installation
+
+        cut_installation(ctx, installation_id, "the installation was disabled")
+    return out
 
 
 @router.delete("/installations/{installation_id}", status_code=204, tags=["installations"])
@@ -120,6 +125,9 @@ async def delete_installation(installation_id: Id, actor: CurrentActor,
     """Delete an installation and its devices; its certificate stops working at once."""
     async with ctx.database.transaction() as s:
         await installations.delete_installation(s, actor, installation_id)
+    from ewsgate.portal.control.runtime import cut_installation
+
+    cut_installation(ctx, installation_id, "the installation was deleted")
     return Response(status_code=204)
 
 

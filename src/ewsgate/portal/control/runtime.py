@@ -26,7 +26,8 @@ from ewsgate.portal.control.server import ControlServer, ControlServerConfig
 from ewsgate.portal.store.db import Database
 
 __all__ = ["LateHub", "control_config_from_values", "control_server_from_values",
-           "control_service", "display_enrolment_token", "enrolment_address", "hub_of",
+           "control_service", "cut_installation", "display_enrolment_token",
+           "enrolment_address", "hub_of",
            "load_portal_ca", "public_enrolment_address"]
 
 
@@ -150,3 +151,13 @@ class LateHub:
 def hub_of(ctx: Any) -> LateHub:
     """A :class:`LateHub` for the portal context ``ctx``."""
     return LateHub(ctx)
+
+
+def cut_installation(ctx: Any, installation_id: int, reason: str) -> bool:
+    """Cut the installation's live control stream now (after deleting or disabling it).
+
+    The control server's sweep would do it within ``db_sweep_interval`` anyway; this makes it
+    immediate when the change is made through this portal process.
+    """
+    control = _control_of(ctx)
+    return control.hub.disconnect(installation_id, reason) if control is not None else False
