@@ -64,6 +64,7 @@ class DemoDevice:
     make: str
     model: str
     ip: str
+    hostname: str
     mac: str
     serial: str
     http_port: int
@@ -214,8 +215,10 @@ class DemoStack:
                                str(self.relay_port))
         (relay_dir / "relay.toml").write_text(relay_toml)
         os.chmod(relay_dir / "relay.toml", 0o600)
-        relay_id = int(next(line.split("=", 1)[1].strip().strip('"')
-                            for line in relay_toml.splitlines() if line.startswith("relay-id")))
+        credentials = {key.strip(): value.strip().strip('"') for key, _, value in
+                       (line.partition("=") for line in relay_toml.splitlines())
+                       if key.strip() in ("relay-id", "relay-secret")}
+        relay_id = int(credentials["relay-id"])
 
         # 2. the portal
         portal_args = ["portal", "--listen", f"{HOST}:{self.portal_port}",
@@ -243,10 +246,16 @@ class DemoStack:
                 ["devicesim", "--profile", device.profile,
                  "--http", f"{HOST}:{device.http_port}", "--https", f"{HOST}:{device.https_port}",
                  "--snmp", f"{HOST}:{device.snmp_port}", "--mac", device.mac,
-                 "--serial", device.serial],
+                 "--serial", device.serial, "--hostname", device.hostname],
                 wait_port=(HOST, device.http_port), timeout=30)
 
         # 4. the relay (its certificates come from the portal's CA)
+        import asyncio
+
+        from ewsgate.relay.portal_certificate import fetch_relay_certificates
+
+        asyncio.run(fetch_relay_certificates(portal_url, credentials["relay-id"],
+                                             credentials["relay-secret"], relay_dir))
         self.supervisor.start(
             "relay",
             ["relay", "--config", str(relay_dir / "relay.toml"),
@@ -298,6 +307,11 @@ class DemoStack:
 
         from ewsgate.devicesim.profiles import profile_class
 
+        configurer_token = self._cli(
+            "admin", "create-token", "--data-dir", str(self.data_dir / "portal"), "--email",
+            "configurer@demo.example", "--token-name", "demo").strip().splitlines()[-1]
+        configurer = httpx.Client(base_url=str(api.base_url), timeout=30,
+                                  headers={"Authorization": f"Bearer {configurer_token}"})
         devices: list[DemoDevice] = []
         for index, profile in enumerate(self.profiles):
             profile_info = profile_class(profile).info
@@ -305,24 +319,27 @@ class DemoStack:
             ports = {"http": http_port, "https": https_port}
             endpoints = [{"scheme": scheme, "port": ports[scheme]}
                          for scheme in _ENDPOINTS.get(profile, ("http", "https"))]
-            make = profile_info.snmp_vendor if profile_info.snmp_vendor != "konica" else "konica"
+            make = profile_info.snmp_vendor
+            hostname = profile_info.hostname_prefix + profile_info.mac.replace(":", "")[-6:].upper()
             created = _post(api, "/devices", {
                 "installation_id": installation["id"],
                 "name": f"{profile_info.make} {profile_info.model}",
-                "make": make, "model": profile_info.model, "ip": HOST,
+                "make": make, "model": profile_info.model, "ip": HOST, "hostname": hostname,
                 "mac": profile_info.mac, "serial": profile_info.serial,
                 "ews_endpoints": endpoints,
                 "identity_method": "serial" if index % 2 else "mac",
                 "snmp_version": "2c", "snmp_port": snmp_port, "snmp_community": "public",
             })
-            answer = api.put(f"/devices/{created['id']}/remote-technician",
-                             json={"enabled": True})
+            # only a Remote Technician Configurer may switch it on, as in real life
+            answer = configurer.put(f"/devices/{created['id']}/remote-technician",
+                                    json={"enabled": True})
             _check(answer, f"enable Remote Technician on {created['name']}")
             devices.append(DemoDevice(
                 id=created["id"], profile=profile, name=created["name"], make=created["make"],
-                model=profile_info.model, ip=HOST, mac=profile_info.mac,
+                model=profile_info.model, ip=HOST, hostname=hostname, mac=profile_info.mac,
                 serial=profile_info.serial, http_port=http_port, https_port=https_port,
                 snmp_port=snmp_port, endpoints=endpoints))
+        configurer.close()
         return DemoInfo(
             portal_url=portal_url, api_url=f"{portal_url}/api/v1",
             grpc=f"{HOST}:{self.grpc_port}", enrolment=f"{HOST}:{self.enrol_port}",
