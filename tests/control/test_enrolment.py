@@ -114,3 +114,15 @@ async def test_disabled_installation_cannot_enrol(portal, db, ca, tmp_path):
     with pytest.raises(EnrolError) as info:
         await enroll(options(portal, token), AgentState(tmp_path / "agent"))
     assert info.value.code == "enrol.installation_disabled"
+
+
+async def test_enrolling_at_the_control_port_says_to_use_the_enrolment_port(portal, db, ca,
+                                                                            tmp_path):
+    installation_id = await new_installation(db)
+    token = await new_token(db, ca, installation_id)
+    with pytest.raises(EnrolError) as info:
+        await enroll(EnrolOptions(portal=HostPort("127.0.0.1", portal.port), token=token,
+                                  agent_version="t", timeout=10), AgentState(tmp_path / "a"))
+    assert "enrolment port" in str(info.value)
+    async with db.transaction() as session:
+        assert (await session.scalar(select(EnrolmentToken))).used_at is None

@@ -117,6 +117,12 @@ async def enroll(options: EnrolOptions, state: AgentState) -> AgentIdentity:
             response = await stub.Enroll(request, timeout=options.timeout)
         except grpc.aio.AioRpcError as exc:
             details = exc.details() or ""
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                raise EnrolError("enrol.unavailable",
+                                 f"the portal at {options.portal} did not take the enrolment "
+                                 f"({details}); check that --portal is the portal's enrolment "
+                                 "port (its --enrol-listen, by default the gRPC port + 1), "
+                                 "not the control port") from None
             code = details.split(":", 1)[0] if ":" in details else exc.code().name.lower()
             raise EnrolError(f"enrol.{code}",
                              f"the portal refused the enrolment ({exc.code().name}): "
