@@ -83,6 +83,8 @@ class ConnectProxy:
                                  _pipe(upstream_reader, writer, gate))
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
+        except asyncio.CancelledError:  # stop(): end quietly (asyncio logs a cancelled handler)
+            pass
         finally:
             with contextlib.suppress(Exception):
                 await writer.drain()
