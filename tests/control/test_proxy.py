@@ -112,3 +112,34 @@ async def test_silent_dead_path_is_noticed_by_both_ends(portal, enrol, agents, p
     assert proxy.tunnels >= 2
     assert (await portal.hub.send_command(enrolled.installation_id, "Ping", {},
                                           timeout=5))["pong"]
+
+
+async def test_agent_process_takes_the_proxy_from_https_proxy(portal, enrol, proxy, tmp_path):
+    """``ewsgate agent run`` as a process, the proxy (with Basic credentials) only in
+    HTTPS_PROXY: the control stream goes through it."""
+    import os
+    import subprocess
+    import sys
+
+    enrolled = await enrol()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("EWSGATE_") and k.lower() not in ("https_proxy", "http_proxy",
+                                                                   "no_proxy")}
+    env["HTTPS_PROXY"] = proxy.url
+    log = (tmp_path / "agent.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "ewsgate", "agent", "run", "--data-dir",
+                                str(enrolled.state.data_dir)], env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
+    try:
+        await eventually(lambda: portal.hub.is_online(enrolled.installation_id), timeout=30)
+        expected_auth = "Basic " + base64.b64encode(b"site:s3cret:pw").decode()
+        assert proxy.requests[-1] == (f"CONNECT 127.0.0.1:{portal.port}", expected_auth)
+        assert proxy.tunnels == 1
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        log.close()
