@@ -216,7 +216,18 @@ def child_main(role: str, arg: str, uvloop_on: bool) -> None:
         prof.enable()
     signal.signal(signal.SIGUSR1, lambda *_: _dump_state())
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(coro)
+        asyncio.run(_orphan_guard(coro))
+
+
+async def _orphan_guard(coro: Any) -> None:
+    """Run ``coro``; exit when the benchmark process that started us is gone."""
+    parent = os.getppid()
+    task = asyncio.ensure_future(coro)
+    while not task.done():
+        if os.getppid() != parent:
+            os._exit(0)
+        await asyncio.wait([task], timeout=0.5)
+    task.result()
 
 
 def _dump_state() -> None:
