@@ -286,7 +286,7 @@ class ControlClient:
             certificate_chain=identity.cert_pem)
         async with grpc.aio.secure_channel(str(identity.control_address), credentials,
                                            options=self._channel_options(identity)) as channel:
-            call = pb_grpc.ControlStub(channel).Connect()
+            call = pb_grpc.ControlStub(channel).Connect()  # type: ignore[no-untyped-call]
             try:
                 return await self._serve(call, identity)
             finally:

@@ -112,7 +112,7 @@ async def enroll(options: EnrolOptions, state: AgentState) -> AgentIdentity:
     credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem)
     async with grpc.aio.secure_channel(str(options.portal), credentials,
                                        options=channel_options) as channel:
-        stub = pb_grpc.EnrolmentStub(channel)
+        stub = pb_grpc.EnrolmentStub(channel)  # type: ignore[no-untyped-call]
         try:
             response = await stub.Enroll(request, timeout=options.timeout)
         except grpc.aio.AioRpcError as exc:

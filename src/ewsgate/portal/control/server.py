@@ -305,9 +305,9 @@ class ControlServer:
             ("grpc.max_concurrent_streams", 8),
         ]
         server = grpc.aio.server(options=options)
-        pb_grpc.add_ControlServicer_to_server(
+        pb_grpc.add_ControlServicer_to_server(  # type: ignore[no-untyped-call]
             ControlServicer(self.hub, self.ca, self.config.cert_lifetime), server)
-        pb_grpc.add_EnrolmentServicer_to_server(
+        pb_grpc.add_EnrolmentServicer_to_server(  # type: ignore[no-untyped-call]
             EnrolmentServicer(self._database, self.ca, self._enrolment_settings, self.clock),
             server)
         mtls = grpc.ssl_server_credentials([(issued.key_pem, chain)],
