@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ewsgate.relay.access_log import AccessLog, ShipError
+from ewsgate.relay.access_log import AccessLog, ShipError, redact_url
 
 
 class Portal:
@@ -96,3 +96,23 @@ def test_torn_last_line_is_cut_on_start(tmp_path: Path) -> None:
     again.close()
     lines = [json.loads(line) for line in segment.read_bytes().splitlines()]
     assert [(e["seq"], e["url"]) for e in lines] == [(1, "/1"), (2, "/2")]
+
+
+def test_callback_code_and_state_never_reach_the_log(tmp_path: Path) -> None:
+    log = AccessLog(tmp_path, None)
+    secret = "/.ewsgate/callback?code=Abc123-secret&state=xyz_state&iss=http%3A%2F%2Fportal"
+    entry = log.record(session_id="a", time=1.0, user=None, method="GET", url=secret,
+                       status=303, bytes_in=0, bytes_out=0, duration_ms=1, outcome="auth")
+    log.close()
+    assert entry.url == "/.ewsgate/callback?code=\u2026&state=\u2026&iss=http%3A%2F%2Fportal"
+    spooled = "".join(p.read_text() for p in tmp_path.glob("segment-*.jsonl"))
+    assert "Abc123-secret" not in spooled and "xyz_state" not in spooled
+
+
+def test_redaction_touches_only_the_relays_own_paths() -> None:
+    assert redact_url("/status?code=42&state=idle") == "/status?code=42&state=idle"
+    assert redact_url("/.ewsgate/callback") == "/.ewsgate/callback"
+    assert redact_url("/.ewsgate/callback?error=access_denied&state=s") == (
+        "/.ewsgate/callback?error=access_denied&state=\u2026")
+    assert redact_url("/.ewsgate/callback?code&codex=1&state=") == (
+        "/.ewsgate/callback?code&codex=1&state=\u2026")

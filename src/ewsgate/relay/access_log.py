@@ -46,9 +46,34 @@ __all__ = [
     "LogShipper",
     "PortalLogShipper",
     "ShipError",
+    "redact_url",
 ]
 
 LOG_BATCHES_PATH = "/api/v1/relay/log-batches"
+
+#: the relay's own paths, whose query carries one-time OAuth secrets
+_RELAY_PATH_PREFIX = "/.ewsgate/"
+#: query parameters whose values never reach the log on the relay's own paths
+_SECRET_PARAMETERS = frozenset({"code", "state"})
+REDACTED = "\u2026"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the OAuth ``code`` and ``state`` values on the relay's own paths redacted.
+
+    The callback ``/.ewsgate/callback?code=…&state=…`` carries a one-time authorization code and
+    the state bound to the PKCE verifier; the log is read by people who must not be able to
+    replay either, so the values become ``…`` and the parameter names stay (so the log still
+    shows that a callback carried them). Device URLs are recorded as sent.
+    """
+    path, mark, query = url.partition("?")
+    if not mark or not path.startswith(_RELAY_PATH_PREFIX):
+        return url
+    parts = []
+    for part in query.split("&"):
+        name, equals, _value = part.partition("=")
+        parts.append(f"{name}={REDACTED}" if equals and name in _SECRET_PARAMETERS else part)
+    return f"{path}?{'&'.join(parts)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +237,7 @@ class AccessLog:
         seq = self._next_seq.get(session_id, 1)
         self._next_seq[session_id] = seq + 1
         entry = AccessEntry(session_id=session_id, seq=seq, time=round(time, 3), user=user,
-                            method=method[:16], url=url[:2048], status=status,
+                            method=method[:16], url=redact_url(url)[:2048], status=status,
                             bytes_in=bytes_in, bytes_out=bytes_out, duration_ms=duration_ms,
                             outcome=outcome, detail=detail[:500] if detail else None)
         line = json.dumps(entry.to_json(), separators=(",", ":")).encode("utf-8") + b"\n"
