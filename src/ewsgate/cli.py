@@ -60,6 +60,8 @@ COMMANDS: list[Command] = [
             portal_options.CREATE_TOKEN, "ewsgate.portal.admin_cli:create_token"),
     Command(("admin", "create-relay"), "register a relay node and print its credentials",
             portal_options.CREATE_RELAY, "ewsgate.portal.admin_cli:create_relay"),
+    Command(("admin", "signing-keys"), "list, rotate or retire the portal's token signing keys",
+            portal_options.SIGNING_KEYS, "ewsgate.portal.oauth.admin:signing_keys"),
     Command(("db", "upgrade"), "apply the database migrations (Alembic) up to the newest",
             portal_options.DB, "ewsgate.portal.admin_cli:db_upgrade"),
 ]

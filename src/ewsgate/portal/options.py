@@ -14,7 +14,8 @@ from ewsgate.config import (
     parse_url,
 )
 
-__all__ = ["CREATE_RELAY", "CREATE_TOKEN", "CREATE_USER", "DATABASE", "DB", "DEMO", "PORTAL"]
+__all__ = ["CREATE_RELAY", "CREATE_TOKEN", "CREATE_USER", "DATABASE", "DB", "DEMO", "PORTAL",
+           "SIGNING_KEYS"]
 
 DATA_DIR = Option("data-dir", "directory for the portal's CA, signing keys and SQLite database",
                   parse=parse_path, default=parse_path("./data/portal"), metavar="DIR")
@@ -91,3 +92,11 @@ CREATE_RELAY: list[Option] = [
 ]
 
 DB: list[Option] = [DATA_DIR, DATABASE]
+
+SIGNING_KEYS: list[Option] = [
+    Option("rotate", "make a new signing key active (the old ones stay published)",
+           switch=True),
+    Option("retire", "stop publishing this key id (30 minutes after a rotation at the earliest)",
+           metavar="KID"),
+    DATA_DIR,
+]
