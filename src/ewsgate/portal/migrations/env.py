@@ -15,6 +15,7 @@ from typing import Any
 
 from alembic import context
 
+import ewsgate.portal.oauth.models  # noqa: F401  (its table joins Base.metadata)
 from ewsgate.portal.store.db import create_engine
 from ewsgate.portal.store.models import Base
 
