@@ -164,12 +164,13 @@ async def test_expiry_sweeper_ends_session_and_completes_job(rt: RtWorld) -> Non
     rt.clock.advance(30 * 60 - 1)
     await rt.sessions.sweep()
     assert (await rt.sessions.get(actor, view.session_id)).status == "ready"
-    rt.clock.advance(1)
+    rt.clock.advance(1.5)  # the sweeper runs a moment after expires_at
     await rt.sessions.sweep()
     got = await rt.sessions.get(actor, view.session_id)
     assert got.status == "ended" and "time limit" in (got.reason or "")
+    assert got.ended_at == view.expires_at
     job = await _job(rt, view.job_id)
-    assert job.status == "completed"
+    assert job.status == "completed" and job.finished_at == view.expires_at
     await settle(rt)
     assert rt.hub.kinds().count("CloseSession") == 1
     await rt.sessions.sweep()

@@ -261,9 +261,11 @@ class RemoteSessions:
 
     # -- status ------------------------------------------------------------------------------
 
-    async def move(self, session_id: str, new: SessionStatus, reason: str | None = None) -> bool:
-        """Apply a status change if the state table allows it; True when it was applied."""
-        now = self._clock()
+    async def move(self, session_id: str, new: SessionStatus, reason: str | None = None, *,
+                   at: datetime | None = None) -> bool:
+        """Apply a status change if the state table allows it; True when it was applied.
+        ``at`` is when it happened (default: now), e.g. the ``expires_at`` of an expiry."""
+        now = at or self._clock()
         values: dict[str, Any] = {"status": new.value}
         if new in (SessionStatus.ENDED, SessionStatus.FAILED):
             values.update(ended_at=now, reason=reason)
@@ -351,12 +353,12 @@ class RemoteSessions:
         """End every live session past ``expires_at``; returns how many."""
         now = self._clock()
         async with self.db.transaction() as session:
-            ids = list((await session.scalars(select(RemoteSession.id).where(
-                RemoteSession.status.in_(_LIVE), RemoteSession.expires_at <= now))).all())
+            due = (await session.execute(select(RemoteSession.id, RemoteSession.expires_at).where(
+                RemoteSession.status.in_(_LIVE), RemoteSession.expires_at <= now))).all()
         count = 0
-        for session_id in ids:
+        for session_id, expires_at in due:
             count += await self.move(session_id, SessionStatus.ENDED,
-                                     "the session reached its time limit")
+                                     "the session reached its time limit", at=expires_at)
         stuck_before = now - timedelta(seconds=self.config.open_timeout_seconds + 30)
         async with self.db.transaction() as session:
             stuck = list((await session.scalars(select(RemoteSession.id).where(
