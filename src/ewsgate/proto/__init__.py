@@ -21,7 +21,7 @@ _HERE = Path(__file__).resolve().parent
 
 
 def _ensure_built() -> None:
-    from ewsgate.proto import build
+    from ewsgate.proto import _generate as build
 
     if not build.is_stale():
         return
