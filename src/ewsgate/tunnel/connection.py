@@ -68,8 +68,8 @@ from ewsgate.tunnel.state import ConnectionState, StreamInput, StreamState, Tran
 __all__ = ["Connection"]
 
 _U32 = struct.Struct("!I")
-_DATA = FrameType.DATA
-_END = Flag.END_STREAM
+_DATA = int(FrameType.DATA)  # plain ints: enum operators are Python-level calls
+_END = int(Flag.END_STREAM)
 _CLOSED_MEMORY = 4096  # how many closed stream ids we remember (to tell late frames apart)
 _RECEIVING = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL)
 _SENDING = (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE)
