@@ -169,6 +169,21 @@ class DemoStack:
         if self._supervisor is not None:
             self._supervisor.stop()
 
+    def restart(self, name: str, *, kill: bool = False, timeout: float = 60.0) -> None:
+        """Stop one process (``kill=True``: SIGKILL, as in a crash) and start it again with the
+        same command line, waiting for the relay's or portal's port when it is one of those.
+
+        The end-to-end tests use it to show that the relay's log survives ``kill -9``."""
+        managed = next((p for p in self.supervisor.processes if p.name == name), None)
+        if managed is None:
+            raise ProcessFailed(f"no process named {name!r} in this demo; it runs "
+                                f"{', '.join(p.name for p in self.supervisor.processes)}")
+        command = managed.args[3:]  # after ``python -m ewsgate``
+        ports = {"relay": self.relay_port, "portal": self.portal_port}
+        self.supervisor.stop(name, kill=kill)
+        wait_port = (HOST, ports[name]) if name in ports else None
+        self.supervisor.start(name, command, wait_port=wait_port, timeout=timeout)
+
     def _cli(self, *args: str) -> str:
         """Run one short ``ewsgate`` command to completion and return its stdout."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("EWSGATE_")}

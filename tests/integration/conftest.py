@@ -54,12 +54,19 @@ def _free_block(span: int = PORT_SPAN) -> int:
 
 
 @pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoInfo]:
+def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
+    """The shared stack itself (its supervisor, ``restart``); most tests want ``demo``."""
     stack = DemoStack(tmp_path_factory.mktemp("demo") / "data", _free_block(),
                       passwords={"administrator": "admin-pass-1", "configurer": "config-pass-1",
                                  "user": "tech-pass-1"})
-    with stack as info:
-        yield info
+    with stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def demo(demo_stack: DemoStack) -> DemoInfo:
+    assert demo_stack.info is not None
+    return demo_stack.info
 
 
 @pytest.fixture(scope="session")
