@@ -469,3 +469,15 @@ def test_a_reused_receive_buffer_is_never_referenced_after_receive_data() -> Non
         buffer[:] = b"\xee" * len(buffer)  # the adapter reuses the buffer
     data = b"".join(e.data for e in got if isinstance(e, DataReceived))
     assert data == b"hello world" and got[-1] == StreamEnded(stream_id=sid)
+
+
+def test_a_ping_flood_closes_the_connection() -> None:
+    cfg = ProtocolConfig(max_pings_per_tick=10)
+    pair = Pair(agent_config=cfg)
+    pair.handshake()
+    ping = encode_frame(FrameType.PING, 0, 0, b"12345678")
+    assert pair.agent.receive_data(ping * 10) == []
+    pair.agent.tick(1.0)  # a tick starts a new allowance
+    assert pair.agent.receive_data(ping * 10) == []
+    events = pair.agent.receive_data(ping)
+    assert events[-1].error_code is ErrorCode.ENHANCE_YOUR_CALM  # type: ignore[attr-defined]

@@ -40,6 +40,8 @@ class ProtocolConfig:
     max_metadata: int = 1024
     #: refused OPENs in a row (over the stream limit) before the connection is closed as a flood
     max_refused_streams: int = 256
+    #: PINGs answered between two ticks before the peer counts as flooding
+    max_pings_per_tick: int = 64
     #: idle time before we send a PING
     keepalive_interval: float = 15.0
     #: an unanswered PING older than this means the peer is dead
@@ -56,6 +58,7 @@ class ProtocolConfig:
             (1 <= self.max_concurrent_streams <= 1 << 20, "max_concurrent_streams"),
             (0 <= self.max_metadata <= 64 * 1024, "max_metadata"),
             (self.max_refused_streams >= 1, "max_refused_streams"),
+            (self.max_pings_per_tick >= 1, "max_pings_per_tick"),
             (self.keepalive_interval > 0, "keepalive_interval"),
             (self.keepalive_timeout > 0, "keepalive_timeout"),
         ]

@@ -124,6 +124,7 @@ class Connection:
         self._last_seen: float | None = None
         self._ping_sent_at: float | None = None
         self._ping_payload = b""
+        self._pings_answered = 0  # since the last tick (a PING flood is refused)
         if role is Role.DIALER:
             self._out.append(encode_hello(self.config.settings(), credential))
 
@@ -373,6 +374,7 @@ class Connection:
         """Advance the keepalive timer to ``now`` (monotonic seconds); may queue a PING."""
         if self.state is not ConnectionState.OPEN and self.state is not ConnectionState.CLOSING:
             return []
+        self._pings_answered = 0
         if self._activity or self._last_seen is None:
             self._activity = False
             self._last_seen = now
@@ -524,6 +526,11 @@ class Connection:
                     self._ping_sent_at = None
                 events.append(PingAcknowledged(payload=payload))
             else:
+                self._pings_answered += 1
+                if self._pings_answered > self.config.max_pings_per_tick:
+                    raise RemoteProtocolError(
+                        f"more than {self.config.max_pings_per_tick} PINGs between two "
+                        "keepalive ticks", ErrorCode.ENHANCE_YOUR_CALM)
                 self._out.append(encode_frame(FrameType.PING, Flag.ACK, 0, payload))
         elif ftype == FrameType.OPEN:
             self._on_open(sid, payload, events)
