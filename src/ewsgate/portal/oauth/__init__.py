@@ -18,6 +18,7 @@ Modules, from the pure rules up to HTTP:
 - :mod:`.models` — the ``oauth_codes`` table.
 - :mod:`.server` — the authorize and token decisions over the database.
 - :mod:`.routes` — the FastAPI routes, metadata (RFC 8414) and JWKS.
+- :mod:`.admin` — ``ewsgate admin signing-keys`` (list, rotate, retire).
 
 docs/oauth.md is the operator's and the relay author's view of the same.
 """
