@@ -23,7 +23,10 @@ Theory of operation (one browser connection, after TLS)::
   ``Authorization`` passes through (devices use HTTP Basic/Digest).
 - **Streaming**: bodies move in reads of ``read_size`` bytes, each written with ``drain`` before
   the next read, so a slow side slows the other instead of filling memory; a 1 GiB upload takes
-  the memory of a few reads. The request body is pumped in its own task while the response is
+  the memory of a few reads. Browser-bound bytes are coalesced: a response head and its body
+  pieces are held until the message ends, ``read_size`` bytes are held or the proxy would wait
+  for the device, so a small page leaves as one TLS record and one ``send``. The request body
+  is pumped in its own task while the response is
   read, so a device that answers before reading the whole body (401, 413) is not deadlocked.
 - **Responses** are re-framed by h11 for the browser (chunked for HTTP/1.1 when the length is
   unknown, close-delimited for HTTP/1.0 clients), rewritten (:mod:`.rewrite`) and hardened
@@ -309,10 +312,16 @@ class _BrowserConnection:
         self.task: asyncio.Task[Any] | None = None
         self.expired = False
         self._rewriter: LanRewriter | None = None
+        #: browser-bound bytes held back by _send until _flush
+        self._out: list[bytes] = []
+        self._out_size = 0
 
     async def close(self) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()
+        if self._out and not self.expired:
+            with contextlib.suppress(Exception):
+                await self._flush()
         await self._drop_upstream()
         self.writer.close()
         with contextlib.suppress(Exception):
@@ -336,9 +345,28 @@ class _BrowserConnection:
                     await self.writer.drain()
 
     async def _send(self, event: Any) -> int:
-        data = self.conn.send(event)
-        await self._write(data)
-        return len(data or b"")
+        """Serialise ``event`` for the browser; response heads and body pieces are held back.
+
+        They are written together (one TLS record, one ``send``) at the end of the message,
+        once ``read_size`` bytes are held, or before the proxy waits for the device
+        (:meth:`_flush`); so a small page costs one write instead of three.
+        """
+        data = self.conn.send(event) or b""
+        if data:
+            self._out.append(data)
+            self._out_size += len(data)
+        if self._out_size >= self.config.read_size or not isinstance(
+                event, h11.Response | h11.Data):
+            await self._flush()
+        return len(data)
+
+    async def _flush(self) -> None:
+        """Write what :meth:`_send` held back (before any wait on the device or the browser)."""
+        if self._out:
+            data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+            self._out.clear()
+            self._out_size = 0
+            await self._write(data)
 
     async def _next_request(self, first: bool) -> h11.Request | None:
         """The next request head, or None when the browser closed or went idle."""
@@ -675,7 +703,9 @@ class _BrowserConnection:
                 exchange.bytes_in += len(event.data)
                 await upstream.stream.write(upstream.conn.send(h11.Data(data=event.data)) or b"")
             elif isinstance(event, h11.EndOfMessage):
-                await upstream.stream.write(upstream.conn.send(h11.EndOfMessage()) or b"")
+                tail = upstream.conn.send(h11.EndOfMessage())
+                if tail:  # the last chunk of a chunked body; nothing for a known length
+                    await upstream.stream.write(tail)
                 return
             else:
                 raise ConnectionResetError("the browser closed the connection mid-request")
@@ -685,6 +715,8 @@ class _BrowserConnection:
             event = upstream.conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
+            if self._out:
+                await self._flush()  # never hold the browser's bytes while waiting
             async with asyncio.timeout(wait):
                 data = await upstream.stream.read(self.config.read_size)
             upstream.conn.receive_data(data)
