@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
+SETPRIV = shutil.which("setpriv")
 SESSIONS = 11  # one tunnel for the traffic + 10 idle ones for the per-tunnel RSS figure
 
 # ---------------------------------------------------------------------------------------------
@@ -291,6 +292,8 @@ class Procs:
     def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 -- closed with the process
         env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+        if SETPRIV:  # the kernel stops the child if this process dies without cleaning up
+            argv = [SETPRIV, "--pdeathsig", "TERM", *argv]
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
         self.procs[name] = proc
