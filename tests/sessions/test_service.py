@@ -235,3 +235,26 @@ async def test_device_without_endpoint_is_refused(rt: RtWorld) -> None:
     with pytest.raises(Conflict) as info:
         await rt.sessions.create(await rt.actor("tech"), rt.device["on"])
     assert info.value.code == "no_endpoint"
+
+
+async def test_job_result_records_when_each_phase_happened(rt: RtWorld) -> None:
+    """The timeline splits the time to a ready session into control, identity and tunnel."""
+    rt.hub.script = [("progress", "verifying"), ("wait",), ("progress", "connecting"),
+                     ("progress", "ready"), ("ok", {})]
+    actor = await rt.actor("tech")
+    t0 = rt.clock()
+    view = await rt.sessions.create(actor, rt.device["on"])
+    for _ in range(200):  # the agent's first report has arrived
+        if "agent_verifying" in rt.sessions._timeline.get(view.session_id, {}):
+            break
+        await asyncio.sleep(0.01)
+    rt.clock.advance(1.5)  # the identity check took 1.5 s
+    rt.hub.release()
+    await settle(rt)
+    assert (await rt.sessions.get(actor, view.session_id)).status == "ready"
+    timeline = (await _job(rt, view.job_id)).result["timeline"]
+    at = t0.isoformat()
+    later = (t0 + timedelta(seconds=1.5)).isoformat()
+    assert timeline == {"created": at, "agent_verifying": at, "agent_connecting": later,
+                        "connecting": later, "agent_ready": later, "ready": later}
+    assert view.session_id not in rt.sessions._timeline  # nothing kept once ready

@@ -162,6 +162,8 @@ class RemoteSessions:
         self.config = config
         self._clock = clock
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        #: session id → {stage: ISO time} of the agent's progress reports not yet in job.result
+        self._timeline: dict[str, dict[str, str]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
 
@@ -198,7 +200,7 @@ class RemoteSessions:
             session.add(row)
             job.result = {"session_id": session_id, "url": address.url,
                           "expires_at": expires_at.isoformat(), "relay": relay.name,
-                          "status": row.status}
+                          "status": row.status, "timeline": {"created": now.isoformat()}}
             dev = device_payload(device)
             ticket = self.tickets.tunnel_ticket(
                 relay_id=str(relay.id), installation_id=str(installation.id),
@@ -238,7 +240,12 @@ class RemoteSessions:
     async def _open(self, session_id: str, installation_id: int,
                     payload: dict[str, Any]) -> None:
         async def progress(report: Any) -> None:
-            status = _STAGES.get(str(getattr(report, "stage", "")))
+            stage = str(getattr(report, "stage", ""))
+            if stage and len(stage) <= 32:
+                # when the agent reported each step (control, identity, tunnel phases)
+                self._timeline.setdefault(session_id, {}).setdefault(
+                    f"agent_{stage}", self._clock().isoformat())
+            status = _STAGES.get(stage)
             if status is not None:
                 await self.move(session_id, status)
 
@@ -280,8 +287,13 @@ class RemoteSessions:
                 row = await session.get(RemoteSession, session_id)
                 job = await session.get(Job, row.job_id) if row else None
                 if job is not None and job.result is not None:
-                    job.result = {**job.result, "status": new.value,
+                    timeline = {**job.result.get("timeline", {}),
+                                **self._timeline.get(session_id, {})}
+                    timeline.setdefault(new.value, now.isoformat())
+                    job.result = {**job.result, "status": new.value, "timeline": timeline,
                                   **({"reason": reason} if reason else {})}
+        if applied and new not in (SessionStatus.VERIFYING, SessionStatus.CONNECTING):
+            self._timeline.pop(session_id, None)
         if applied and new in (SessionStatus.ENDED, SessionStatus.FAILED):
             task = self._tasks.get(session_id)
             if task is not None and task is not asyncio.current_task():
