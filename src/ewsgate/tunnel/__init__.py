@@ -18,7 +18,9 @@ adapters live in :mod:`ewsgate.aio`; the wire format is in ``docs/tunnel-protoco
         |  ------------------- GOAWAY ------------------------>  |   no new streams
 
 Modules: :mod:`.frames` (layout, encoders, parser), :mod:`.state` (transition tables),
-:mod:`.connection` (one end), :mod:`.events`, :mod:`.errors`, :mod:`.config`.
+:mod:`.connection` (one end: the public API), built on :mod:`.receiving` (the receive path)
+and :mod:`.base` (stream table, windows, helpers); :mod:`.events`, :mod:`.errors`,
+:mod:`.config`, :mod:`.credential` (the HELLO credential).
 """
 
 from ewsgate.tunnel.config import ProtocolConfig, Role
