@@ -23,6 +23,8 @@ loopback address the agent refuses to dial in production; the demo starts the ag
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import os
 import secrets
@@ -31,10 +33,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -51,6 +53,8 @@ _ENDPOINTS: dict[str, tuple[str, ...]] = {
     "hp": ("https", "http"),
     "brother": ("https", "http"),
 }
+
+T = TypeVar("T")
 
 HOST = "127.0.0.1"
 DOMAIN = "rt.localhost"
@@ -96,6 +100,20 @@ class DemoInfo:
 
     def device(self, profile: str) -> DemoDevice:
         return next(device for device in self.devices if device.profile == profile)
+
+
+def _run_to_completion(coroutine: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` that also works when the caller's thread already runs an event loop.
+
+    DemoStack is a blocking library called from tests and benchmarks, some of which hold a
+    running loop in their thread (async tests, Playwright's sync API): ``asyncio.run`` refuses
+    there, so the coroutine then runs on a fresh loop in a short-lived worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="demo-run") as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def _password() -> str:
@@ -265,12 +283,10 @@ class DemoStack:
                 wait_port=(HOST, device.http_port), timeout=30)
 
         # 4. the relay (its certificates come from the portal's CA)
-        import asyncio
-
         from ewsgate.relay.portal_certificate import fetch_relay_certificates
 
-        asyncio.run(fetch_relay_certificates(portal_url, credentials["relay-id"],
-                                             credentials["relay-secret"], relay_dir))
+        _run_to_completion(fetch_relay_certificates(portal_url, credentials["relay-id"],
+                                                    credentials["relay-secret"], relay_dir))
         self.supervisor.start(
             "relay",
             ["relay", "--config", str(relay_dir / "relay.toml"),
