@@ -1,57 +1,230 @@
-"""The relay's browser side: requests/s, latency and bulk MB/s through it, next to direct.
+"""The whole path, browser ⇄ relay ⇄ tunnel ⇄ agent ⇄ device: time to first page and throughput.
 
-Two child processes on free loopback ports:
+One run starts :class:`ewsgate.demo.DemoStack` (portal, relay, an enrolled agent and a simulated
+``absolute`` printer, real processes on free loopback ports) and measures, side by side:
 
-* an **origin**: a small keep-alive HTTP/1.1 server standing in for a fast device
-  (``/1k`` and ``/64k`` pages, ``/stream/<bytes>`` downloads, ``POST /sink`` uploads);
-* the **relay proxy** (``RelayProxy`` over real TLS with a wildcard certificate from a throwaway
-  CA), with one session mapped straight to the origin over TCP. The tunnel is left out on
-  purpose: ``bench/tunnel_bench.py`` measures it. This isolates what the browser side costs:
-  TLS, h11 parsing both ways, the checks and the rewriting.
+(a) **Time to first page**, over ``--sessions`` sessions opened one after another: from
+    ``POST /api/v1/devices/{id}/remote-sessions`` to the first byte (response head) of the
+    device's page through the session, as a browser gets it: the status polled every 20 ms,
+    then the relay's OAuth redirects followed (relay → portal authorize → relay callback) and
+    the page fetched. The phases come from the job's timeline (portal clock, same machine):
+    *control* = created → the agent's first progress report; *identity* = → the agent reports
+    the device verified; *tunnel* = → the agent reports the tunnel up; *ready seen* = → the
+    client's poll saw ``ready``; *OAuth* = the three redirects; *first request* = → the page's
+    response head (after the device's own redirect, if any). Each session is ended after.
+(b) **Throughput** through the same path: the device record's web endpoint is pointed (PATCH,
+    same SNMP identity) at a fast keep-alive origin (``/1k`` and ``/64k`` text/html pages, so
+    the relay rewrites them; ``/stream/<n>`` downloads; ``POST /sink`` uploads), and a new
+    session is opened on it. Side by side: through the relay (HTTPS to the session host with
+    the session cookie: wrk and curl dial 127.0.0.1 and name the session host in ``Host``),
+    direct HTTP to the origin, and OpenSSH's reverse tunnel (``ssh -N -R``, aes128-gcm, a local
+    sshd on a free port with generated keys: the helpers of ``bench/tunnel_bench.py``). wrk
+    with 32 keep-alive connections for the pages, curl for bulk download and upload.
 
-Clients: ``wrk`` (32 connections, keep-alive) for 1 KiB and 64 KiB pages, ``curl`` for the bulk
-download and upload. "direct" is plain HTTP to the origin; "relay" is HTTPS to the session host
-with the session cookie. The relay's CPU seconds and peak RSS are read from its process.
-
-Run: ``.venv/bin/python bench/relay_bench.py [--seconds 5] [--bulk-mib 512]``. Bounded: at most
-60 s per wrk run and 4096 MiB of bulk; every child is stopped in ``finally``.
+Run: ``.venv/bin/python bench/relay_bench.py [--quick] [--sessions 10] [--seconds 5]
+[--bulk-mib 256]``.
+Bounded: at most 50 sessions, 60 s per wrk run, 2048 MiB bulk; every process is stopped (the
+demo's context manager and the ssh helpers' ``stop_all``).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import json
 import os
-import re
 import shutil
+import socket
+import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
+import httpcore
+import httpx
 
-BODIES = {"/1k": b"a" * 1024, "/64k": b"b" * 65536}
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "src"))
+
+from ewsgate.demo import DemoInfo, DemoStack  # noqa: E402
+from tunnel_bench import Procs, start_ssh  # noqa: E402  (bench/ is not a package)
+
+PROFILE = "absolute"
+RELAY_COOKIE = "__Host-ewsgate_rt"
+
+
+class _LocalhostBackend(httpcore.SyncBackend):
+    """Resolves ``*.localhost`` to 127.0.0.1, as browsers do (RFC 6761)."""
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
+                    socket_options: Any = None) -> httpcore.NetworkStream:
+        if host == "localhost" or host.endswith(".localhost"):
+            host = "127.0.0.1"
+        return super().connect_tcp(host, port, timeout=timeout, local_address=local_address,
+                                   socket_options=socket_options)
+
+
+def _client(info: DemoInfo) -> httpx.Client:
+    transport = httpx.HTTPTransport(verify=ssl.create_default_context(cafile=info.ca_file))
+    transport._pool._network_backend = _LocalhostBackend()  # no public hook for a resolver
+    return httpx.Client(transport=transport, timeout=30)
+
+
+def _free_block(span: int = 20) -> int:
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base + span > 65000:
+            continue
+        try:
+            for port in range(base, base + span):
+                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                    with socket.socket(socket.AF_INET, kind) as probe:
+                        probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no block of free loopback ports")
+
+
+# -- (a) time to first page ------------------------------------------------------------------
+
+def _stamp(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def one_session(info: DemoInfo, client: httpx.Client, csrf: str) -> dict[str, float]:
+    """Open a session, fetch its first page, end it; the phases in ms."""
+    device = info.device(PROFILE)
+    headers = {"X-CSRF-Token": csrf, "Origin": info.portal_url}
+    client.cookies.delete(RELAY_COOKIE)
+    t0 = time.time()
+    answer = client.post(f"{info.api_url}/devices/{device.id}/remote-sessions", json={},
+                         headers=headers)
+    if answer.status_code != 201:
+        raise RuntimeError(f"POST remote-sessions: {answer.status_code} {answer.text[:300]}")
+    session = answer.json()
+    deadline = time.monotonic() + 30
+    while session["status"] not in ("ready", "failed", "ended"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"session not ready in 30 s: {session}")
+        time.sleep(0.02)
+        session = client.get(f"{info.api_url}/remote-sessions/{session['session_id']}").json()
+    seen_ready = time.time()
+    if session["status"] != "ready":
+        raise RuntimeError(f"session {session['status']}: {session.get('reason')}")
+    heads: list[tuple[float, int, str]] = []
+    hook = {"response": [lambda r: heads.append((time.time(), r.status_code, str(r.url)))]}
+    client.event_hooks = hook
+    try:
+        page = client.get(session["url"], follow_redirects=True)
+    finally:
+        client.event_hooks = {"request": [], "response": []}
+    if page.status_code != 200:
+        raise RuntimeError(f"first page: {page.status_code} {page.text[:200]}")
+    job = client.get(f"{info.api_url}/jobs/{session['job_id']}").json()
+    timeline = {k: _stamp(v) for k, v in (job.get("result") or {}).get("timeline", {}).items()}
+    client.delete(f"{info.api_url}/remote-sessions/{session['session_id']}", headers=headers)
+    callback = next(t for t, _s, url in heads if "/.ewsgate/callback" in url)
+    first_byte = heads[-1][0]
+    created = timeline.get("created", t0)
+    verifying = timeline.get("agent_verifying", created)
+    connecting = timeline.get("agent_connecting", verifying)
+    tunnel = timeline.get("agent_ready", timeline.get("ready", connecting))
+    return {
+        "POST → ready seen": (seen_ready - t0) * 1000,
+        "control (portal → agent)": (verifying - created) * 1000,
+        "identity check": (connecting - verifying) * 1000,
+        "tunnel up": (tunnel - connecting) * 1000,
+        "ready seen by the client": (seen_ready - tunnel) * 1000,
+        "OAuth round trip": (callback - seen_ready) * 1000,
+        "first request": (first_byte - callback) * 1000,
+        "total: POST → first byte": (first_byte - t0) * 1000,
+    }
+
+
+def time_to_first_page(info: DemoInfo, count: int) -> dict[str, list[float]]:
+    client = _client(info)
+    try:
+        login = info.logins["technician"]
+        answer = client.post(f"{info.api_url}/auth/login",
+                             json={"email": login["email"], "password": login["password"]})
+        answer.raise_for_status()
+        csrf = client.get(f"{info.api_url}/auth/me").json()["csrf_token"]
+        runs: dict[str, list[float]] = {}
+        for index in range(count):
+            for name, value in one_session(info, client, csrf).items():
+                runs.setdefault(name, []).append(value)
+            print(f"  session {index + 1}/{count}: "
+                  f"{runs['total: POST → first byte'][-1]:.0f} ms", file=sys.stderr)
+        return runs
+    finally:
+        client.close()
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+# -- (b) throughput --------------------------------------------------------------------------
+
+def _wrk(url: str, headers: list[str], seconds: int, conns: int = 32) -> dict[str, float]:
+    cmd = ["wrk", "-t", "2", "-c", str(conns), "-d", f"{seconds}s", "--latency"]
+    for header in headers:
+        cmd += ["-H", header]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 60,
+                         check=True).stdout
+    import re
+
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+
+    def pct(name: str) -> float:
+        match = re.search(rf"^\s+{name}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not match:
+            return float("nan")
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
+    if bad:
+        print(f"  wrk {url}: {bad.group(0)}", file=sys.stderr)
+    return {"rps": float(rate.group(1)) if rate else float("nan"), "p50": pct("50"),
+            "p99": pct("99")}
+
+
+def _curl(args: list[str], headers: list[str], metric: str) -> float:
+    cmd = ["curl", "-sSk", "-o", os.devnull, "-w", f"%{{{metric}}}", "-H", "Expect:"]
+    for header in headers:
+        cmd += ["-H", header]
+    out = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=600, check=True)
+    return float(out.stdout) / 1e6
+
+
+BODIES = {b"/1k": b"a" * 1024, b"/64k": b"b" * 65536, b"/": b"a" * 1024}
 PATTERN = bytes(range(256)) * 1024
 
 
-# -- children --------------------------------------------------------------------------
-
 async def _origin(port_file: Path) -> None:
+    """A fast keep-alive HTTP/1.1 device web server: /1k, /64k, /stream/<n>, POST /sink."""
+    import asyncio
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 line, _, rest = head.partition(b"\r\n")
                 method, path, _ = line.split(b" ", 2)
-                headers = {k.strip().lower(): v.strip() for k, _, v in
-                           (h.partition(b":") for h in rest.split(b"\r\n") if h)}
+                fields = {k.strip().lower(): v.strip() for k, _, v in
+                          (h.partition(b":") for h in rest.split(b"\r\n") if h)}
                 if method == b"POST":
-                    remaining = int(headers.get(b"content-length", b"0"))
+                    remaining = int(fields.get(b"content-length", b"0"))
                     while remaining:
                         data = await reader.read(min(remaining, 1 << 20))
                         if not data:
@@ -60,19 +233,19 @@ async def _origin(port_file: Path) -> None:
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 elif path.startswith(b"/stream/"):
                     size = int(path.rsplit(b"/", 1)[1])
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-                                 b"Content-Length: %d\r\n\r\n" % size)
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream"
+                                 b"\r\nContent-Length: %d\r\n\r\n" % size)
                     while size:
                         piece = PATTERN[:min(size, len(PATTERN))]
                         writer.write(piece)
                         size -= len(piece)
                         await writer.drain()
                 else:
-                    body = BODIES.get(path.decode(), b"")
+                    body = BODIES.get(path, b"")
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
                                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
         finally:
             writer.close()
@@ -82,177 +255,132 @@ async def _origin(port_file: Path) -> None:
     await asyncio.Event().wait()
 
 
-async def _relay(origin_port: int, work: Path, info_file: Path) -> None:
-    import socket
-    import ssl
-
-    import httpx
-    import trustme
-
-    from ewsgate.relay.access_log import AccessLog
-    from ewsgate.relay.browser_auth import BrowserAuth, Identity, OAuthClientConfig
-    from ewsgate.relay.clock import SystemClock
-    from ewsgate.relay.http_proxy import ProxyConfig, RelayProxy
-    from ewsgate.relay.tickets import JwksKeySource
-    from ewsgate.relay.upstream import DeviceView, Endpoint, SessionInfo, StaticDirectory
-
-    ca = trustme.CA()
-    cert = ca.issue_cert("*.rt.localhost")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    clock = SystemClock()
-    config = ProxyConfig(domain="rt.localhost", portal_url="http://127.0.0.1:9",
-                         public_port=port)
-    sid = "benchbenchbenchbenchbenchbench22"
-    directory = StaticDirectory()
-    directory.add(SessionInfo(session_id=sid, expires_at=clock.now() + 1800,
-                              device=DeviceView(ip="10.0.0.5",
-                                                endpoints=(Endpoint("http", 80),)),
-                              started_at=clock.now()),
-                  [("127.0.0.1", origin_port)])
-    http = httpx.AsyncClient()
-    auth = BrowserAuth(OAuthClientConfig(relay_id="bench", relay_secret="bench",
-                                         portal_url="http://127.0.0.1:9",
-                                         cookie_key=os.urandom(32)),
-                       session_host=config.session_host, clock=clock,
-                       keys=JwksKeySource("http://127.0.0.1:9"), http=http)
-    cookie = auth.make_cookie_value(Identity(session_id=sid, user_id="1",
-                                             email="bench@example.com",
-                                             expires_at=clock.now() + 1800))
-    log = AccessLog(work / "spool", None)
-    proxy = RelayProxy(config, directory, auth, log, clock)
-    await asyncio.start_server(proxy.handle, sock=sock, ssl=context)
-    info_file.write_text(json.dumps({"port": port, "host": config.session_host(sid),
-                                     "cookie": f"__Host-ewsgate_rt={cookie}"}))
-    await asyncio.Event().wait()
-
-
-# -- the parent ------------------------------------------------------------------------
-
-def _wait_file(path: Path, process: subprocess.Popen[bytes]) -> str:
-    for _ in range(300):
-        if path.exists() and path.read_text():
-            return path.read_text()
-        if process.poll() is not None:
-            raise RuntimeError(f"child exited with {process.returncode}")
-        time.sleep(0.05)
-    raise RuntimeError(f"child did not write {path}")
-
-
-def _wrk(url: str, headers: list[str], seconds: int, conns: int = 32) -> dict[str, float]:
-    cmd = ["wrk", "-t", "2", "-c", str(conns), "-d", f"{seconds}s", "--latency"]
-    for header in headers:
-        cmd += ["-H", header]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 30,
-                         check=True).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-
-    def pct(name: str) -> float:
-        match = re.search(rf"\s{name}%\s+([\d.]+)(us|ms|s)", out)
-        if not match:
-            return float("nan")
-        value, unit = float(match.group(1)), match.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non2xx:
-        raise RuntimeError(f"{non2xx.group(0)} from {url}")
-    return {"rps": rate, "p50": pct("50"), "p99": pct("99")}
+def throughput(info: DemoInfo, tmp: Path, seconds: int, bulk_mib: int
+               ) -> dict[str, dict[str, Any]]:
+    """wrk and curl through the relay, direct to the origin and through ``ssh -R``."""
+    device = info.device(PROFILE)
+    procs = Procs(tmp)
+    client = _client(info)
+    results: dict[str, dict[str, Any]] = {}
+    session: dict[str, Any] = {}
+    headers: dict[str, str] = {}
+    try:
+        procs.start("origin", [sys.executable, __file__, "--origin", str(tmp / "origin.port")])
+        for _ in range(200):
+            if (tmp / "origin.port").exists() and (tmp / "origin.port").read_text():
+                break
+            time.sleep(0.05)
+        origin_port = int((tmp / "origin.port").read_text())
+        # the device record's web endpoint now names the fast origin (identity: same SNMP)
+        patched = httpx.patch(f"{info.api_url}/devices/{device.id}",
+                              json={"ews_endpoints": [{"scheme": "http", "port": origin_port}]},
+                              headers={"Authorization": f"Bearer {info.api_token}"}, timeout=30)
+        patched.raise_for_status()
+        login = info.logins["technician"]
+        client.post(f"{info.api_url}/auth/login", json={
+            "email": login["email"], "password": login["password"]}).raise_for_status()
+        csrf = client.get(f"{info.api_url}/auth/me").json()["csrf_token"]
+        headers = {"X-CSRF-Token": csrf, "Origin": info.portal_url}
+        session = client.post(f"{info.api_url}/devices/{device.id}/remote-sessions", json={},
+                              headers=headers).json()
+        for _ in range(300):
+            if session["status"] not in ("verifying", "connecting"):
+                break
+            time.sleep(0.1)
+            session = client.get(
+                f"{info.api_url}/remote-sessions/{session['session_id']}").json()
+        client.get(session["url"], follow_redirects=True).raise_for_status()
+        cookie = next(c.value for c in client.cookies.jar if c.name == RELAY_COOKIE)
+        relay_port = info.relay_url.rsplit(":", 1)[1].strip("/")
+        session_host = session["url"].split("//", 1)[1].split("/", 1)[0]
+        # wrk and curl dial 127.0.0.1 and name the session in Host (the relay routes by Host)
+        relay_headers = [f"Host: {session_host}", f"Cookie: {RELAY_COOKIE}={cookie}",
+                         "Sec-Fetch-Site: same-origin", f"Origin: https://{session_host}"]
+        ssh_port, _names = start_ssh(procs, tmp, origin_port)
+        source = tmp / "upload.bin"
+        with source.open("wb") as handle:
+            for _ in range(bulk_mib * 4):
+                handle.write(PATTERN)
+        bulk = bulk_mib << 20
+        paths = {
+            "direct HTTP to the device": (f"http://127.0.0.1:{origin_port}", []),
+            "through the relay (HTTPS, whole path)": (f"https://127.0.0.1:{relay_port}",
+                                                      relay_headers),
+            "OpenSSH ssh -N -R (aes128-gcm)": (f"http://127.0.0.1:{ssh_port}", []),
+        }
+        for label, (base, extra) in paths.items():
+            print(f"  {label}", file=sys.stderr)
+            row: dict[str, Any] = {}
+            for page in ("/1k", "/64k"):
+                row[page] = _wrk(base + page, extra, seconds)
+            row["down"] = _curl([f"{base}/stream/{bulk}"], extra, "speed_download")
+            row["up"] = _curl(["-H", "Content-Type: application/octet-stream",
+                               "--data-binary", f"@{source}", f"{base}/sink"], extra,
+                              "speed_upload")
+            results[label] = row
+        source.unlink()
+    finally:
+        procs.stop_all()
+        if session:
+            client.delete(f"{info.api_url}/remote-sessions/{session['session_id']}",
+                          headers=headers)
+        client.close()
+    return results
 
 
-def _curl_download(url: str, headers: list[str]) -> float:
-    cmd = ["curl", "-sk", "-o", "/dev/null", "-w", "%{speed_download}"]
-    for header in headers:
-        cmd += ["-H", header]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=300, check=True)
-    return float(out.stdout) / 1e6
-
-
-def _curl_upload(url: str, headers: list[str], source: Path) -> float:
-    cmd = ["curl", "-sk", "-o", "/dev/null", "-w", "%{speed_upload}", "-H",
-           "Content-Type: application/octet-stream", "-H", "Expect:", "--data-binary",
-           f"@{source}"]
-    for header in headers:
-        cmd += ["-H", header]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=300, check=True)
-    return float(out.stdout) / 1e6
-
+# -- main ----------------------------------------------------------------------------------
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="5 sessions, 3 s wrk, 64 MiB bulk")
+    parser.add_argument("--sessions", type=int, default=10, help="sessions timed (max 50)")
     parser.add_argument("--seconds", type=int, default=5, help="per wrk run (max 60)")
-    parser.add_argument("--bulk-mib", type=int, default=512, help="bulk size (max 4096)")
-    parser.add_argument("--child", choices=["origin", "relay"], help=argparse.SUPPRESS)
-    parser.add_argument("--args", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("--bulk-mib", type=int, default=256, help="bulk size (max 2048)")
+    parser.add_argument("--origin", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child == "origin":
-        asyncio.run(_origin(Path(args.args[0])))
+    if args.origin:
+        import asyncio
+
+        asyncio.run(_origin(Path(args.origin)))
         return 0
-    if args.child == "relay":
-        asyncio.run(_relay(int(args.args[0]), Path(args.args[1]), Path(args.args[2])))
-        return 0
-    seconds = max(1, min(args.seconds, 60))
-    bulk = max(1, min(args.bulk_mib, 4096)) * 1024 * 1024
-    if not shutil.which("wrk") or not shutil.which("curl"):
-        print("wrk and curl are needed (make system-deps)", file=sys.stderr)
+    sessions = max(1, min(5 if args.quick else args.sessions, 50))
+    seconds = max(1, min(3 if args.quick else args.seconds, 60))
+    bulk = max(1, min(64 if args.quick else args.bulk_mib, 2048))
+    missing = [tool for tool in ("wrk", "curl", "ssh", "ssh-keygen") if not shutil.which(tool)]
+    if missing or not Path("/usr/sbin/sshd").exists():
+        print(f"needed: wrk, curl, openssh-server and -client (missing: {missing or 'sshd'}); "
+              "make system-deps", file=sys.stderr)
         return 2
-    children: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        try:
-            origin = subprocess.Popen([sys.executable, __file__, "--child", "origin", "--args",
-                                       str(tmp / "origin.port")])
-            children.append(origin)
-            origin_port = int(_wait_file(tmp / "origin.port", origin))
-            relay = subprocess.Popen([sys.executable, __file__, "--child", "relay", "--args",
-                                      str(origin_port), str(tmp), str(tmp / "relay.json")])
-            children.append(relay)
-            info = json.loads(_wait_file(tmp / "relay.json", relay))
-            relay_proc = psutil.Process(relay.pid)
-            cpu0 = relay_proc.cpu_times()
-            direct = f"http://127.0.0.1:{origin_port}"
-            through = f"https://127.0.0.1:{info['port']}"
-            relay_headers = [f"Host: {info['host']}", f"Cookie: {info['cookie']}",
-                             "Sec-Fetch-Site: same-origin", f"Origin: https://{info['host']}"]
-            results: dict[str, dict[str, Any]] = {"direct": {}, "relay": {}}
-            peak = relay_proc.memory_info().rss
-            for label, base, headers in (("direct", direct, []),
-                                         ("relay", through, relay_headers)):
-                for page in ("/1k", "/64k"):
-                    results[label][page] = _wrk(base + page, headers, seconds)
-                    peak = max(peak, relay_proc.memory_info().rss)
-                results[label]["down"] = _curl_download(f"{base}/stream/{bulk}", headers)
-                source = tmp / "upload.bin"
-                with source.open("wb") as handle:
-                    for _ in range(bulk // len(PATTERN)):
-                        handle.write(PATTERN)
-                results[label]["up"] = _curl_upload(f"{base}/sink", headers, source)
-                source.unlink()
-                peak = max(peak, relay_proc.memory_info().rss)
-            cpu1 = relay_proc.cpu_times()
-            cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
-        finally:
-            for child in children:
-                with contextlib.suppress(ProcessLookupError):
-                    child.kill()
-                child.wait(timeout=10)
-    print(f"\nRelay browser side ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-          f"wrk 32 connections, {seconds} s each; bulk {bulk >> 20} MiB; loopback, "
-          f"{os.cpu_count()} cores shared)\n")
-    print("| metric | direct (HTTP to origin) | relay (HTTPS, session cookie) |")
+        with DemoStack(tmp / "demo", _free_block(), profiles=(PROFILE,)) as info:
+            print("time to first page …", file=sys.stderr)
+            runs = time_to_first_page(info, sessions)
+            print("throughput …", file=sys.stderr)
+            results = throughput(info, tmp, seconds, bulk)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load = os.getloadavg()[0]
+    print(f"\n### Time to first page ({when}; {sessions} sessions one after another, demo "
+          f"stack on loopback, {os.cpu_count()} cores shared, load average {load:.1f})\n")
+    print("| phase | p50 ms | p99 ms |")
     print("|---|---|---|")
-    for page in ("/1k", "/64k"):
-        d, r = results["direct"][page], results["relay"][page]
-        print(f"| {page} req/s | {d['rps']:.0f} | {r['rps']:.0f} |")
-        print(f"| {page} p50 / p99 ms | {d['p50']:.2f} / {d['p99']:.2f} | "
-              f"{r['p50']:.2f} / {r['p99']:.2f} |")
-    print(f"| bulk download MB/s | {results['direct']['down']:.0f} | "
-          f"{results['relay']['down']:.0f} |")
-    print(f"| bulk upload MB/s | {results['direct']['up']:.0f} | {results['relay']['up']:.0f} |")
-    print(f"| relay CPU s (whole run) / peak RSS MiB | | {cpu:.1f} / {peak / 2**20:.0f} |")
+    for name, values in runs.items():
+        print(f"| {name} | {statistics.median(values):.0f} | {_pct(values, 0.99):.0f} |")
+    print(f"\n### Throughput (a fast keep-alive origin as the device's web server; wrk 32 "
+          f"connections, {seconds} s each; curl bulk {bulk} MiB each way)\n")
+    labels = list(results)
+    print("| metric | " + " | ".join(labels) + " |")
+    print("|---|" + "---|" * len(labels))
+    for size in ("/1k", "/64k"):
+        print(f"| {size} (text/html) req/s | "
+              + " | ".join(f"{results[x][size]['rps']:.0f}" for x in labels) + " |")
+        print(f"| {size} p50 / p99 ms | " + " | ".join(
+            f"{results[x][size]['p50']:.2f} / {results[x][size]['p99']:.2f}" for x in labels)
+            + " |")
+    print("| bulk download MB/s | " + " | ".join(f"{results[x]['down']:.0f}" for x in labels)
+          + " |")
+    print("| bulk upload MB/s | " + " | ".join(f"{results[x]['up']:.0f}" for x in labels)
+          + " |")
     return 0
 
 
