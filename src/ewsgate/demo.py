@@ -18,7 +18,8 @@ it, use it and stop it.
 Session hosts are ``s-<id>.rt.localhost``: Chromium (and every resolver following RFC 6761)
 resolves ``*.localhost`` to loopback, so no DNS set-up is needed. Devices run on 127.0.0.1, a
 loopback address the agent refuses to dial in production; the demo starts the agent with
-``--allow-loopback-devices``, which exists for exactly this one-machine set-up.
+:mod:`ewsgate.agent.loopback_demo`, an entry point that exists for exactly this one-machine set-up
+and that no site configuration can reach.
 """
 
 from __future__ import annotations
@@ -303,8 +304,8 @@ class DemoStack:
             enrol_token = answer.json()["token"]
             self._cli("agent", "enroll", "--portal", f"{HOST}:{self.enrol_port}",
                       "--token", enrol_token, "--data-dir", str(agent_dir))
-            self.supervisor.start("agent", ["agent", "run", "--data-dir", str(agent_dir),
-                                            "--allow-loopback-devices"])
+            self.supervisor.start("agent", [str(agent_dir)],
+                                  module="ewsgate.agent.loopback_demo")
             deadline = time.monotonic() + 30
             while True:
                 self.supervisor.check()

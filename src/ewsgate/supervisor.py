@@ -80,9 +80,10 @@ class Supervisor:
         self.processes: list[ManagedProcess] = []
 
     def start(self, name: str, command: Sequence[str], *, env: Mapping[str, str] | None = None,
-              wait_port: tuple[str, int] | None = None, timeout: float = 30.0) -> ManagedProcess:
+              wait_port: tuple[str, int] | None = None, timeout: float = 30.0,
+              module: str = "ewsgate") -> ManagedProcess:
         """Run ``python -m ewsgate <command…>``; with ``wait_port``, wait until it listens."""
-        args = [sys.executable, "-m", "ewsgate", *command]
+        args = [sys.executable, "-m", module, *command]
         log_path = self.log_dir / f"{name}.log"
         log = log_path.open("ab")
         popen = subprocess.Popen(

@@ -79,7 +79,7 @@ async def _run(state: AgentState, proxy_flag: str | None, *,
         dial_policy=DialPolicy(allow_loopback=ALLOW_LOOPBACK_FOR_TESTS)
         if allow_loopback_devices else DialPolicy()))
     if allow_loopback_devices:
-        log.warning("devices on loopback addresses may be dialled (--allow-loopback-devices): "
+        log.warning("devices on loopback addresses may be dialled (one-machine demo entry): "
                     "a one-machine demo or test set-up, never a site")
 
     def reload_tunnel_credentials() -> None:
@@ -105,13 +105,17 @@ async def _run(state: AgentState, proxy_flag: str | None, *,
     return 0
 
 
-def run(values: dict[str, Any]) -> int:
-    """Keep the control stream up until SIGINT/SIGTERM."""
+def run(values: dict[str, Any], *, allow_loopback_devices: bool = False) -> int:
+    """Keep the control stream up until SIGINT/SIGTERM.
+
+    ``allow_loopback_devices`` is deliberately not a flag, variable or config key: only the
+    one-machine demo's own entry point (:mod:`ewsgate.agent.loopback_demo`) sets it.
+    """
     _logging()
     state = AgentState(values["data_dir"])
     try:
         return asyncio.run(_run(state, values.get("proxy"),
-                                allow_loopback_devices=bool(values.get("allow_loopback_devices"))))
+                                allow_loopback_devices=allow_loopback_devices))
     except StateError as exc:
         print(f"ewsgate agent run: {exc.code}: {exc}", file=sys.stderr)
         return 1

@@ -26,7 +26,4 @@ ENROLL: list[Option] = [
 RUN: list[Option] = [
     DATA_DIR,
     PROXY,
-    Option("allow-loopback-devices", "let sessions reach devices on loopback addresses "
-           "(127.0.0.0/8, ::1): only for a demo or test whose simulated devices run on this "
-           "same machine; never on a site", switch=True, default=False),
 ]
