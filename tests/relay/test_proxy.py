@@ -412,3 +412,51 @@ async def test_expect_100_continue_is_answered_by_the_relay(
         assert answer.startswith(b"HTTP/1.1 200")
         request, body = seen.requests[-1]
         assert body == b"hello" and b"expect" not in dict(request.headers)
+
+
+async def test_request_is_logged_before_the_browser_has_the_complete_response(
+        tmp_path: Path, portal: FakePortal, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relay killed right after answering must still have the request in its spool: the
+    entry is written before the write that completes the response (for a 200 from the device
+    and for the relay's own pages)."""
+    import asyncio
+
+    from ewsgate.relay.access_log import AccessLog
+    from ewsgate.relay.http_proxy import RelayProxy
+
+    events: list[tuple[str, bytes]] = []
+    record, handle = AccessLog.record, RelayProxy.handle
+
+    def spy_record(self: AccessLog, **kwargs: object) -> object:
+        events.append(("record", str(kwargs["url"]).encode()))
+        return record(self, **kwargs)  # type: ignore[arg-type]
+
+    async def spy_handle(self: RelayProxy, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        write = writer.write
+
+        def spy_write(data: bytes) -> None:
+            events.append(("write", bytes(data)))
+            write(data)
+
+        writer.write = spy_write  # type: ignore[method-assign]
+        await handle(self, reader, writer)
+
+    monkeypatch.setattr(AccessLog, "record", spy_record)
+    monkeypatch.setattr(RelayProxy, "handle", spy_handle)
+    async with RawServer(device_app({"/p": _page(b"device page")}, Seen())) as device, \
+            Relay(tmp_path, portal) as relay:
+        sid = relay.add_device(device.port)
+        cookie = await relay.login(sid)
+        events.clear()
+        assert (await relay.fetch(sid, "GET", "/p", cookie=cookie)).status == 200
+        assert (await relay.fetch(sid, "POST", "/p", cookie=cookie,
+                                  headers=[("Sec-Fetch-Site", "cross-site")])).status == 403
+    for url in (b"/p", b"/p"):
+        logged = events.index(("record", url))
+        completing = next(i for i, (kind, data) in enumerate(events)
+                          if kind == "write" and (data.endswith(b"0\r\n\r\n")
+                                                  or b"device page" in data
+                                                  or b"</html>" in data))
+        assert logged < completing, events
+        del events[:completing + 1]

@@ -311,6 +311,8 @@ class _BrowserConnection:
         #: the task serving this connection (cancelled by the watchdog at the session's end)
         self.task: asyncio.Task[Any] | None = None
         self.expired = False
+        #: the request being answered; logged before its response's last bytes leave
+        self._exchange: _Exchange | None = None
         self._rewriter: LanRewriter | None = None
         #: browser-bound bytes held back by _send until _flush
         self._out: list[bytes] = []
@@ -352,6 +354,10 @@ class _BrowserConnection:
         (:meth:`_flush`); so a small page costs one write instead of three.
         """
         data = self.conn.send(event) or b""
+        if isinstance(event, h11.EndOfMessage) and self._exchange is not None:
+            # the entry is in the spool before the browser can hold the complete response,
+            # so a relay killed right after answering has still recorded the request
+            self.proxy.log(self._exchange)
         if data:
             self._out.append(data)
             self._out_size += len(data)
@@ -468,6 +474,7 @@ class _BrowserConnection:
             raise _CloseConnection
         exchange = _Exchange(session_id=session_id, method=method.decode("latin-1"),
                              url=target, started=time.monotonic(), wall=self.proxy.clock.now())
+        self._exchange = exchange
         try:
             await self._handle_session_request(request, session_id, exchange)
         except asyncio.CancelledError:
@@ -481,6 +488,7 @@ class _BrowserConnection:
                 exchange.detail = exchange.detail or f"{type(exc).__name__}: {exc}"[:200]
             raise _CloseConnection from exc
         finally:
+            self._exchange = None
             self.proxy.log(exchange)
 
     async def _handle_session_request(self, request: h11.Request, session_id: str,
