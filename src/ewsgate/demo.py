@@ -197,11 +197,12 @@ class DemoStack:
         if managed is None:
             raise ProcessFailed(f"no process named {name!r} in this demo; it runs "
                                 f"{', '.join(p.name for p in self.supervisor.processes)}")
-        command = managed.args[3:]  # after ``python -m ewsgate``
+        module, command = managed.args[2], managed.args[3:]  # ``python -m MODULE COMMAND…``
         ports = {"relay": self.relay_port, "portal": self.portal_port}
         self.supervisor.stop(name, kill=kill)
         wait_port = (HOST, ports[name]) if name in ports else None
-        self.supervisor.start(name, command, wait_port=wait_port, timeout=timeout)
+        self.supervisor.start(name, command, wait_port=wait_port, timeout=timeout,
+                              module=module)
 
     def _cli(self, *args: str) -> str:
         """Run one short ``ewsgate`` command to completion and return its stdout."""

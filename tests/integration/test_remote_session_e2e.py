@@ -453,38 +453,62 @@ def test_device_cookie_domain_is_stripped(sessions: Callable[..., OpenedSession]
 
 # -- 6. a real short expiry ---------------------------------------------------------------------
 
+def _open_websocket(info: DemoInfo, opened: OpenedSession) -> Any:
+    parts = urlsplit(opened.url)
+    host, port = parts.hostname, parts.port
+    assert host and port
+    cookie = opened.client.cookies.get(RELAY_COOKIE, domain=host)
+    context = ssl.create_default_context(cafile=info.ca_file)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return ws_connect(f"wss://{parts.netloc}/app/ws/status", sock=sock, ssl=context,
+                      server_hostname=host, origin=_origin(opened.url),  # type: ignore[arg-type]
+                      additional_headers={"Cookie": f"{RELAY_COOKIE}={cookie}"},
+                      open_timeout=5)
+
+
 def test_short_session_ends_for_pages_websockets_and_the_job(short_demo: DemoInfo) -> None:
-    opened = open_session(short_demo, "absolute")
-    try:
-        _sign_in_at_relay(opened, "/app/index.html")
-        parts = urlsplit(opened.url)
-        host, port = parts.hostname, parts.port
-        assert host and port
-        cookie = opened.client.cookies.get(RELAY_COOKIE, domain=host)
-        context = ssl.create_default_context(cafile=short_demo.ca_file)
-        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        closed_after = None
-        with ws_connect(f"wss://{parts.netloc}/app/ws/status", sock=sock, ssl=context,
-                        server_hostname=host, origin=_origin(opened.url),  # type: ignore[arg-type]
-                        additional_headers={"Cookie": f"{RELAY_COOKIE}={cookie}"},
-                        open_timeout=10) as socket_:
-            assert socket_.recv(timeout=5)
-            started = time.monotonic()
-            with pytest.raises((ConnectionClosed, TimeoutError, OSError)):
-                while time.monotonic() - started < 20:
-                    socket_.recv(timeout=20)
-            closed_after = time.monotonic() - started
-        assert closed_after is not None and closed_after < 15
-        ended = opened.client.get(f"{_origin(opened.url)}/app/index.html")
-        assert ended.status_code == 410 and ENDED_TEXT in ended.text
-        body = _wait_status(opened.client,
-                            f"{short_demo.api_url}/remote-sessions/{opened.id}", "ended")
-        _wait_status(opened.client, f"{short_demo.api_url}/jobs/{body['job_id']}", "completed")
-        entries = _log(opened.client, short_demo, body["job_id"],
-                       until=lambda e: any(x["outcome"] == "ended" for x in e))
-        assert any(x["status"] == 410 for x in entries if x["outcome"] == "ended")
-    finally:
-        opened.client.close()
+    """Sessions of ``short_demo`` last 6 s from their creation. On a loaded machine start-up
+    (identity check, tunnel, OAuth) can eat them before the WebSocket opens: that attempt
+    proves nothing, so a fresh session is tried (at most three)."""
+    for _attempt in range(3):
+        opened = open_session(short_demo, "absolute")
+        try:
+            _sign_in_at_relay(opened, "/app/api/status.json")
+            first_frame = False
+            try:
+                with _open_websocket(short_demo, opened) as socket_:
+                    first_frame = bool(socket_.recv(timeout=5))
+                    started = time.monotonic()
+                    with pytest.raises((ConnectionClosed, TimeoutError, OSError)):
+                        while time.monotonic() - started < 15:
+                            socket_.recv(timeout=15)
+                    closed_after = time.monotonic() - started
+            except (ConnectionClosed, TimeoutError, OSError):
+                if first_frame:
+                    raise
+                continue  # ended before the WebSocket was up: inconclusive, not a pass
+            assert first_frame
+            assert closed_after < 10  # cut at expiry, not by an idle timeout
+            # a new connection (the old ones were cut) gets the ended page
+            cookie = opened.client.cookies.get(RELAY_COOKIE, domain=urlsplit(opened.url).hostname)
+            with localhost_client(short_demo.ca_file) as fresh:
+                ended = fresh.get(f"{_origin(opened.url)}/app/index.html",
+                                  headers={"Cookie": f"{RELAY_COOKIE}={cookie}"})
+            assert ended.status_code == 410 and ENDED_TEXT in ended.text
+            body = _wait_status(opened.client,
+                                f"{short_demo.api_url}/remote-sessions/{opened.id}", "ended")
+            _wait_status(opened.client, f"{short_demo.api_url}/jobs/{body['job_id']}",
+                         "completed")
+            entries = _log(opened.client, short_demo, body["job_id"],
+                           until=lambda e: sum(x["outcome"] == "ended" for x in e) >= 2)
+            ws_entry = next(x for x in entries if x["url"] == "/app/ws/status")
+            assert (ws_entry["status"], ws_entry["outcome"]) == (101, "ended"), ws_entry
+            assert any(x["status"] == 410 for x in entries if x["outcome"] == "ended")
+            return
+        finally:
+            opened.client.close()
+    pytest.fail("three short sessions ended before their WebSocket was open; the machine is "
+                "too slow for a 6 s session")
 
 
 # -- 7. the log survives kill -9 of the relay (last: it restarts the shared relay) -------------
