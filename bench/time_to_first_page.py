@@ -53,7 +53,8 @@ opens the device page, clicks *Open device web page*, follows the tab the portal
 session is ready through OAuth, and then (`tests/integration/profile_steps.py`): logs in where
 the printer has a login (Brother's per-boot field name, CSRF token, `AuthCookie` and 301 after
 POST; Ricoh's frames and base64 login; Sharp's Digest prompt answered from the context's
-`http_credentials`; Konica's single admin session, logged out at the end), changes a setting and
+`http_credentials`; Konica's single admin session: a second browser through a second session is
+refused while it is held, and it is logged out at the end), changes a setting and
 reads it back after a reload, follows the profile's redirects and absolute links, uses the
 remote panel WebSocket (a key press changes the display, on the relative and the absolute-URL
 page), uploads a 50 MB firmware file and compares the SHA-256 the device reports with hashlib's,

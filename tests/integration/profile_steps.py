@@ -72,8 +72,9 @@ class SessionTab:
     origin: str                       # https://s-<id>.rt.localhost:<port>
     shots: Path
     requests: list[str] = field(default_factory=list)
-    websockets: list[str] = field(default_factory=list)
     step: int = 0
+    #: opens the same device through another session in another browser context (konica)
+    second_session: Callable[[], Page] | None = None
 
     def url(self, path: str) -> str:
         return self.origin + path
@@ -261,6 +262,13 @@ def konica(tab: SessionTab, firmware: Firmware) -> list[str]:
     tab.upload(page, firmware)
     tab.goto("/wcd/index.html")
     expect(page.locator("body")).to_contain_text("locked")
+    if tab.second_session is not None:
+        # another browser (another session) is refused while this admin session is active
+        other = tab.second_session()
+        other.fill("#password", "1234567812345678")
+        other.click("#login")
+        expect(other.locator("#login-refused")).to_be_visible()
+        tab.shot("second-admin-refused", other)
     page.click("#logout")                     # free the single admin session for the next person
     page.wait_for_load_state("load")
     tab.shot("logged-out")
