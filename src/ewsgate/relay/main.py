@@ -13,6 +13,9 @@ The relay holds no database credentials: it knows the portal's URL, its own rela
 published keys (JWKS, for tunnel tickets and access tokens alike) and its certificates.
 A random key for the session cookies is created once in ``DATA_DIR/cookie.key``.
 
+The process runs on uvloop when it is installed (it is, with uvicorn[standard]): the same
+asyncio API, with less CPU per TLS record and per socket call.
+
 SIGINT/SIGTERM stop it gracefully: listeners close, tunnels get GOAWAY, and the access log
 tries for a few seconds to ship what is left (whatever is not shipped stays in the spool and is
 shipped by the next start).
@@ -222,5 +225,16 @@ def run(values: dict[str, Any]) -> int:
                 loop.add_signal_handler(sig, stop.set)
         await serve(settings, stop)
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(main())
     return 0
+
+
+def _loop_factory() -> Any:
+    """uvloop's event loop when installed (its TLS and socket paths cost less CPU per
+    request than the standard library's), else the standard one."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        return None
+    return uvloop.new_event_loop
