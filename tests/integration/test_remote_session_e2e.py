@@ -35,6 +35,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
+from websockets.typing import Origin
 
 from ewsgate.demo import DemoInfo, DemoStack
 
@@ -159,8 +160,8 @@ def _code_for(opened: OpenedSession, *, challenge: str, state: str = "s" * 43) -
 
 def _token_request(info: DemoInfo, form: dict[str, str], *,
                    auth: tuple[str, str] | None) -> httpx.Response:
-    with httpx.Client(timeout=20) as client:
-        return client.post(f"{info.portal_url}/oauth/token", data=form, auth=auth)
+    with httpx.Client(timeout=20, auth=httpx.BasicAuth(*auth) if auth else None) as client:
+        return client.post(f"{info.portal_url}/oauth/token", data=form)
 
 
 def _raw_tls(info: DemoInfo, host: str, port: int, request: bytes, *, limit: int = 65536) -> bytes:
@@ -385,6 +386,7 @@ def test_request_smuggling_and_oversized_heads_are_refused(
     host, port = parts.hostname, parts.port
     assert host and port
     cookie = opened.client.cookies.get(RELAY_COOKIE, domain=host)
+    assert cookie
     netloc = parts.netloc
     smuggled = b"GET /app/index.html HTTP/1.1\r\nHost: " + netloc.encode() + b"\r\n\r\n"
     cl_te = _raw_request(netloc, cookie, b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
@@ -461,7 +463,7 @@ def _open_websocket(info: DemoInfo, opened: OpenedSession) -> Any:
     context = ssl.create_default_context(cafile=info.ca_file)
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     return ws_connect(f"wss://{parts.netloc}/app/ws/status", sock=sock, ssl=context,
-                      server_hostname=host, origin=_origin(opened.url),  # type: ignore[arg-type]
+                      server_hostname=host, origin=Origin(_origin(opened.url)),
                       additional_headers={"Cookie": f"{RELAY_COOKIE}={cookie}"},
                       open_timeout=5)
 
