@@ -154,6 +154,24 @@ def _assert_same_origin(portal: Page, tab: SessionTab, seen: list[tuple[Page | N
     assert len(mine) > 5, mine
 
 
+def _wait_for_ended_page(tab: SessionTab, path: str, timeout: float = 15.0) -> None:
+    """The tab gets the relay's *ended* page (410). Just after the end the relay may still
+    answer *device unreachable* (502: the tunnel is gone and the relay has not yet heard from
+    the portal that the session ended); anything else, or no 410 in time, fails."""
+    deadline = time.monotonic() + timeout
+    statuses: list[int] = []
+    while True:
+        answer = tab.page.goto(tab.url(path))
+        assert answer is not None
+        statuses.append(answer.status)
+        if answer.status == 410 or time.monotonic() > deadline:
+            break
+        assert answer.status == 502, statuses
+        tab.page.wait_for_timeout(500)
+    assert statuses[-1] == 410, statuses
+    expect(tab.page.locator("h1")).to_contain_text("ended")
+
+
 def _end_and_read_log(portal: Page, tab: SessionTab, info: DemoInfo,
                       expected: list[str]) -> list[dict[str, Any]]:
     """*End* on the progress page, the tab then shows the ended page, the log has it all."""
@@ -163,9 +181,7 @@ def _end_and_read_log(portal: Page, tab: SessionTab, info: DemoInfo,
     expect(portal.locator("#rt-status")).to_have_text("ended", timeout=15_000)
     portal.screenshot(path=str(tab.shots / f"{tab.step + 1:02d}-session-ended-portal.png"))
     tab.step += 1
-    answer = tab.page.goto(tab.url("/"))
-    assert answer is not None and answer.status == 410, answer and answer.status
-    expect(tab.page.locator("body")).to_contain_text("ended")
+    _wait_for_ended_page(tab, "/")
     tab.shot("ended-page")
     client, _ = sign_in(info, "technician")
     try:
@@ -276,9 +292,7 @@ def test_expired_session_shows_the_ended_page(browser: Browser, short_demo: Demo
         portal, tab, _ = _open_session(context, short_demo, "absolute", shots)
         expect(tab.page.locator("#st-serial-number")).to_have_text("VCF9Z01234")
         expect(portal.locator("#rt-status")).to_have_text("ended", timeout=20_000)
-        answer = tab.page.goto(tab.url("/app/index.html"))
-        assert answer is not None and answer.status == 410, answer and answer.status
-        expect(tab.page.locator("h1")).to_contain_text("ended")
+        _wait_for_ended_page(tab, "/app/index.html")
         tab.shot("ended-after-expiry")
     finally:
         context.close()
