@@ -360,27 +360,28 @@ def main() -> int:
             results = throughput(info, tmp, seconds, bulk)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load = os.getloadavg()[0]
-    print(f"\n### Time to first page ({when}; {sessions} sessions one after another, demo "
-          f"stack on loopback, {os.cpu_count()} cores shared, load average {load:.1f})\n")
-    print("| phase | p50 ms | p99 ms |")
-    print("|---|---|---|")
-    for name, values in runs.items():
-        print(f"| {name} | {statistics.median(values):.0f} | {_pct(values, 0.99):.0f} |")
     print(f"\n### Throughput (a fast keep-alive origin as the device's web server; wrk 32 "
-          f"connections, {seconds} s each; curl bulk {bulk} MiB each way)\n")
+          f"connections, {seconds} s each; curl bulk {bulk} MiB each way; {when}, load "
+          f"average {load:.1f})\n")
     labels = list(results)
     print("| metric | " + " | ".join(labels) + " |")
     print("|---|" + "---|" * len(labels))
-    for size in ("/1k", "/64k"):
-        print(f"| {size} (text/html) req/s | "
+    for size, name in (("/1k", "1 KiB"), ("/64k", "64 KiB")):
+        print(f"| {name} page ({size}, text/html) req/s | "
               + " | ".join(f"{results[x][size]['rps']:.0f}" for x in labels) + " |")
-        print(f"| {size} p50 / p99 ms | " + " | ".join(
+        print(f"| {name} p50 / p99 ms | " + " | ".join(
             f"{results[x][size]['p50']:.2f} / {results[x][size]['p99']:.2f}" for x in labels)
             + " |")
     print("| bulk download MB/s | " + " | ".join(f"{results[x]['down']:.0f}" for x in labels)
           + " |")
     print("| bulk upload MB/s | " + " | ".join(f"{results[x]['up']:.0f}" for x in labels)
           + " |")
+    print(f"\n### Time to first page ({sessions} sessions one after another, demo stack on "
+          f"loopback, {os.cpu_count()} cores shared)\n")
+    print("| phase | p50 ms | p99 ms |")
+    print("|---|---|---|")
+    for name, values in runs.items():
+        print(f"| {name} | {statistics.median(values):.0f} | {_pct(values, 0.99):.0f} |")
     return 0
 
 
