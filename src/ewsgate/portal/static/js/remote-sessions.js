@@ -156,7 +156,13 @@
   function liveLog(root) {
     var api = root.getAttribute("data-log-api");
     var body = root.querySelector("tbody");
+    var foot = root.querySelector(".table-foot");
     var after = parseInt(root.getAttribute("data-after-seq"), 10);
+    function recount() {
+      if (!foot || !body) { return; }
+      var n = body.querySelectorAll("tr").length;
+      foot.textContent = n + (n === 1 ? " request" : " requests") + " recorded";
+    }
     function poll() {
       var query = isNaN(after) ? "" : "?after_seq=" + after;
       getJSON(api + query).then(function (data) {
@@ -180,6 +186,7 @@
           body.appendChild(tr);
           after = e.seq;
         });
+        recount();
         if (data.live) { window.setTimeout(poll, 2000); }
       }).catch(function () { window.setTimeout(poll, 5000); });
     }
