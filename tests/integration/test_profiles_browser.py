@@ -227,7 +227,7 @@ def test_profile_through_session(browser: Browser, demo: DemoInfo, firmware: Fir
         expected = STEPS[profile](tab, firmware)
         _assert_same_origin(portal, tab, seen, websockets, demo)
         if profile == "brother":
-            _chromium_refuses_legacy_tls(browser, demo, shots)
+            _chromium_refuses_legacy_tls(browser, demo)
         entries = _end_and_read_log(portal, tab, demo, expected)
         uploads = [e for e in entries
                    if e["method"] == "POST" and e["bytes_in"] >= FIRMWARE_BYTES]
@@ -238,7 +238,7 @@ def test_profile_through_session(browser: Browser, demo: DemoInfo, firmware: Fir
             other.close()
 
 
-def _chromium_refuses_legacy_tls(browser: Browser, info: DemoInfo, shots: Path) -> None:
+def _chromium_refuses_legacy_tls(browser: Browser, info: DemoInfo) -> None:
     """The same device straight from Chromium: its TLS 1.0/1.1 is refused (the agent, not the
     browser, speaks it in a session)."""
     context = _context(browser)
@@ -246,7 +246,7 @@ def _chromium_refuses_legacy_tls(browser: Browser, info: DemoInfo, shots: Path) 
         page = context.new_page()
         with pytest.raises(PlaywrightError, match="ERR_SSL_VERSION_OR_CIPHER_MISMATCH"):
             page.goto(f"https://127.0.0.1:{info.device('brother').https_port}/")
-        page.screenshot(path=str(shots / "99-direct-legacy-tls-refused.png"))
+        # (no screenshot: Chromium's own error page cannot always be captured)
     finally:
         context.close()
 
