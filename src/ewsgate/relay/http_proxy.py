@@ -246,7 +246,9 @@ class RelayProxy:
                 self.mark_ended(session_id)
                 return "session_ended"
             if self.sessions is not None:
-                facts = await self.sessions.facts(session_id)
+                # the tunnel is gone: ask afresh (at most twice a second) whether the session
+                # was ended at the portal, so *End* shows "ended" rather than "unreachable"
+                facts = await self.sessions.facts(session_id, max_age=0.5)
                 if facts is not None and not facts.live:
                     self.mark_ended(session_id)
                     return "session_ended"

@@ -43,7 +43,8 @@ class SessionFacts:
 class SessionStatusSource(Protocol):
     """Where the relay asks about a session; None means "could not tell"."""
 
-    async def facts(self, session_id: str) -> SessionFacts | None: ...
+    async def facts(self, session_id: str, *,
+                    max_age: float | None = None) -> SessionFacts | None: ...
 
 
 class PortalSessions:
@@ -58,10 +59,13 @@ class PortalSessions:
         self._ttl = ttl
         self._cache: dict[str, tuple[float, SessionFacts | None]] = {}
 
-    async def facts(self, session_id: str) -> SessionFacts | None:
+    async def facts(self, session_id: str, *,
+                    max_age: float | None = None) -> SessionFacts | None:
+        """The session's facts, from a cached answer younger than ``max_age`` (default: ttl)."""
         now = self._clock.now()
         cached = self._cache.get(session_id)
-        if cached is not None and now - cached[0] < self._ttl:
+        limit = self._ttl if max_age is None else min(max_age, self._ttl)
+        if cached is not None and now - cached[0] < limit:
             return cached[1]
         try:
             response = await self._http.get(self._base + quote(session_id, safe=""),
