@@ -155,7 +155,7 @@ def main() -> int:
                         f"({seconds:.0f} s){status}\n\n{out.strip()}\n")
         found = tables(out)
         if bench.name in ("tunnel", "relay") and found:
-            image = IMG / f"{bench.name}.png"
+            image = args.output.parent / "img" / f"{bench.name}.png"
             wanted = ["bulk", "1 KiB", "64 KiB", "1KiB", "64KiB", "time to first"]
             if plot_metric_rows(found[0], wanted[:4], image, bench.title):
                 plots.append(f"![{bench.title}](img/{image.name})")
@@ -178,6 +178,10 @@ def main() -> int:
     ]
     args.output.write_text("\n".join(body))
     print(f"wrote {args.output}", file=sys.stderr)
+    # the browser suite's time-to-first-page figures, when it has run, as their own section
+    if args.output == DOCS / "performance.md":
+        subprocess.run([sys.executable, str(REPO / "bench" / "time_to_first_page.py")],
+                       cwd=REPO, check=False)
     return 0
 
 
