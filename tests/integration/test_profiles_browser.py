@@ -251,34 +251,27 @@ def _chromium_refuses_legacy_tls(browser: Browser, info: DemoInfo) -> None:
         context.close()
 
 
-def test_configurer_sees_switch_but_no_open_button(browser: Browser, demo: DemoInfo,
-                                                   artifacts_dir: Path) -> None:
+@pytest.mark.parametrize(
+    ("login", "visible", "absent", "shot"),
+    [("configurer", "button[role=switch]", "#open-device", "01-configurer-device-page.png"),
+     ("technician", "#open-device", "button[role=switch]", "02-technician-device-page.png")],
+    ids=["configurer_sees_switch_but_no_open_button",
+         "technician_sees_open_button_but_no_switch"],
+)
+def test_each_role_sees_only_its_own_control(browser: Browser, demo: DemoInfo,
+                                              artifacts_dir: Path, login: str, visible: str,
+                                              absent: str, shot: str) -> None:
+    """The switch is the Configurer's, the *Open* button the User's; neither sees the other's."""
     shots = artifacts_dir / "profiles" / "negative"
     shots.mkdir(parents=True, exist_ok=True)
     context = _context(browser)
     try:
         page = context.new_page()
-        _portal_sign_in(page, demo, "configurer")
+        _portal_sign_in(page, demo, login)
         page.goto(f"{demo.portal_url}/devices/{demo.device('absolute').id}")
-        expect(page.locator("button[role=switch]")).to_be_visible()
-        expect(page.locator("#open-device")).to_have_count(0)
-        page.screenshot(path=str(shots / "01-configurer-device-page.png"), full_page=True)
-    finally:
-        context.close()
-
-
-def test_technician_sees_open_button_but_no_switch(browser: Browser, demo: DemoInfo,
-                                                   artifacts_dir: Path) -> None:
-    shots = artifacts_dir / "profiles" / "negative"
-    shots.mkdir(parents=True, exist_ok=True)
-    context = _context(browser)
-    try:
-        page = context.new_page()
-        _portal_sign_in(page, demo, "technician")
-        page.goto(f"{demo.portal_url}/devices/{demo.device('absolute').id}")
-        expect(page.locator("#open-device")).to_be_visible()
-        expect(page.locator("button[role=switch]")).to_have_count(0)
-        page.screenshot(path=str(shots / "02-technician-device-page.png"), full_page=True)
+        expect(page.locator(visible)).to_be_visible()
+        expect(page.locator(absent)).to_have_count(0)
+        page.screenshot(path=str(shots / shot), full_page=True)
     finally:
         context.close()
 
