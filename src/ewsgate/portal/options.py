@@ -96,7 +96,8 @@ DB: list[Option] = [DATA_DIR, DATABASE]
 SIGNING_KEYS: list[Option] = [
     Option("rotate", "make a new signing key active (the old ones stay published)",
            switch=True),
-    Option("retire", "stop publishing this key id (30 minutes after a rotation at the earliest)",
+    Option("retire", "stop publishing this key id (30 minutes after a rotation at the earliest); "
+           "write --retire=KID, since a key id may begin with '-'",
            metavar="KID"),
     DATA_DIR,
 ]

@@ -4,10 +4,13 @@ Rotation without downtime (see docs/oauth.md, *Keys*)::
 
     ewsgate admin signing-keys --rotate          # a new key signs from now on; both published
     # … wait at least 30 minutes (the longest any token or tunnel ticket lives) …
-    ewsgate admin signing-keys --retire OLD_KID  # stop publishing the old key
+    ewsgate admin signing-keys --retire=OLD_KID  # stop publishing the old key
 
 Running portals pick the change up on their next signature or JWKS request (the key directory
 is re-read when it changes); relays re-fetch the JWKS when they meet an unknown ``kid``.
+
+A ``kid`` is an RFC 7638 thumbprint in base64url, so about one in 64 begins with ``-``; the
+``--retire=KID`` form is the one that always parses, and it is the form this module prints.
 """
 
 from __future__ import annotations
@@ -22,21 +25,21 @@ __all__ = ["signing_keys"]
 
 
 def signing_keys(values: dict[str, Any]) -> int:
-    """The CLI handler: ``--rotate``, ``--retire KID``, or neither to list the keys."""
+    """The CLI handler: ``--rotate``, ``--retire=KID``, or neither to list the keys."""
     ring = SigningKeys.open(Path(values["data_dir"]))
     if values.get("rotate") and values.get("retire"):
-        raise ConfigError("give --rotate or --retire KID, not both (retire only after the "
+        raise ConfigError("give --rotate or --retire=KID, not both (retire only after the "
                           "new key has signed for 30 minutes)")
     if values.get("rotate"):
         key = ring.rotate()
         print(f"new signing key {key.kid} is active; the previous keys stay published. "
-              "Retire a previous key with --retire KID after 30 minutes.")
+              "Retire a previous key with --retire=KID after 30 minutes.")
     elif values.get("retire"):
         kid = str(values["retire"])
         try:
             ring.retire(kid)
         except (KeyError, ValueError) as exc:
-            raise ConfigError(f"--retire {kid}: {exc.args[0]}") from None
+            raise ConfigError(f"--retire={kid}: {exc.args[0]}") from None
         print(f"signing key {kid} is retired and no longer published")
     active = ring.active
     for key in ring.published():
