@@ -55,6 +55,7 @@ from tunnel_bench import Procs, start_ssh  # noqa: E402  (bench/ is not a packag
 
 PROFILE = "absolute"
 RELAY_COOKIE = "__Host-ewsgate_rt"
+RELAY_LABEL = "through the relay (HTTPS, whole path)"
 
 
 class _LocalhostBackend(httpcore.SyncBackend):
@@ -76,12 +77,12 @@ def _client(info: DemoInfo) -> httpx.Client:
 
 
 def _free_block(span: int = 20) -> int:
+    """A block of ``span`` free loopback ports below the ephemeral range (32768+), where
+    other programs' outgoing connections cannot take them while the demo starts."""
+    import random
+
     for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + span > 65000:
-            continue
+        base = random.randrange(20000, 32000)
         try:
             for port in range(base, base + span):
                 for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
@@ -175,6 +176,36 @@ def _pct(values: list[float], q: float) -> float:
 
 # -- (b) throughput --------------------------------------------------------------------------
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (``/proc/<pid>/stat``, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds the relay and the agent spend during one measurement (per request, per MB)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+
+    def snapshot(self) -> dict[str, float]:
+        return {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def since(self, before: dict[str, float]) -> dict[str, float]:
+        now = self.snapshot()
+        return {name: now[name] - before[name] for name in self.pids}
+
+
+def _py_spy(pid: int, out: Path, seconds: int) -> subprocess.Popen[bytes] | None:
+    """Sample ``pid`` with py-spy (if installed) into a collapsed-stack file."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(exe).exists():
+        return None
+    return subprocess.Popen([exe, "record", "-p", str(pid), "-d", str(seconds), "-r", "200",
+                             "-f", "raw", "-o", str(out), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def _wrk(url: str, headers: list[str], seconds: int, conns: int = 32) -> dict[str, float]:
     cmd = ["wrk", "-t", "2", "-c", str(conns), "-d", f"{seconds}s", "--latency"]
     for header in headers:
@@ -195,8 +226,9 @@ def _wrk(url: str, headers: list[str], seconds: int, conns: int = 32) -> dict[st
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
     if bad:
         print(f"  wrk {url}: {bad.group(0)}", file=sys.stderr)
+    total = re.search(r"^\s*(\d+) requests in", out, re.M)
     return {"rps": float(rate.group(1)) if rate else float("nan"), "p50": pct("50"),
-            "p99": pct("99")}
+            "p99": pct("99"), "requests": float(total.group(1)) if total else float("nan")}
 
 
 def _curl(args: list[str], headers: list[str], metric: str) -> float:
@@ -255,9 +287,14 @@ async def _origin(port_file: Path) -> None:
     await asyncio.Event().wait()
 
 
-def throughput(info: DemoInfo, tmp: Path, seconds: int, bulk_mib: int
+def throughput(info: DemoInfo, tmp: Path, seconds: int, bulk_mib: int, meter: CpuMeter,
+               relay_only: bool = False, spy_dir: Path | None = None
                ) -> dict[str, dict[str, Any]]:
-    """wrk and curl through the relay, direct to the origin and through ``ssh -R``."""
+    """wrk and curl through the relay, direct to the origin and through ``ssh -R``.
+
+    Through the relay, the relay's and the agent's CPU time is measured for each run
+    (``cpu``: seconds per process); with ``spy_dir``, py-spy samples both during the page runs.
+    """
     device = info.device(PROFILE)
     procs = Procs(tmp)
     client = _client(info)
@@ -304,19 +341,34 @@ def throughput(info: DemoInfo, tmp: Path, seconds: int, bulk_mib: int
         bulk = bulk_mib << 20
         paths = {
             "direct HTTP to the device": (f"http://127.0.0.1:{origin_port}", []),
-            "through the relay (HTTPS, whole path)": (f"https://127.0.0.1:{relay_port}",
-                                                      relay_headers),
+            RELAY_LABEL: (f"https://127.0.0.1:{relay_port}", relay_headers),
             "OpenSSH ssh -N -R (aes128-gcm)": (f"http://127.0.0.1:{ssh_port}", []),
         }
+        if relay_only:
+            paths = {RELAY_LABEL: paths[RELAY_LABEL]}
         for label, (base, extra) in paths.items():
             print(f"  {label}", file=sys.stderr)
-            row: dict[str, Any] = {}
+            row: dict[str, Any] = {"cpu": {}}
+            metered = label == RELAY_LABEL
             for page in ("/1k", "/64k"):
+                spies = []
+                if metered and spy_dir is not None:
+                    spies = [_py_spy(pid, spy_dir / f"{name}{page.replace('/', '-')}.txt",
+                                     seconds) for name, pid in meter.pids.items()]
+                before = meter.snapshot()
                 row[page] = _wrk(base + page, extra, seconds)
+                row["cpu"][page] = meter.since(before)
+                for spy in spies:
+                    if spy is not None:
+                        spy.wait(timeout=60)
+            before = meter.snapshot()
             row["down"] = _curl([f"{base}/stream/{bulk}"], extra, "speed_download")
+            row["cpu"]["down"] = meter.since(before)
+            before = meter.snapshot()
             row["up"] = _curl(["-H", "Content-Type: application/octet-stream",
                                "--data-binary", f"@{source}", f"{base}/sink"], extra,
                               "speed_upload")
+            row["cpu"]["up"] = meter.since(before)
             results[label] = row
         source.unlink()
     finally:
@@ -336,6 +388,13 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=10, help="sessions timed (max 50)")
     parser.add_argument("--seconds", type=int, default=5, help="per wrk run (max 60)")
     parser.add_argument("--bulk-mib", type=int, default=256, help="bulk size (max 2048)")
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="skip the time-to-first-page part")
+    parser.add_argument("--relay-only", action="store_true",
+                        help="throughput through the relay only (no direct / ssh columns)")
+    parser.add_argument("--py-spy", type=Path, metavar="DIR",
+                        help="sample the relay and the agent with py-spy during the page runs "
+                        "(raw collapsed stacks in DIR)")
     parser.add_argument("--origin", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.origin:
@@ -353,11 +412,19 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        with DemoStack(tmp / "demo", _free_block(), profiles=(PROFILE,)) as info:
-            print("time to first page …", file=sys.stderr)
-            runs = time_to_first_page(info, sessions)
+        stack = DemoStack(tmp / "demo", _free_block(), profiles=(PROFILE,))
+        with stack as info:
+            runs: dict[str, list[float]] = {}
+            if not args.throughput_only:
+                print("time to first page …", file=sys.stderr)
+                runs = time_to_first_page(info, sessions)
             print("throughput …", file=sys.stderr)
-            results = throughput(info, tmp, seconds, bulk)
+            meter = CpuMeter({p.name: p.popen.pid for p in stack.supervisor.processes
+                              if p.name in ("relay", "agent", "portal")})
+            if args.py_spy is not None:
+                args.py_spy.mkdir(parents=True, exist_ok=True)
+            results = throughput(info, tmp, seconds, bulk, meter, args.relay_only,
+                                 args.py_spy)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load = os.getloadavg()[0]
     print(f"\n### Throughput (a fast keep-alive origin as the device's web server; wrk 32 "
@@ -376,6 +443,22 @@ def main() -> int:
           + " |")
     print("| bulk upload MB/s | " + " | ".join(f"{results[x]['up']:.0f}" for x in labels)
           + " |")
+    relay = results[RELAY_LABEL]
+    print("\nCPU through the relay (relay process / agent process / portal process, which takes "
+          "the access log):\n")
+    print("| run | relay | agent | portal |")
+    print("|---|---|---|---|")
+    for key, name in (("/1k", "1 KiB page"), ("/64k", "64 KiB page")):
+        count = relay[key]["requests"]
+        cpu = relay["cpu"][key]
+        print(f"| {name}, ms CPU per request | " + " | ".join(
+            f"{cpu.get(p, 0) * 1000 / count:.3f}" for p in ("relay", "agent", "portal")) + " |")
+    for key, name in (("down", "bulk download"), ("up", "bulk upload")):
+        cpu = relay["cpu"][key]
+        print(f"| {name}, ms CPU per MiB | " + " | ".join(
+            f"{cpu.get(p, 0) * 1000 / bulk:.2f}" for p in ("relay", "agent", "portal")) + " |")
+    if not runs:
+        return 0
     print(f"\n### Time to first page ({sessions} sessions one after another, demo stack on "
           f"loopback, {os.cpu_count()} cores shared)\n")
     print("| phase | p50 ms | p99 ms |")
