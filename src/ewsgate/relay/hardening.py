@@ -39,6 +39,7 @@ origin is refused. A WebSocket handshake must carry ``Origin`` equal to the sess
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 __all__ = [
@@ -46,7 +47,10 @@ __all__ = [
     "Refusal",
     "check_request_site",
     "content_security_policy",
+    "dropped_response_header",
     "harden_response_headers",
+    "security_header_block",
+    "security_headers",
 ]
 
 SAFE_METHODS = frozenset({b"GET", b"HEAD"})
@@ -64,6 +68,7 @@ _DROP = frozenset({
 })
 
 
+@functools.lru_cache(maxsize=1024)
 def content_security_policy(session_host: str) -> str:
     """The policy for every proxied response; ``session_host`` includes a non-443 port."""
     return "; ".join([
@@ -86,7 +91,12 @@ def content_security_policy(session_host: str) -> str:
 
 def security_headers(session_host: str) -> list[tuple[bytes, bytes]]:
     """The headers the relay adds to every response it sends on a session origin."""
-    return [
+    return list(_security_headers(session_host))
+
+
+@functools.lru_cache(maxsize=1024)
+def _security_headers(session_host: str) -> tuple[tuple[bytes, bytes], ...]:
+    return (
         (b"Content-Security-Policy", content_security_policy(session_host).encode("ascii")),
         (b"X-Content-Type-Options", b"nosniff"),
         (b"Referrer-Policy", b"same-origin"),
@@ -95,17 +105,34 @@ def security_headers(session_host: str) -> list[tuple[bytes, bytes]]:
         (b"X-Frame-Options", b"SAMEORIGIN"),
         (b"Permissions-Policy",
          b"camera=(), microphone=(), geolocation=(), usb=(), serial=(), hid=(), payment=()"),
-    ]
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def security_header_block(session_host: str) -> bytes:
+    """:func:`security_headers` as serialised header lines (``Name: value\r\n`` each).
+
+    Built once per session host: the proxy appends it to every response head it writes instead
+    of building, validating and serialising the same seven headers for each response.
+    """
+    return b"".join(name + b": " + value + b"\r\n" for name, value in
+                    _security_headers(session_host))
+
+
+def dropped_response_header(lower_name: bytes) -> bool:
+    """True for a device response header the relay never passes on (see the module docstring).
+
+    ``lower_name`` is the header name in lower case.
+    """
+    return lower_name in _DROP or lower_name.startswith(_DROP_PREFIXES)
 
 
 def harden_response_headers(
     headers: list[tuple[bytes, bytes]], session_host: str
 ) -> list[tuple[bytes, bytes]]:
     """Drop the device's security/CORS headers and add the relay's own."""
-    kept = [
-        (name, value) for name, value in headers
-        if name.lower() not in _DROP and not name.lower().startswith(_DROP_PREFIXES)
-    ]
+    kept = [(name, value) for name, value in headers
+            if not dropped_response_header(name.lower())]
     return kept + security_headers(session_host)
 
 

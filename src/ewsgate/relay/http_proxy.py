@@ -60,7 +60,12 @@ import h11
 from ewsgate.relay.access_log import AccessLog
 from ewsgate.relay.browser_auth import Authenticator, Identity, RelayResponse
 from ewsgate.relay.clock import Clock
-from ewsgate.relay.hardening import check_request_site, harden_response_headers, security_headers
+from ewsgate.relay.hardening import (
+    check_request_site,
+    dropped_response_header,
+    security_header_block,
+    security_headers,
+)
 from ewsgate.relay.portal_sessions import SessionStatusSource
 from ewsgate.relay.rewrite import (
     RESERVED_COOKIE_PREFIX,
@@ -93,6 +98,9 @@ _CLIENT_STRIPPED = frozenset({
     b"accept-encoding", b"content-length",
 })
 _SESSION_LABEL = re.compile(r"s-([a-z0-9]{16,63})")
+#: a header field value as h11 accepts it (RFC 9110 field-value): checked on the values the
+#: relay composes itself; values parsed by h11 already matched it
+_FIELD_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?")
 
 
 @dataclass(frozen=True)
@@ -319,6 +327,12 @@ class _BrowserConnection:
         #: browser-bound bytes held back by _send until _flush
         self._out: list[bytes] = []
         self._out_size = 0
+        #: the last Host header seen and the session it names (browsers repeat it)
+        self._host: tuple[bytes, str | None] | None = None
+        #: the last session cookie header verified and whom it names (until it expires)
+        self._identity: tuple[bytes, Identity] | None = None
+        #: per-session strings, computed once the connection is bound to its session
+        self._origins: _SessionStrings | None = None
 
     async def close(self) -> None:
         if self._watchdog is not None:
@@ -348,14 +362,19 @@ class _BrowserConnection:
                 async with asyncio.timeout(self.config.body_timeout):
                     await self.writer.drain()
 
-    async def _send(self, event: Any) -> int:
+    async def _send(self, event: Any, more_headers: bytes = b"") -> int:
         """Serialise ``event`` for the browser; response heads and body pieces are held back.
 
         They are written together (one TLS record, one ``send``) at the end of the message,
         once ``read_size`` bytes are held, or before the proxy waits for the device
         (:meth:`_flush`); so a small page costs one write instead of three.
+
+        ``more_headers`` (serialised, already valid header lines) go into a response head
+        after the ones h11 wrote (see :meth:`_relay_response`).
         """
         data = self.conn.send(event) or b""
+        if more_headers:
+            data = _with_header_lines(data, more_headers)
         if isinstance(event, h11.EndOfMessage) and self._exchange is not None:
             # the entry is in the spool before the browser can hold the complete response,
             # so a relay killed right after answering has still recorded the request
@@ -470,7 +489,9 @@ class _BrowserConnection:
                 f"{self.config.max_header_bytes}."))
             raise _CloseConnection
         host = _header(request.headers, b"host") or b""
-        session_id = self.config.session_id_for_host(host)
+        if self._host is None or self._host[0] != host:
+            self._host = (host, self.config.session_id_for_host(host))
+        session_id = self._host[1]
         if session_id is None:
             await self._simple_error(404, "not_a_session_host", "")
             raise _CloseConnection
@@ -527,7 +548,7 @@ class _BrowserConnection:
         if path.startswith(RELAY_PATH_PREFIX):
             await self._relay_path(request, info, path, cookie_header, exchange)
             return
-        identity = self.proxy.auth.identify(session_id, cookie_header)
+        identity = self._identify(session_id, cookie_header, now)
         if identity is None:
             if request.method in (b"GET", b"HEAD"):
                 await self._respond(exchange, self.proxy.auth.begin(session_id, path),
@@ -539,13 +560,34 @@ class _BrowserConnection:
         websocket = b"websocket" in _tokens(_header(headers, b"upgrade")) and (
             b"upgrade" in _tokens(_header(headers, b"connection")))
         refusal = check_request_site(request.method, headers,
-                                     self.config.session_origin(session_id), websocket=websocket)
+                                     self._strings(info).origin, websocket=websocket)
         if refusal is not None:
             exchange.detail = refusal.code
             await self._page(exchange, "cross_site_refused", close=True, detail=refusal.message,
                              outcome="refused")
             return
         await self._forward(request, info, identity, exchange, websocket)
+
+    def _identify(self, session_id: str, cookie_header: bytes | None,
+                  now: float) -> Identity | None:
+        """The session cookie's identity; a header verified on this connection is not
+        verified again while its identity lasts (the check is a pure function of the header,
+        the session and the time)."""
+        cached = self._identity
+        if cached is not None and cookie_header is not None and cached[0] == cookie_header \
+                and cached[1].session_id == session_id and now < cached[1].expires_at:
+            return cached[1]
+        identity = self.proxy.auth.identify(session_id, cookie_header)
+        self._identity = (cookie_header, identity) if identity is not None and \
+            cookie_header is not None else None
+        return identity
+
+    def _strings(self, info: SessionInfo) -> _SessionStrings:
+        strings = self._origins
+        if strings is None or strings.session_id != info.session_id or \
+                strings.device is not info.device:
+            strings = self._origins = _SessionStrings.build(self.config, info)
+        return strings
 
     async def _relay_path(self, request: h11.Request, info: SessionInfo, path: str,
                           cookie_header: bytes | None, exchange: _Exchange) -> None:
@@ -612,38 +654,55 @@ class _BrowserConnection:
 
     # -- forwarding ----------------------------------------------------------------------
 
-    def _device_request_headers(self, request: h11.Request, info: SessionInfo,
-                                websocket: bool) -> list[tuple[bytes, bytes]]:
-        headers = list(request.headers)
+    def _device_request_head(self, request: h11.Request, info: SessionInfo,
+                             websocket: bool) -> tuple[h11.Request, bytes]:
+        """The request for the device: an h11 event with the headers h11 acts on (``Host``,
+        framing, the WebSocket upgrade) and the other header lines, serialised.
+
+        h11 keeps the device connection's state from the event; the other lines are the
+        browser's (h11 validated them when it parsed the request) or composed here from
+        validated parts, so they are not validated and normalised a second time.
+        """
+        headers = request.headers
         connection_tokens = _tokens(_header(headers, b"connection"))
-        origin = self.config.session_origin(info.session_id).encode("ascii")
-        device_origin = info.device.origin.encode("ascii")
-        out: list[tuple[bytes, bytes]] = [(b"Host", info.device.host_header.encode("ascii"))]
-        for name, value in headers:
-            lower = name.lower()
-            if lower in _HOP_BY_HOP or lower in _CLIENT_STRIPPED or lower in connection_tokens:
+        strings = self._strings(info)
+        origin, device_origin = strings.origin_bytes, strings.device_origin
+        lines: list[bytes] = []
+        origin_seen = referer = cookie = length = chunked = None
+        for name, value, lower in _raw_items(headers):
+            if lower in _CLIENT_STRIPPED or lower in _HOP_BY_HOP:
+                # the first of each, as before (h11 refused conflicting lengths already)
+                if lower == b"origin" and origin_seen is None:
+                    origin_seen = value
+                elif lower == b"referer" and referer is None:
+                    referer = value
+                elif lower == b"cookie" and cookie is None:
+                    cookie = value
+                elif lower == b"content-length" and length is None:
+                    length = value
+                elif lower == b"transfer-encoding":
+                    chunked = b"chunked"
                 continue
-            if lower.startswith(b"x-forwarded-"):
+            if lower in connection_tokens or lower.startswith(b"x-forwarded-"):
                 continue
-            out.append((name, value))
+            lines += (name, b": ", value, b"\r\n")
+        framing: list[tuple[bytes, bytes]] = [(b"Host", strings.device_host)]
         if websocket:
-            out += [(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")]
-        incoming_origin = _header(headers, b"origin")
-        if incoming_origin == origin:
-            out.append((b"Origin", device_origin))
-        referer = _header(headers, b"referer")
+            framing += [(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")]
+        if origin_seen == origin:
+            lines += (b"Origin: ", device_origin, b"\r\n")
         if referer and (referer == origin or referer.startswith(origin + b"/")):
-            out.append((b"Referer", device_origin + referer[len(origin):]))
-        cookie = _strip_relay_cookies(_header(headers, b"cookie"))
+            lines += (b"Referer: ", device_origin, referer[len(origin):], b"\r\n")
+        cookie = _strip_relay_cookies(cookie)
         if cookie:
-            out.append((b"Cookie", cookie))
-        out.append((b"Accept-Encoding", b"gzip, deflate"))
-        length = _header(headers, b"content-length")
+            lines += (b"Cookie: ", cookie, b"\r\n")
+        lines.append(b"Accept-Encoding: gzip, deflate\r\n")
         if length is not None:
-            out.append((b"Content-Length", length))
-        elif _header(headers, b"transfer-encoding") is not None:
-            out.append((b"Transfer-Encoding", b"chunked"))
-        return out
+            framing.append((b"Content-Length", length))
+        elif chunked is not None:
+            framing.append((b"Transfer-Encoding", b"chunked"))
+        event = h11.Request(method=request.method, target=request.target, headers=framing)
+        return event, b"".join(lines)
 
     async def _open_upstream(self, info: SessionInfo) -> _Upstream:
         if self.upstream is not None:
@@ -658,9 +717,7 @@ class _BrowserConnection:
 
     async def _forward(self, request: h11.Request, info: SessionInfo, identity: Identity,
                        exchange: _Exchange, websocket: bool) -> None:
-        device_request = h11.Request(method=request.method, target=request.target,
-                                     headers=self._device_request_headers(request, info,
-                                                                          websocket))
+        device_request, device_lines = self._device_request_head(request, info, websocket)
         retry = request.method in (b"GET", b"HEAD", b"OPTIONS") and not websocket
         while True:
             reused = self.upstream is not None
@@ -671,7 +728,8 @@ class _BrowserConnection:
                 await self._page(exchange, "device_unreachable", close=True, outcome="error")
                 return
             try:
-                await upstream.stream.write(upstream.conn.send(device_request) or b"")
+                await upstream.stream.write(
+                    _with_header_lines(upstream.conn.send(device_request) or b"", device_lines))
             except (ConnectionError, OSError):
                 await self._drop_upstream()
                 if reused and retry:
@@ -797,15 +855,15 @@ class _BrowserConnection:
                 await asyncio.wait_for(pump, self.config.header_timeout)
             await self._switch_protocols(upstream, event, exchange)
             return
-        headers, transform = self._response_headers(event, rewriter, exchange)
-        if headers is None:
+        framing, lines, transform = self._response_headers(event, rewriter, exchange)
+        if lines is None:
             await self._page(exchange, "bad_gateway", close=True, outcome="refused",
                              detail="It redirected the browser to an internal address outside "
                              "this session.")
             return
         exchange.status = event.status_code
-        await self._send(h11.Response(status_code=event.status_code, headers=headers,
-                                      reason=event.reason))
+        await self._send(h11.Response(status_code=event.status_code, headers=framing,
+                                      reason=event.reason), lines)
         await self._stream_response_body(upstream, transform, exchange)
         if not pump.done():
             # the device answered before taking the whole body: this connection cannot continue
@@ -818,8 +876,16 @@ class _BrowserConnection:
 
     def _response_headers(
         self, response: h11.Response, rewriter: LanRewriter, exchange: _Exchange,
-    ) -> tuple[list[tuple[bytes, bytes]] | None, _BodyTransform | None]:
-        headers = [(bytes(name), bytes(value)) for name, value in response.headers]
+    ) -> tuple[list[tuple[bytes, bytes]], bytes | None, _BodyTransform | None]:
+        """The browser's response head: the framing headers for h11 (``Content-Length``,
+        when the body passes unchanged), the other header lines serialised (rewritten, then
+        hardened) and the body's transform; lines are None if the response is refused.
+
+        h11 parsed and validated the device's header lines; the values the rewriter changes
+        are checked here, and the relay's own headers are one precomputed block, so the head
+        is not validated and normalised again for the browser.
+        """
+        headers = response.headers
         connection_tokens = _tokens(_header(headers, b"connection"))
         content_type = (_header(headers, b"content-type") or b"").decode("latin-1")
         coding = (_header(headers, b"content-encoding") or b"identity").decode(
@@ -828,12 +894,21 @@ class _BrowserConnection:
         if rewritable_content_type(content_type) and (
                 coding == "identity" or BodyDecoder.supports(coding)):
             transform = _BodyTransform(rewriter, coding)
-        out: list[tuple[bytes, bytes]] = []
-        for name, value in headers:
-            lower = name.lower()
+        framing: list[tuple[bytes, bytes]] = []
+        out: list[bytes] = []
+        for name, value, lower in _raw_items(headers):
             if lower in _HOP_BY_HOP or lower in connection_tokens:
                 continue
-            if transform is not None and lower in (b"content-length", b"content-encoding"):
+            if lower == b"content-length":
+                if transform is None:
+                    framing.append((name, value))
+                continue
+            if transform is not None and lower == b"content-encoding":
+                continue
+            if dropped_response_header(lower):
+                continue
+            if lower not in _REWRITTEN_RESPONSE_HEADERS:
+                out += (name, b": ", value, b"\r\n")
                 continue
             text = value.decode("latin-1")
             if lower in (b"location", b"content-location"):
@@ -843,7 +918,7 @@ class _BrowserConnection:
                     if foreign is not None:
                         exchange.detail = "redirect_to_internal_host"
                         exchange.outcome = "refused"
-                        return None, None
+                        return framing, None, None
             elif lower == b"refresh":
                 text = rewriter.rewrite_refresh(text)
             elif lower == b"link":
@@ -853,8 +928,12 @@ class _BrowserConnection:
                 if rewritten is None:
                     continue
                 text = rewritten
-            out.append((name, text.encode("latin-1")))
-        return harden_response_headers(out, rewriter.session_host), transform
+            composed = text.encode("latin-1")
+            if _FIELD_VALUE.fullmatch(composed) is None:
+                raise h11.LocalProtocolError(f"rewritten {lower!r} is not a valid header value")
+            out += (name, b": ", composed, b"\r\n")
+        out.append(security_header_block(rewriter.session_host))
+        return framing, b"".join(out), transform
 
     async def _stream_response_body(self, upstream: _Upstream, transform: _BodyTransform | None,
                                     exchange: _Exchange) -> None:
@@ -949,6 +1028,46 @@ class _BodyTransform:
         if self._decoder is not None:
             tail = self._rewriter.feed(self._decoder.flush())
         return tail + self._rewriter.finish()
+
+
+_REWRITTEN_RESPONSE_HEADERS = frozenset({
+    b"location", b"content-location", b"refresh", b"link", b"set-cookie"})
+
+
+def _raw_items(headers: Any) -> list[tuple[bytes, bytes, bytes]]:
+    """(name as sent, value, lower-case name) of a parsed h11 head."""
+    return [(raw, value, raw.lower()) for raw, value in headers.raw_items()]
+
+
+def _with_header_lines(head: bytes, lines: bytes) -> bytes:
+    """``head`` (a serialised message head, ending in an empty line) with ``lines`` added."""
+    if not lines:
+        return head
+    if not head.endswith(b"\r\n\r\n"):
+        raise h11.LocalProtocolError("not a message head")
+    return head[:-2] + lines + b"\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionStrings:
+    """The per-session strings a request needs, built once per browser connection."""
+
+    session_id: str
+    device: Any
+    origin: str
+    origin_bytes: bytes
+    device_origin: bytes
+    device_host: bytes
+
+    @classmethod
+    def build(cls, config: ProxyConfig, info: SessionInfo) -> _SessionStrings:
+        origin = config.session_origin(info.session_id)
+        device_origin = info.device.origin.encode("ascii")
+        if _FIELD_VALUE.fullmatch(device_origin) is None:
+            raise h11.LocalProtocolError("the device's origin is not a valid header value")
+        return cls(session_id=info.session_id, device=info.device, origin=origin,
+                   origin_bytes=origin.encode("ascii"), device_origin=device_origin,
+                   device_host=info.device.host_header.encode("ascii"))
 
 
 def _has_body(request: h11.Request) -> bool:
