@@ -202,7 +202,7 @@ def _py_spy(pid: int, out: Path, seconds: int) -> subprocess.Popen[bytes] | None
     if not Path(exe).exists():
         return None
     return subprocess.Popen([exe, "record", "-p", str(pid), "-d", str(seconds), "-r", "200",
-                             "-f", "raw", "-o", str(out), "--nonblocking"],
+                             "-f", "raw", "-o", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -350,25 +350,24 @@ def throughput(info: DemoInfo, tmp: Path, seconds: int, bulk_mib: int, meter: Cp
             print(f"  {label}", file=sys.stderr)
             row: dict[str, Any] = {"cpu": {}}
             metered = label == RELAY_LABEL
-            for page in ("/1k", "/64k"):
+            runs: dict[str, tuple[Any, ...]] = {
+                "/1k": (_wrk, base + "/1k", extra, seconds),
+                "/64k": (_wrk, base + "/64k", extra, seconds),
+                "down": (_curl, [f"{base}/stream/{bulk}"], extra, "speed_download"),
+                "up": (_curl, ["-H", "Content-Type: application/octet-stream", "--data-binary",
+                               f"@{source}", f"{base}/sink"], extra, "speed_upload"),
+            }
+            for key, (run, *run_args) in runs.items():
                 spies = []
                 if metered and spy_dir is not None:
-                    spies = [_py_spy(pid, spy_dir / f"{name}{page.replace('/', '-')}.txt",
-                                     seconds) for name, pid in meter.pids.items()]
+                    spies = [_py_spy(pid, spy_dir / f"{name}-{key.strip('/')}.txt", seconds)
+                             for name, pid in meter.pids.items()]
                 before = meter.snapshot()
-                row[page] = _wrk(base + page, extra, seconds)
-                row["cpu"][page] = meter.since(before)
+                row[key] = run(*run_args)
+                row["cpu"][key] = meter.since(before)
                 for spy in spies:
                     if spy is not None:
                         spy.wait(timeout=60)
-            before = meter.snapshot()
-            row["down"] = _curl([f"{base}/stream/{bulk}"], extra, "speed_download")
-            row["cpu"]["down"] = meter.since(before)
-            before = meter.snapshot()
-            row["up"] = _curl(["-H", "Content-Type: application/octet-stream",
-                               "--data-binary", f"@{source}", f"{base}/sink"], extra,
-                              "speed_upload")
-            row["cpu"]["up"] = meter.since(before)
             results[label] = row
         source.unlink()
     finally:

@@ -61,6 +61,8 @@ _RELAY_PATH_PREFIX = "/.ewsgate/"
 #: query parameters whose values never reach the log on the relay's own paths
 _SECRET_PARAMETERS = frozenset({"code", "state"})
 REDACTED = "\u2026"
+#: one encoder for every entry (``json.dumps`` with options builds a new one per call)
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 def redact_url(url: str) -> str:
@@ -108,7 +110,10 @@ class AccessEntry:
     detail: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {"session_id": self.session_id, "seq": self.seq, "time": self.time,
+                "user": self.user, "method": self.method, "url": self.url,
+                "status": self.status, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+                "duration_ms": self.duration_ms, "outcome": self.outcome, "detail": self.detail}
 
 
 class ShipError(Exception):
@@ -247,7 +252,7 @@ class AccessLog:
                             method=method[:16], url=redact_url(url)[:2048], status=status,
                             bytes_in=bytes_in, bytes_out=bytes_out, duration_ms=duration_ms,
                             outcome=outcome, detail=detail[:500] if detail else None)
-        line = json.dumps(entry.to_json(), separators=(",", ":")).encode("utf-8") + b"\n"
+        line = _ENCODER.encode(entry.to_json()).encode("utf-8") + b"\n"
         os.write(self._fd, line)
         self._size += len(line)
         self._dirty = True

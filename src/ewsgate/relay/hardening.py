@@ -144,7 +144,10 @@ class Refusal:
     message: str
 
 
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+def _header(headers: list[tuple[bytes, bytes]] | dict[bytes, bytes],
+            name: bytes) -> bytes | None:
+    if isinstance(headers, dict):  # first value by lower-case name, as the proxy passes it
+        return headers.get(name)
     for key, value in headers:
         if key.lower() == name:
             return value
@@ -152,7 +155,8 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
 
 
 def check_request_site(
-    method: bytes, headers: list[tuple[bytes, bytes]], session_origin: str, *,
+    method: bytes, headers: list[tuple[bytes, bytes]] | dict[bytes, bytes],
+    session_origin: str, *,
     websocket: bool = False,
 ) -> Refusal | None:
     """None if the request may proceed, else why it is refused (see the module docstring)."""

@@ -186,13 +186,6 @@ class _Upstream:
         h11.CLIENT, max_incomplete_event_size=64 * 1024))
 
 
-def _header(headers: Any, name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key.lower() == name:
-            return bytes(value)
-    return None
-
-
 def _tokens(value: bytes | None) -> set[bytes]:
     return {token.strip().lower() for token in (value or b"").split(b",") if token.strip()}
 
@@ -333,6 +326,8 @@ class _BrowserConnection:
         self._identity: tuple[bytes, Identity] | None = None
         #: per-session strings, computed once the connection is bound to its session
         self._origins: _SessionStrings | None = None
+        #: the current request's headers: the first value for each lower-case name
+        self._fields: dict[bytes, bytes] = {}
 
     async def close(self) -> None:
         if self._watchdog is not None:
@@ -383,7 +378,7 @@ class _BrowserConnection:
             self._out.append(data)
             self._out_size += len(data)
         if self._out_size >= self.config.read_size or not isinstance(
-                event, h11.Response | h11.Data):
+                event, _HELD_EVENTS):
             await self._flush()
         return len(data)
 
@@ -488,7 +483,10 @@ class _BrowserConnection:
                 f"The request head is {head_size} bytes; the limit is "
                 f"{self.config.max_header_bytes}."))
             raise _CloseConnection
-        host = _header(request.headers, b"host") or b""
+        # the first value of each header by lower-case name, looked up below instead of
+        # scanning the head once per header name
+        self._fields = fields = _first_values(request.headers)
+        host = fields.get(b"host") or b""
         if self._host is None or self._host[0] != host:
             self._host = (host, self.config.session_id_for_host(host))
         session_id = self._host[1]
@@ -519,9 +517,8 @@ class _BrowserConnection:
         if self.session is not None and self.session.session_id != session_id:
             await self._page(exchange, "misdirected", close=True)
             return
-        headers = list(request.headers)
-        if _header(headers, b"content-length") is not None and _header(
-                headers, b"transfer-encoding") is not None:
+        headers = self._fields
+        if b"content-length" in headers and b"transfer-encoding" in headers:
             await self._page(exchange, "bad_request", close=True, detail=(
                 "The request had both Content-Length and Transfer-Encoding; send one."))
             return
@@ -543,7 +540,7 @@ class _BrowserConnection:
         if self.session is None:
             self.session = info
             self._watchdog = asyncio.create_task(self._expire_at(self.proxy.session_end(info)))
-        cookie_header = _header(headers, b"cookie")
+        cookie_header = headers.get(b"cookie")
         path = target.decode("latin-1")
         if path.startswith(RELAY_PATH_PREFIX):
             await self._relay_path(request, info, path, cookie_header, exchange)
@@ -557,8 +554,8 @@ class _BrowserConnection:
                 await self._page(exchange, "not_signed_in", close=True)
             return
         exchange.user = identity.email
-        websocket = b"websocket" in _tokens(_header(headers, b"upgrade")) and (
-            b"upgrade" in _tokens(_header(headers, b"connection")))
+        websocket = b"websocket" in _tokens(headers.get(b"upgrade")) and (
+            b"upgrade" in _tokens(headers.get(b"connection")))
         refusal = check_request_site(request.method, headers,
                                      self._strings(info).origin, websocket=websocket)
         if refusal is not None:
@@ -664,7 +661,7 @@ class _BrowserConnection:
         validated parts, so they are not validated and normalised a second time.
         """
         headers = request.headers
-        connection_tokens = _tokens(_header(headers, b"connection"))
+        connection_tokens = _tokens(self._fields.get(b"connection"))
         strings = self._strings(info)
         origin, device_origin = strings.origin_bytes, strings.device_origin
         lines: list[bytes] = []
@@ -738,7 +735,7 @@ class _BrowserConnection:
             if self.conn.they_are_waiting_for_100_continue:
                 await self._send(h11.InformationalResponse(status_code=100, headers=[]))
             pump: asyncio.Future[None]
-            if _has_body(request):
+            if _has_body(self._fields):
                 pump = asyncio.ensure_future(self._pump_request_body(upstream, exchange))
             else:
                 # no body (most GETs): finish the request inline, no task and no race
@@ -842,7 +839,7 @@ class _BrowserConnection:
     async def _relay_response(self, upstream: _Upstream, info: SessionInfo,
                               exchange: _Exchange, pump: asyncio.Future[None], event: Any
                               ) -> None:
-        if not isinstance(event, h11.Response | h11.InformationalResponse):
+        if not isinstance(event, (h11.Response, h11.InformationalResponse)):
             exchange.detail = "device_closed_without_response"
             await self._page(exchange, "bad_gateway", close=True, outcome="error",
                              detail=_DETAIL_TEXT[exchange.detail])
@@ -885,10 +882,13 @@ class _BrowserConnection:
         are checked here, and the relay's own headers are one precomputed block, so the head
         is not validated and normalised again for the browser.
         """
-        headers = response.headers
-        connection_tokens = _tokens(_header(headers, b"connection"))
-        content_type = (_header(headers, b"content-type") or b"").decode("latin-1")
-        coding = (_header(headers, b"content-encoding") or b"identity").decode(
+        items = _raw_items(response.headers)
+        first: dict[bytes, bytes] = {}
+        for _name, value, lower in items:
+            first.setdefault(lower, value)
+        connection_tokens = _tokens(first.get(b"connection"))
+        content_type = (first.get(b"content-type") or b"").decode("latin-1")
+        coding = (first.get(b"content-encoding") or b"identity").decode(
             "latin-1").strip().lower()
         transform: _BodyTransform | None = None
         if rewritable_content_type(content_type) and (
@@ -896,7 +896,7 @@ class _BrowserConnection:
             transform = _BodyTransform(rewriter, coding)
         framing: list[tuple[bytes, bytes]] = []
         out: list[bytes] = []
-        for name, value, lower in _raw_items(headers):
+        for name, value, lower in items:
             if lower in _HOP_BY_HOP or lower in connection_tokens:
                 continue
             if lower == b"content-length":
@@ -956,7 +956,7 @@ class _BrowserConnection:
                 if data:
                     exchange.bytes_out += len(data)
                     await self._send(h11.Data(data=data))
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
                 if transform is not None:
                     tail = transform.finish()
                     if tail:
@@ -1030,6 +1030,9 @@ class _BodyTransform:
         return tail + self._rewriter.finish()
 
 
+#: events whose bytes _send may hold back (a tuple: ``isinstance`` with a ``|`` union builds
+#: the union on every call)
+_HELD_EVENTS = (h11.Response, h11.Data)
 _REWRITTEN_RESPONSE_HEADERS = frozenset({
     b"location", b"content-location", b"refresh", b"link", b"set-cookie"})
 
@@ -1070,12 +1073,20 @@ class _SessionStrings:
                    device_host=info.device.host_header.encode("ascii"))
 
 
-def _has_body(request: h11.Request) -> bool:
+def _has_body(fields: dict[bytes, bytes]) -> bool:
     """True unless the request's framing says it has no body (no TE, no or zero length)."""
-    if _header(request.headers, b"transfer-encoding") is not None:
+    if b"transfer-encoding" in fields:
         return True
-    length = _header(request.headers, b"content-length")
+    length = fields.get(b"content-length")
     return length is not None and length.strip() != b"0"
+
+
+def _first_values(headers: Any) -> dict[bytes, bytes]:
+    """The first value of each header of a parsed h11 head, by lower-case name."""
+    fields: dict[bytes, bytes] = {}
+    for name, value in headers.raw_items():
+        fields.setdefault(name.lower(), value)
+    return fields
 
 
 def _strip_relay_cookies(cookie: bytes | None) -> bytes | None:
