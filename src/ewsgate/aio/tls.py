@@ -9,6 +9,10 @@
   security level is 0. Identity is pinned instead: the SHA-256 fingerprint of the device's
   certificate is recorded on first contact and must not change during the session.
 
+The two tunnel contexts wrap their connections in :class:`_DirectSSLObject`: the event loop's
+TLS layer calls ``read``/``write``/``pending`` once per TLS record (16 KiB), and the stock
+:class:`ssl.SSLObject` adds a Python frame to each of those calls.
+
 :func:`peer_installation_id` reads the installation id back from a verified client certificate.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import ssl
 from pathlib import Path
+from typing import Any, cast
 
 __all__ = [
     "agent_tunnel_context",
@@ -27,6 +32,31 @@ __all__ = [
 ]
 
 
+class _DirectSSLObject(ssl.SSLObject):
+    """An :class:`ssl.SSLObject` whose ``read``, ``write`` and ``pending`` are the C methods.
+
+    ``SSLObject.read`` and friends are Python wrappers that only forward to the C object; the
+    event loop's TLS layer calls them for every 16 KiB record, so a bulk transfer pays three
+    Python frames per record. Binding the C methods on the instance skips those frames; the
+    arguments, results and exceptions are the C object's, exactly as the wrappers pass them on.
+    Installed through the documented :attr:`ssl.SSLContext.sslobject_class` hook.
+    """
+
+    @classmethod
+    def _create(cls, *args: Any, **kwargs: Any) -> _DirectSSLObject:
+        self = cast(_DirectSSLObject, super()._create(*args, **kwargs))  # type: ignore[misc]
+        raw = self._sslobj  # type: ignore[attr-defined]
+        self.read = raw.read  # type: ignore[method-assign]
+        self.write = raw.write  # type: ignore[method-assign]
+        self.pending = raw.pending  # type: ignore[method-assign]
+        return self
+
+
+def _direct(ctx: ssl.SSLContext) -> ssl.SSLContext:
+    ctx.sslobject_class = _DirectSSLObject
+    return ctx
+
+
 def relay_tunnel_context(cert_file: Path, key_file: Path, client_ca_file: Path) -> ssl.SSLContext:
     """Server side of the tunnel: TLS 1.3, client certificate issued by ``client_ca_file``."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -35,7 +65,7 @@ def relay_tunnel_context(cert_file: Path, key_file: Path, client_ca_file: Path) 
     ctx.load_verify_locations(cafile=str(client_ca_file))
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.verify_flags |= ssl.VERIFY_X509_STRICT
-    return ctx
+    return _direct(ctx)
 
 
 def agent_tunnel_context(cert_file: Path, key_file: Path,
@@ -44,7 +74,7 @@ def agent_tunnel_context(cert_file: Path, key_file: Path,
     ctx = ssl.create_default_context(cafile=str(relay_ca_file) if relay_ca_file else None)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.load_cert_chain(cert_file, key_file)
-    return ctx
+    return _direct(ctx)
 
 
 def device_context() -> ssl.SSLContext:
