@@ -114,6 +114,25 @@ def test_large_write_is_split_into_frames_of_the_peer_maximum() -> None:
     assert data == b"x" * 50_000
 
 
+def test_read_only_views_are_queued_without_a_copy_writable_buffers_are_copied() -> None:
+    cfg = ProtocolConfig(max_frame_size=16 * 1024)
+    pair = Pair(agent_config=cfg)
+    pair.handshake()
+    sid = pair.open()
+    source = bytes(range(256)) * 100  # 25,600 bytes: two frames
+    view = memoryview(source)[100:]
+    pair.relay.send_data(sid, view[:20_000])
+    parts = pair.relay.data_to_send_parts()
+    assert any(isinstance(p, memoryview) and p.obj is source for p in parts)  # not copied
+    writable = bytearray(b"a" * 30_000)
+    pair.relay.send_data(sid, memoryview(writable)[:20_000])
+    pair.relay.send_data(sid, writable[20_000:])
+    writable[:] = b"b" * 30_000  # the owner reuses its buffer before the bytes are sent
+    raw = b"".join(parts) + pair.relay.data_to_send()
+    data = b"".join(e.data for e in pair.agent.receive_data(raw) if isinstance(e, DataReceived))
+    assert data == source[100:20_100] + b"a" * 30_000
+
+
 def test_send_beyond_window_is_a_local_error_and_window_updates_restore_it() -> None:
     cfg = ProtocolConfig(initial_stream_window=1000, max_stream_window=1000)
     pair = Pair(agent_config=cfg)

@@ -49,7 +49,7 @@ class ConnectionBase:
         self.config = config or ProtocolConfig()
         self.state = ConnectionState.HANDSHAKE
         self._parser = FrameParser(self.config.max_frame_size)
-        self._out: list[bytes] = []
+        self._out: list[bytes | memoryview] = []
         self._streams: dict[int, StreamRecord] = {}
         #: closed stream id -> True when the peer knows it is closed (its RESET or FIN)
         self._closed: OrderedDict[int, bool] = OrderedDict()
@@ -138,18 +138,18 @@ class ConnectionBase:
             return b""
         out = self._out
         self._out = []
-        return out[0] if len(out) == 1 else b"".join(out)
+        return bytes(out[0]) if len(out) == 1 else b"".join(out)
 
-    def data_to_send_parts(self) -> list[bytes]:
+    def data_to_send_parts(self) -> list[bytes | memoryview]:
         """Like :meth:`data_to_send`, as a list for ``writelines``: small items are merged,
-        large payloads are passed on as they are (no copy)."""
+        large payloads are passed on as they are (no copy; a read-only memoryview at most)."""
         out = self._out
         if len(out) <= 1:
             self._out = []
             return out
         self._out = []
-        parts: list[bytes] = []
-        small: list[bytes] = []
+        parts: list[bytes | memoryview] = []
+        small: list[bytes | memoryview] = []
         for item in out:
             if len(item) < _MERGE_BELOW:
                 small.append(item)

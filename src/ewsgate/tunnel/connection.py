@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import TypeGuard
 
 from ewsgate.tunnel.base import StreamRecord
 from ewsgate.tunnel.config import MAX_WINDOW, Role
@@ -55,6 +56,11 @@ _U32 = struct.Struct("!I")
 _DATA = int(FrameType.DATA)  # plain ints: enum operators are Python-level calls
 _END = int(Flag.END_STREAM)
 _RECEIVING = (StreamState.OPEN, StreamState.HALF_CLOSED_LOCAL)
+
+
+def _immutable(data: bytes | bytearray | memoryview) -> TypeGuard[bytes | memoryview]:
+    """True when nobody can change ``data`` after we queued it (no copy needed)."""
+    return isinstance(data, bytes) or (isinstance(data, memoryview) and data.readonly)
 
 
 class Connection(Receiving):
@@ -113,7 +119,12 @@ class Connection(Receiving):
 
     def send_data(self, stream_id: int, data: bytes | bytearray | memoryview,
                   end_stream: bool = False) -> None:
-        """Queue ``data`` (at most :meth:`send_capacity` bytes), split into frames."""
+        """Queue ``data`` (at most :meth:`send_capacity` bytes), split into frames.
+
+        ``bytes`` and read-only memoryviews (slices of ``bytes``: how an adapter splits a
+        chunk at the window edge) are queued as they are; a writable buffer is copied, since
+        its owner may change it before :meth:`data_to_send` hands it out.
+        """
         self._require_open()
         stream = self._streams.get(stream_id)
         if stream is None:
@@ -134,15 +145,16 @@ class Connection(Receiving):
         if size <= limit:
             out.append(HEADER.pack(size, _DATA, _END if end_stream else 0, stream_id))
             if size:
-                out.append(bytes(data) if not isinstance(data, bytes) else data)
+                out.append(data if _immutable(data) else bytes(data))
         else:
             view = memoryview(data)
+            keep = _immutable(data)
             for start in range(0, size, limit):
                 chunk = view[start:start + limit]
                 last = start + limit >= size
                 out.append(HEADER.pack(len(chunk), _DATA, _END if last and end_stream else 0,
                                        stream_id))
-                out.append(bytes(chunk))
+                out.append(chunk if keep else bytes(chunk))
         if end_stream:
             self._after_local_fin(stream_id, stream)
 
