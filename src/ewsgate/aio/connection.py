@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -65,12 +66,28 @@ def set_nodelay(transport: asyncio.BaseTransport) -> None:
 READ_BUFFER = 256 * 1024
 
 
+class _ReadBuffer(threading.local):
+    """One receive buffer per thread (so per event loop), shared by its tunnel connections.
+
+    A transport fills the buffer and calls ``buffer_updated`` at once, in the same callback;
+    the core parses it there and keeps no reference to it (a partial frame is copied out), so
+    the next connection may reuse it. One buffer instead of one per connection saves
+    ``READ_BUFFER`` bytes of RSS per tunnel, at either end.
+    """
+
+    def __init__(self) -> None:
+        self.view = memoryview(bytearray(READ_BUFFER))
+
+
+_read_buffer = _ReadBuffer()
+
+
 class TunnelConnection(asyncio.BufferedProtocol):
     """One tunnel connection; the relay opens streams, the agent serves them.
 
     A :class:`asyncio.BufferedProtocol`: the TLS layer decrypts straight into one reusable
-    buffer and the core parses it in place, so a bulk transfer costs no allocation per TLS
-    record and no joining of records.
+    buffer (shared by the connections of the event loop's thread) and the core parses it in
+    place, so a bulk transfer costs no allocation per TLS record and no joining of records.
     """
 
     def __init__(self, role: Role, *, config: ProtocolConfig | None = None,
@@ -92,7 +109,7 @@ class TunnelConnection(asyncio.BufferedProtocol):
         self._paused = False
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
-        self._read_view = memoryview(bytearray(READ_BUFFER))
+        self._read_view = _read_buffer.view
         self.hello: asyncio.Future[HelloReceived] = self.loop.create_future()
         self.closed: asyncio.Future[TunnelError] = self.loop.create_future()
         #: counters for logs and benchmarks
