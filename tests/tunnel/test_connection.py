@@ -445,6 +445,26 @@ def test_a_fast_readers_window_grows_up_to_the_maximum() -> None:
     assert pair.agent.window_growth == 192 * 1024
 
 
+def test_a_reader_that_acknowledges_each_frame_grows_by_consumed_volume() -> None:
+    """Acking as frames arrive keeps the unacknowledged part under a quarter window, so the
+    sender never looks starved from here; a window's worth consumed is what grows it."""
+    cfg = ProtocolConfig(initial_stream_window=64 * 1024, max_stream_window=256 * 1024,
+                         connection_window=4 << 20, max_frame_size=16 * 1024)
+    pair = Pair(agent_config=cfg)
+    pair.handshake()
+    sid = pair.open()
+    sent = 0
+    while pair.relay.send_capacity(sid) < 256 * 1024 and sent < 4 << 20:
+        pair.relay.send_data(sid, b"x" * 16 * 1024)  # one frame; the window has room for it
+        sent += 16 * 1024
+        for event in pair.to_agent():
+            if isinstance(event, DataReceived):
+                pair.agent.acknowledge_received(sid, len(event.data))
+        pair.to_relay()
+    assert pair.agent.window_growth == 192 * 1024
+    assert sent <= 64 * 1024 + 128 * 1024 + 16 * 1024  # a window's worth per doubling
+
+
 def test_a_slow_reader_never_gets_a_larger_window() -> None:
     cfg = ProtocolConfig(initial_stream_window=64 * 1024, max_stream_window=1 << 20)
     pair = Pair(agent_config=cfg)

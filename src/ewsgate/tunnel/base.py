@@ -29,7 +29,7 @@ _MERGE_BELOW = 16 * 1024  # queued items smaller than this are joined into one w
 class StreamRecord:
     """One open stream as this end tracks it."""
 
-    __slots__ = ("recv_window", "send_window", "state", "unacked", "window")
+    __slots__ = ("consumed", "recv_window", "send_window", "state", "unacked", "window")
 
     def __init__(self, state: StreamState, send_window: int, recv_window: int) -> None:
         self.state = state
@@ -38,6 +38,8 @@ class StreamRecord:
         #: the receive window this stream is granted now (grows for fast readers)
         self.window = recv_window
         self.unacked = 0
+        #: bytes the reader consumed since the window last grew (or since the stream opened)
+        self.consumed = 0
 
 
 class ConnectionBase:

@@ -14,10 +14,11 @@ Flow control, per stream and per connection (both in bytes of DATA payload):
   in memory and never stalls other streams. Connection credit is returned as soon as frames
   arrive: the connection window only caps bytes in flight, it cannot be pinned by one stream.
 * Credit is returned in batches (a quarter window) to keep WINDOW frames rare.
-* A stream whose reader keeps up but whose sender keeps running out of credit gets a larger
-  window (doubling, up to ``max_stream_window``), from a per-connection growth budget
-  (``window_growth_budget``). A slow reader never returns credit, so it never grows. Memory a
-  peer can make us hold: ``max_concurrent_streams * initial_stream_window + budget``.
+* A stream whose reader keeps up (it consumed a whole window since the window last grew, or
+  a batch that left the sender nearly without credit) gets a larger window (doubling, up to
+  ``max_stream_window``), from a per-connection growth budget (``window_growth_budget``). A
+  slow reader never returns credit, so it never grows. Memory a peer can make us hold:
+  ``max_concurrent_streams * initial_stream_window + budget``.
 
 Errors: a frame that breaks the rules of one stream resets that stream (a RESET frame out, a
 :class:`StreamReset` event in); anything else closes the connection (GOAWAY with the code, then
@@ -186,15 +187,21 @@ class Connection(Receiving):
         if stream is None or size <= 0 or self.state is ConnectionState.CLOSED:
             return
         stream.unacked += size
+        stream.consumed += size
         if stream.unacked >= stream.window // 4 and stream.state in _RECEIVING:
             increment = stream.unacked
-            # The reader keeps up but the sender ran (nearly) out of credit: the window, not
-            # the reader, limits this stream. Grow it, within the per-stream maximum and the
-            # connection's growth budget, so memory stays bounded whatever the readers do.
-            if stream.recv_window < stream.window // 4 and \
-                    stream.window < self.config.max_stream_window:
+            # The reader keeps up: it consumed a whole window since the window last grew, or
+            # a batch that left the sender (nearly) without credit. Then the window, not the
+            # reader, limits the stream: a receiver that consumes at once sees at most a
+            # quarter window unacknowledged, yet the sender stalls whenever the credit takes
+            # longer to come back than the window lasts (a busy host, a long link). Grow it,
+            # within the per-stream maximum and the connection's growth budget, so memory
+            # stays bounded whatever the readers do.
+            if (stream.consumed >= stream.window or stream.recv_window < stream.window // 4) \
+                    and stream.window < self.config.max_stream_window:
                 growth = min(stream.window, self.config.max_stream_window - stream.window,
                              self.config.window_growth_budget - self._window_growth)
+                stream.consumed = 0
                 if growth > 0:
                     stream.window += growth
                     self._window_growth += growth
