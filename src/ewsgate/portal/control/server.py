@@ -46,7 +46,8 @@ from ewsgate.portal.store.db import Database
 from ewsgate.proto import control_pb2 as pb
 from ewsgate.proto import control_pb2_grpc as pb_grpc
 
-__all__ = ["SERVER_NAME", "ControlServer", "ControlServerConfig", "peer_certificate"]
+__all__ = ["MAX_PENDING_CALLS", "SERVER_NAME", "ControlServer", "ControlServerConfig",
+           "peer_certificate", "server_options"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ log = logging.getLogger(__name__)
 SERVER_NAME = pki.PORTAL_SERVER_NAME
 HELLO_TIMEOUT = 10.0
 _MAX_MESSAGE = 1 << 20
+#: how many arrived ``Connect`` calls may wait for the Python server to pick them up; see
+#: :func:`server_options`
+MAX_PENDING_CALLS = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,32 @@ def _names(hosts: Iterable[str]) -> tuple[list[str], list[str]]:
             if host not in ips:
                 ips.append(host)
     return dns, ips
+
+
+def server_options() -> list[tuple[str, int]]:
+    """The gRPC server's channel arguments: keepalive, message size, pending calls.
+
+    A reconnect storm (every agent at once after a portal restart) brings thousands of
+    ``Connect`` calls faster than the asyncio server picks them up. With grpc's defaults
+    (1000 pending calls, rejections growing to all of them at 3000) the core cancelled the
+    rest, the agents saw CANCELLED or "Internal error from Core" and each retried with a new
+    TLS handshake: more work on both ends, not less (3000 agents at once on the 2-core bench
+    machine: 1012 failed attempts before, none after). :data:`MAX_PENDING_CALLS` is above the
+    10,000 streams one portal process is measured to hold (docs/control-channel.md). A call
+    that waits longer than grpc's default 30 s is still dropped; an agent gives up on its own
+    after 10 s.
+    """
+    return [
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+        ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.max_receive_message_length", _MAX_MESSAGE),
+        ("grpc.max_concurrent_streams", 8),
+        ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+        ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
+    ]
 
 
 class ControlServicer(pb_grpc.ControlServicer):
@@ -295,16 +325,7 @@ class ControlServer:
         issued = self.ca.issue_server_cert(dns_names=dns, ip_addresses=ips, now=self.clock(),
                                            common_name=SERVER_NAME)
         chain = issued.cert_pem + self.ca.cert_pem
-        options = [
-            ("grpc.keepalive_time_ms", 10_000),
-            ("grpc.keepalive_timeout_ms", 5_000),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
-            ("grpc.http2.max_ping_strikes", 0),
-            ("grpc.max_receive_message_length", _MAX_MESSAGE),
-            ("grpc.max_concurrent_streams", 8),
-        ]
-        server = grpc.aio.server(options=options)
+        server = grpc.aio.server(options=server_options())
         pb_grpc.add_ControlServicer_to_server(  # type: ignore[no-untyped-call]
             ControlServicer(self.hub, self.ca, self.config.cert_lifetime), server)
         pb_grpc.add_EnrolmentServicer_to_server(  # type: ignore[no-untyped-call]
