@@ -17,6 +17,7 @@ from typing import cast
 
 from ewsgate.aio.connection import set_nodelay
 from ewsgate.aio.errors import TunnelError, map_exceptions
+from ewsgate.aio.net import connect_tcp
 from ewsgate.aio.streams import HIGH_WATER, TunnelStream
 from ewsgate.tunnel import ErrorCode
 
@@ -110,7 +111,14 @@ async def splice_connect(stream: TunnelStream, host: str, port: int,
     loop = asyncio.get_running_loop()
     with map_exceptions(f"connecting to {host}:{port}"):
         async with asyncio.timeout(connect_within):
-            _, protocol = await loop.create_connection(
-                lambda: SpliceProtocol(stream), host, port, ssl=tls,
-                server_hostname="" if tls is not None else None)
+            # our own connect: a device's IP address goes to connect() without the event
+            # loop's resolver threads (uvloop starts four for an IP literal too)
+            sock = await connect_tcp(host, port)
+            try:
+                _, protocol = await loop.create_connection(
+                    lambda: SpliceProtocol(stream), sock=sock, ssl=tls,
+                    server_hostname="" if tls is not None else None)
+            except BaseException:
+                sock.close()
+                raise
     return protocol
