@@ -19,10 +19,12 @@ One run starts :class:`ewsgate.demo.DemoStack` (portal, relay, an enrolled agent
     the session cookie: wrk and curl dial 127.0.0.1 and name the session host in ``Host``),
     direct HTTP to the origin, and OpenSSH's reverse tunnel (``ssh -N -R``, aes128-gcm, a local
     sshd on a free port with generated keys: the helpers of ``bench/tunnel_bench.py``). wrk
-    with 32 keep-alive connections for the pages, curl for bulk download and upload.
+    with 32 keep-alive connections for the pages (and with one, for the 1 KiB page: a single
+    request's latency), curl for bulk download and upload. Through the relay, the CPU time of
+    the relay, agent and portal processes is measured for each run (per request, per MiB).
 
 Run: ``.venv/bin/python bench/relay_bench.py [--quick] [--sessions 10] [--seconds 5]
-[--bulk-mib 256]``.
+[--bulk-mib 256] [--throughput-only] [--relay-only] [--py-spy DIR]``.
 Bounded: at most 50 sessions, 60 s per wrk run, 2048 MiB bulk; every process is stopped (the
 demo's context manager and the ssh helpers' ``stop_all``).
 """
@@ -207,7 +209,7 @@ def _py_spy(pid: int, out: Path, seconds: int) -> subprocess.Popen[bytes] | None
 
 
 def _wrk(url: str, headers: list[str], seconds: int, conns: int = 32) -> dict[str, float]:
-    cmd = ["wrk", "-t", "2", "-c", str(conns), "-d", f"{seconds}s", "--latency"]
+    cmd = ["wrk", "-t", str(min(2, conns)), "-c", str(conns), "-d", f"{seconds}s", "--latency"]
     for header in headers:
         cmd += ["-H", header]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 60,
@@ -353,6 +355,7 @@ def throughput(info: DemoInfo, tmp: Path, seconds: int, bulk_mib: int, meter: Cp
             runs: dict[str, tuple[Any, ...]] = {
                 "/1k": (_wrk, base + "/1k", extra, seconds),
                 "/64k": (_wrk, base + "/64k", extra, seconds),
+                "c1": (_wrk, base + "/1k", extra, seconds, 1),
                 "down": (_curl, [f"{base}/stream/{bulk}"], extra, "speed_download"),
                 "up": (_curl, ["-H", "Content-Type: application/octet-stream", "--data-binary",
                                f"@{source}", f"{base}/sink"], extra, "speed_upload"),
@@ -438,6 +441,8 @@ def main() -> int:
         print(f"| {name} p50 / p99 ms | " + " | ".join(
             f"{results[x][size]['p50']:.2f} / {results[x][size]['p99']:.2f}" for x in labels)
             + " |")
+    print("| 1 KiB page, one connection: req/s, p50 ms | " + " | ".join(
+        f"{results[x]['c1']['rps']:.0f}, {results[x]['c1']['p50']:.2f}" for x in labels) + " |")
     print("| bulk download MB/s | " + " | ".join(f"{results[x]['down']:.0f}" for x in labels)
           + " |")
     print("| bulk upload MB/s | " + " | ".join(f"{results[x]['up']:.0f}" for x in labels)
@@ -447,7 +452,8 @@ def main() -> int:
           "the access log):\n")
     print("| run | relay | agent | portal |")
     print("|---|---|---|---|")
-    for key, name in (("/1k", "1 KiB page"), ("/64k", "64 KiB page")):
+    for key, name in (("/1k", "1 KiB page"), ("/64k", "64 KiB page"),
+                      ("c1", "1 KiB page, one connection")):
         count = relay[key]["requests"]
         cpu = relay["cpu"][key]
         print(f"| {name}, ms CPU per request | " + " | ".join(
