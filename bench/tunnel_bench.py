@@ -326,6 +326,8 @@ def main() -> int:
                            check=True)
             time.sleep(0.5)
             row["rss_idle"] = rss_mib(tree) if tree else float("nan")
+            if path == "tunnel":  # the agent with one tunnel, before any stream ran through it
+                agent1 = rss_mib(procs.tree("agent"))
             row["rss_stream_kib"] = float("nan")
             if tree:
                 print(f"[{path}] {args.streams} idle streams ...", file=sys.stderr)
@@ -336,7 +338,6 @@ def main() -> int:
         if "tunnel" in paths:
             print(f"[tunnel] {SESSIONS - 1} more tunnels ...", file=sys.stderr)
             relay_before = rss_mib(procs.tree("relay"))
-            agent1 = rss_mib(procs.tree("agent"))
             cfg["sessions"], cfg["first"] = SESSIONS, 1
             (tmp / "bench.json").write_text(json.dumps(cfg))
             (tmp / "agent.ready").unlink()
@@ -345,7 +346,9 @@ def main() -> int:
                      (tmp / "agent.ready").read_text() == str(SESSIONS), "10 more tunnels")
             time.sleep(0.5)
             # agent2 is a second agent process holding 10 tunnels, agent holds 1: the agent's
-            # cost per tunnel is (agent2 - agent) / 9; the relay's is its growth / 10
+            # cost per tunnel is (agent2 - agent) / 9, with agent as it was before the idle
+            # streams above grew its heap (agent2 carries no stream); the relay's is its
+            # growth / 10
             per_agent = (rss_mib(procs.tree("agent2")) - agent1) / (SESSIONS - 2)
             per_relay = (rss_mib(procs.tree("relay")) - relay_before) / (SESSIONS - 1)
             results["tunnel"]["rss_tunnel"] = per_agent + per_relay
