@@ -17,11 +17,6 @@ Theory of operation::
 - An entry is one ``os.write`` of one line to a file opened with ``O_APPEND``: once ``record``
   returns, the line is in the kernel and survives ``kill -9`` of the relay; ``fsync`` (batched)
   makes it survive a power cut too. A torn last line (power cut mid-write) is cut off at start.
-- Shipping is woken by the first entry after a quiet spell, so a lone request reaches the
-  portal at once; under load it runs at most every ``ship_gap`` seconds, each time taking
-  everything recorded meanwhile (in batches of ``batch_size``). Shipping once per request would
-  cost the relay an HTTP POST and the portal a database insert per request: at a few hundred
-  requests per second that was a third of the relay's CPU and most of the portal's.
 - Shipping reads from the **cursor** (segment number + byte offset of the first unshipped line).
   The cursor moves only after the portal answered 2xx, so a crash between the POST and the
   cursor write re-ships that batch after restart; the portal's (session, seq) deduplication
@@ -110,10 +105,7 @@ class AccessEntry:
     detail: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"session_id": self.session_id, "seq": self.seq, "time": self.time,
-                "user": self.user, "method": self.method, "url": self.url,
-                "status": self.status, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
-                "duration_ms": self.duration_ms, "outcome": self.outcome, "detail": self.detail}
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 class ShipError(Exception):
@@ -177,14 +169,12 @@ class AccessLog:
 
     def __init__(self, directory: Path, shipper: LogShipper | None, *,
                  fsync_interval: float = 0.2, ship_interval: float = 0.5,
-                 ship_gap: float = 0.2, batch_size: int = 200, segment_bytes: int = 4 * 1024 * 1024,
+                 batch_size: int = 200, segment_bytes: int = 4 * 1024 * 1024,
                  max_backoff: float = 30.0) -> None:
         self.directory = directory
         self.shipper = shipper
         self.fsync_interval = fsync_interval
         self.ship_interval = ship_interval
-        #: the least time between two shipping rounds while entries keep coming
-        self.ship_gap = ship_gap
         self.batch_size = batch_size
         self.segment_bytes = segment_bytes
         self.max_backoff = max_backoff
@@ -258,8 +248,7 @@ class AccessLog:
         self._dirty = True
         if self._size >= self.segment_bytes:
             self._rotate()
-        if not self._wakeup.is_set():
-            self._wakeup.set()
+        self._wakeup.set()
         return entry
 
     def _rotate(self) -> None:
@@ -344,15 +333,10 @@ class AccessLog:
                 self.sync()
                 last_sync = now
             try:
-                shipped = 0
-                while count := await self.ship_once():
-                    shipped += count
+                while await self.ship_once():
+                    pass
                 backoff = 0.5
                 self.last_error = None
-                if shipped:
-                    # entries recorded from here on wait for the next round (ship_gap at most):
-                    # one POST then carries all of them instead of one POST per request
-                    await asyncio.sleep(self.ship_gap)
             except ShipError as exc:
                 self.last_error = str(exc)
                 await asyncio.sleep(backoff * (0.5 + random.random()))
