@@ -103,9 +103,10 @@ _CLIENT_STRIPPED = frozenset({
     b"accept-encoding", b"content-length",
 })
 _SESSION_LABEL = re.compile(r"s-([a-z0-9]{16,63})")
-#: a header field value as h11 accepts it (RFC 9110 field-value): checked on the values the
-#: relay composes itself; values parsed by h11 already matched it
-_FIELD_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?")
+#: a header field value exactly as h11 accepts one (its ``field_value``: no NUL, CR or LF, no
+#: leading or trailing blank): checked on the values the relay composes itself; values parsed
+#: by h11 already matched it
+_FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
 
 
 @dataclass(frozen=True)
