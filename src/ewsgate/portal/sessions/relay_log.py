@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -133,6 +133,32 @@ def parse_entry(entry: Any) -> dict[str, Any]:
     return values
 
 
+_LOG = JobLogEntry.__table__
+_SESSIONS = RemoteSession.__table__
+#: The pinned sessions among a batch's ids; ``expanding`` keeps one cached compiled form for any
+#: number of ids.
+_JOBS_OF_SESSIONS = select(_SESSIONS.c.id, _SESSIONS.c.job_id).where(
+    _SESSIONS.c.id.in_(bindparam("session_ids", expanding=True)),
+    _SESSIONS.c.relay_id == bindparam("relay_id"))
+
+
+def _insert_once(insert: Any) -> Any:
+    """``INSERT … ON CONFLICT (job_id, seq) DO NOTHING RETURNING id`` as one statement object.
+
+    Built once per dialect and executed with a list of parameter sets, so SQLAlchemy compiles it
+    once (its compiled cache keys on the statement, not on the rows) and renders each batch with
+    "insertmanyvalues": the cached compiled row is repeated into a multi-row ``VALUES`` at the
+    string level, no per-row expression objects. Building ``insert().values([...rows])`` per
+    batch, as this module first did, cost a fresh compile with one bind object per cell, about
+    0.5 ms of CPU per entry. A Core insert on the table also skips the ORM's bulk-insert path.
+    """
+    return (insert(_LOG).on_conflict_do_nothing(index_elements=["job_id", "seq"])
+            .returning(_LOG.c.id))
+
+
+_INSERTS = {"postgresql": _insert_once(pg_insert), "sqlite": _insert_once(sqlite_insert)}
+
+
 async def ingest(session: AsyncSession, relay_id: int, entries: Sequence[Any]) -> IngestResult:
     """Store a batch from relay ``relay_id`` (see the module docstring)."""
     result = IngestResult()
@@ -143,35 +169,32 @@ async def ingest(session: AsyncSession, relay_id: int, entries: Sequence[Any]) -
         except LogEntryError as exc:
             result.rejected.append({"index": index, "code": "invalid_entry",
                                     "message": str(exc)})
+    if not parsed:
+        return result
+    connection = await session.connection()
     session_ids = sorted({values["session_id"] for _, values in parsed})
-    jobs: dict[str, int] = {}
-    if session_ids:
-        rows = await session.execute(
-            select(RemoteSession.id, RemoteSession.job_id).where(
-                RemoteSession.id.in_(session_ids), RemoteSession.relay_id == relay_id))
-        jobs = {sid: job_id for sid, job_id in rows}
+    rows = await connection.execute(_JOBS_OF_SESSIONS,
+                                    {"session_ids": session_ids, "relay_id": relay_id})
+    jobs: dict[str, int] = {sid: job_id for sid, job_id in rows}
     rows_to_insert: dict[tuple[int, int], dict[str, Any]] = {}
     for index, values in parsed:
-        job_id = jobs.get(values["session_id"])
+        session_id = values.pop("session_id")
+        job_id = jobs.get(session_id)
         if job_id is None:
             result.rejected.append({
                 "index": index, "code": "unknown_session",
-                "message": f"session {values['session_id'][:64]!r} does not exist or is not "
+                "message": f"session {session_id[:64]!r} does not exist or is not "
                            "pinned to this relay"})
             continue
         key = (job_id, values["seq"])
         if key in rows_to_insert:
             result.duplicates += 1
             continue
-        row = {k: v for k, v in values.items() if k != "session_id"}
-        rows_to_insert[key] = {"job_id": job_id, **row}
+        values["job_id"] = job_id
+        rows_to_insert[key] = values
     if rows_to_insert:
-        dialect = session.bind.dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        statement = (insert(JobLogEntry).values(list(rows_to_insert.values()))
-                     .on_conflict_do_nothing(index_elements=["job_id", "seq"])
-                     .returning(JobLogEntry.id))
-        inserted = len((await session.execute(statement)).all())
+        statement = _INSERTS[connection.dialect.name]
+        inserted = len((await connection.execute(statement, list(rows_to_insert.values()))).all())
         result.accepted += inserted
         result.duplicates += len(rows_to_insert) - inserted
     return result
