@@ -71,6 +71,9 @@ class ConnectionBase:
         self._goaway_sent = False
         self._goaway_received = False
         self._data_skip = False
+        #: DATA pieces of stream ``_data_sid`` not yet delivered (empty between receive_data calls)
+        self._data_parts: list[bytes | memoryview] = []
+        self._data_sid = 0
         #: receive window granted beyond the initial windows, summed over open streams
         self._window_growth = 0
         # keepalive

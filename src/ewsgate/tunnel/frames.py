@@ -15,7 +15,9 @@ checks the length against the limit *before* waiting for the payload. A control 
 :data:`MAX_CONTROL_FRAME` bytes) is committed whole or rolled back to its start to wait for more
 bytes -- the commit/rollback idea of wsproto's frame parser, for a simpler, length-prefixed
 format. A DATA payload is handed on in pieces as it arrives, so the parser never holds more than
-one control frame, whatever the DATA frame size. Payload decoding per type is in ``parse_*``.
+one control frame, whatever the DATA frame size. A DATA piece is not copied either: it may be a
+view of the bytes fed last, and the receiver copies it out before the caller reuses its buffer.
+Payload decoding per type is in ``parse_*``.
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ class Frame(NamedTuple):
     type: int
     flags: int
     stream_id: int
-    payload: bytes
+    #: ``bytes`` for a control frame; a DATA piece may be a view, valid until ``detach()``
+    payload: bytes | memoryview
     length: int = 0
     first: bool = True
     last: bool = True
@@ -163,14 +166,16 @@ class FrameBuffer:
         self._pos = end
         return view
 
-    def take_at_most(self, size: int) -> bytes:
-        """Up to ``size`` bytes as ``bytes`` (no copy when that is the whole buffered chunk)."""
+    def take_at_most(self, size: int) -> bytes | memoryview:
+        """Up to ``size`` bytes, never copied: the buffered chunk itself when that is all of
+        it, else a view of it. A view may point into the caller's buffer: it is valid only
+        until :meth:`detach`, so whoever keeps it copies it first."""
         data, pos = self._data, self._pos
         end = min(pos + size, len(data))
         self._pos = end
         if pos == 0 and end == len(data) and isinstance(data, bytes):
             return data
-        return bytes(memoryview(data)[pos:end])
+        return memoryview(data)[pos:end]
 
     def commit(self) -> None:
         self._mark = self._pos

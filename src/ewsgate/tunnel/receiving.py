@@ -71,6 +71,7 @@ class Receiving(ConnectionBase):
             self._parse(parser, events)
         finally:
             parser.detach()  # never keep a reference to the caller's (reusable) buffer
+            self._data_parts.clear()  # (already delivered, unless something unforeseen raised)
         return events
 
     def _parse(self, parser: FrameParser, events: list[Event]) -> None:
@@ -83,21 +84,41 @@ class Receiving(ConnectionBase):
                     if frame.type == _DATA:
                         self._on_data(frame, events)
                     else:
+                        self._deliver_data(events)
                         self._on_control(frame, events)
                 except RemoteProtocolError as exc:
                     if not exc.stream_id:
                         raise
+                    self._deliver_data(events)
                     self._stream_error(exc, events)
                 if self._is_closed():
                     break
+            self._deliver_data(events)
         except RemoteProtocolError as exc:
+            self._deliver_data(events)
             self._terminate_local(exc.code, exc.reason)
             events.append(ConnectionTerminated(error_code=exc.code, reason=exc.reason,
                                                remote=False))
         except (ValueError, TransitionError) as exc:  # defensive: a bug must not leak state
+            self._data_parts.clear()
             self._terminate_local(ErrorCode.INTERNAL_ERROR, str(exc))
             events.append(ConnectionTerminated(error_code=ErrorCode.INTERNAL_ERROR,
                                                reason=str(exc), remote=False))
+
+    def _deliver_data(self, events: list[Event], end_stream: bool = False) -> None:
+        """Turn the DATA pieces held for one stream into one :class:`DataReceived`.
+
+        Consecutive pieces for the same stream in one :meth:`receive_data` call (several
+        frames in one read of the transport) are joined: one copy out of the caller's buffer,
+        one event, one read for the application instead of one per frame. Called before any
+        other event is added, so the order of events is the order of the frames.
+        """
+        parts = self._data_parts
+        if not parts:
+            return
+        data = b"".join(parts) if len(parts) > 1 else bytes(parts[0])
+        parts.clear()
+        events.append(DataReceived(stream_id=self._data_sid, data=data, end_stream=end_stream))
 
     def _on_data(self, frame: Frame, events: list[Event]) -> None:
         sid = frame.stream_id
@@ -141,8 +162,14 @@ class Receiving(ConnectionBase):
             return
         end = frame.last and bool(frame.flags & _END)
         if frame.payload:
-            events.append(DataReceived(stream_id=sid, data=frame.payload, end_stream=end))
+            if sid != self._data_sid:
+                self._deliver_data(events)
+                self._data_sid = sid
+            self._data_parts.append(frame.payload)
         if end:
+            if sid != self._data_sid:
+                self._deliver_data(events)  # another stream's pieces come first
+            self._deliver_data(events, end_stream=True)
             stream.state = advance(stream.state, StreamInput.RECV_FIN)
             events.append(StreamEnded(stream_id=sid))
             if stream.state is StreamState.CLOSED:
@@ -163,7 +190,7 @@ class Receiving(ConnectionBase):
         return sid > self._last_peer_stream
 
     def _on_control(self, frame: Frame, events: list[Event]) -> None:
-        ftype, sid, payload = frame.type, frame.stream_id, frame.payload
+        ftype, sid, payload = frame.type, frame.stream_id, bytes(frame.payload)
         if ftype == FrameType.HELLO:
             self._on_hello(frame, events)
             return
@@ -213,7 +240,7 @@ class Receiving(ConnectionBase):
     def _on_hello(self, frame: Frame, events: list[Event]) -> None:
         if self._hello_received or frame.stream_id != 0:
             raise RemoteProtocolError("a second HELLO, or HELLO on a stream")
-        version, settings, credential = parse_hello(frame.payload)
+        version, settings, credential = parse_hello(bytes(frame.payload))
         if version != PROTOCOL_VERSION:
             raise RemoteProtocolError(f"peer speaks tunnel protocol version {version}; this "
                                       f"end speaks {PROTOCOL_VERSION}; upgrade the older side",
@@ -239,7 +266,7 @@ class Receiving(ConnectionBase):
     def _on_goaway(self, frame: Frame, events: list[Event]) -> None:
         if frame.stream_id != 0:
             raise RemoteProtocolError("GOAWAY on a stream")
-        last, code, reason = parse_goaway(frame.payload)
+        last, code, reason = parse_goaway(bytes(frame.payload))
         self._goaway_received = True
         events.append(GoawayReceived(last_stream_id=last, error_code=ErrorCode.from_wire(code),
                                      reason=reason))
