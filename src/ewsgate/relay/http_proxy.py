@@ -806,18 +806,12 @@ class _BrowserConnection:
         A request body the browser framed badly (a bad chunk size) fails the pump first: the
         browser gets a 400 and the device connection is dropped.
         """
-        if pump.done() and pump.exception() is None:
-            try:
-                return await self._read_head(upstream)
-            except TimeoutError:
-                exchange.detail = "device_timeout"
-                await self._page(exchange, "device_timeout", close=True, outcome="error")
-                return None
-            except (h11.RemoteProtocolError, ConnectionError, OSError) as exc:
-                exchange.detail = f"bad_device_response: {exc}"[:300]
-                return None
-        head_task = asyncio.create_task(self._read_head(upstream))
+        head_task: asyncio.Task[Any] | None = None
         try:
+            if pump.done() and pump.exception() is None:
+                # the body is already sent: nothing to race, no task
+                return await self._read_head(upstream)
+            head_task = asyncio.create_task(self._read_head(upstream))
             done, _ = await asyncio.wait({head_task, pump}, return_when=asyncio.FIRST_COMPLETED)
             if pump in done and pump.exception() is not None and not head_task.done():
                 error = pump.exception()
@@ -837,7 +831,7 @@ class _BrowserConnection:
             exchange.detail = f"bad_device_response: {exc}"[:300]
             return None
         finally:
-            if not head_task.done():
+            if head_task is not None and not head_task.done():
                 head_task.cancel()
                 with contextlib.suppress(BaseException):
                     await head_task
