@@ -53,7 +53,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
 from ewsgate.demo import DemoInfo, DemoStack  # noqa: E402
-from tunnel_bench import Procs, start_ssh  # noqa: E402  (bench/ is not a package)
+from tunnel_bench import Procs, start_ssh, wrk_figures, wrk_problem  # noqa: E402  (bench/ is not a package)
 
 PROFILE = "absolute"
 RELAY_COOKIE = "__Host-ewsgate_rt"
@@ -214,23 +214,9 @@ def _wrk(url: str, headers: list[str], seconds: int, conns: int = 32) -> dict[st
         cmd += ["-H", header]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 60,
                          check=True).stdout
-    import re
-
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
-
-    def pct(name: str) -> float:
-        match = re.search(rf"^\s+{name}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        if not match:
-            return float("nan")
-        value, unit = float(match.group(1)), match.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
-    if bad:
-        print(f"  wrk {url}: {bad.group(0)}", file=sys.stderr)
-    total = re.search(r"^\s*(\d+) requests in", out, re.M)
-    return {"rps": float(rate.group(1)) if rate else float("nan"), "p50": pct("50"),
-            "p99": pct("99"), "requests": float(total.group(1)) if total else float("nan")}
+    if problem := wrk_problem(out):
+        print(f"  wrk {url}: {problem}", file=sys.stderr)
+    return wrk_figures(out)
 
 
 def _curl(args: list[str], headers: list[str], metric: str) -> float:

@@ -233,11 +233,8 @@ def bulk(port: int, size: int, tracked: list[psutil.Process]) -> tuple[float, fl
     return float(speed) / 1e6, used / (size / (1 << 30))
 
 
-def wrk(port: int, path: str, conns: int, seconds: int) -> tuple[float, float, float]:
-    """(requests/s, p50 ms, p99 ms)."""
-    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "--latency",
-                          f"http://127.0.0.1:{port}{path}"],
-                         capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+def wrk_figures(out: str) -> dict[str, float]:
+    """wrk --latency output → requests/s, p50 and p99 (ms), requests (NaN where missing)."""
 
     def ms(label: str) -> float:
         match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -247,10 +244,26 @@ def wrk(port: int, path: str, conns: int, seconds: int) -> tuple[float, float, f
         return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    errors = re.search(r"Socket errors: .*|Non-2xx.*", out)
-    if errors:
-        print(f"    wrk {path} c{conns}: {errors.group(0)}", file=sys.stderr)
-    return (float(rps.group(1)) if rps else float("nan")), ms("50"), ms("99")
+    total = re.search(r"^\s*(\d+) requests in", out, re.M)
+    return {"rps": float(rps.group(1)) if rps else float("nan"), "p50": ms("50"),
+            "p99": ms("99"), "requests": float(total.group(1)) if total else float("nan")}
+
+
+def wrk_problem(out: str) -> str | None:
+    """wrk's line about socket errors or non-2xx/3xx answers, if it printed one."""
+    errors = re.search(r"Socket errors: .*|Non-2xx or 3xx responses: .*", out)
+    return errors.group(0) if errors else None
+
+
+def wrk(port: int, path: str, conns: int, seconds: int) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms)."""
+    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "--latency",
+                          f"http://127.0.0.1:{port}{path}"],
+                         capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
+    if problem := wrk_problem(out):
+        print(f"    wrk {path} c{conns}: {problem}", file=sys.stderr)
+    figures = wrk_figures(out)
+    return figures["rps"], figures["p50"], figures["p99"]
 
 
 @contextlib.contextmanager
