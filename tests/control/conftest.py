@@ -164,11 +164,12 @@ async def agents() -> AsyncIterator[Callable[..., RunningAgent]]:
 
     def start(state: AgentState, handlers: dict | None = None, config: ClientConfig = FAST_CLIENT,
               clock: Callable[[], dt.datetime] = utc_now,
-              on_renewed: Callable[[], None] | None = None) -> RunningAgent:
+              on_renewed: Callable[[], None] | None = None,
+              address_policy: AddressPolicy | None = None) -> RunningAgent:
         # the simulated printers listen on loopback, which only the test switch allows
-        loopback = AddressPolicy(allow_loopback=ALLOW_LOOPBACK_FOR_TESTS)
+        policy = address_policy or AddressPolicy(allow_loopback=ALLOW_LOOPBACK_FOR_TESTS)
         agent = RunningAgent(ControlClient(state, default_handlers(handlers,
-                                                                   address_policy=loopback),
+                                                                   address_policy=policy),
                                            config,
                                            clock=clock, on_renewed=on_renewed))
         running.append(agent)

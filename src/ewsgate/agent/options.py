@@ -28,7 +28,7 @@ SITE_SUBNETS = Option("site-subnets", "the site's device subnets, comma-separate
                       "10.20.0.0/24,2001:db8:5::/64); when set, the agent sends nothing -- no "
                       "SNMP, no ARP priming, no TCP -- to an address outside them (default: "
                       "any address the address policy allows)", parse=parse_site_subnets,
-                      default=(), metavar="CIDR,...")
+                      metavar="CIDR,...")
 
 RUN: list[Option] = [
     DATA_DIR,
