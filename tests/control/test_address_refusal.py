@@ -6,7 +6,10 @@ the UDP port standing in for the device's SNMP agent receives nothing."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -14,6 +17,7 @@ from ewsgate.agent.address_policy import AddressPolicy, parse_site_subnets
 from ewsgate.portal.services.device_identity import verify_device_identity
 from ewsgate.portal.store.models import Device
 
+from .conftest import get_installation
 from .test_verify_identity import actor, add_device
 
 pytestmark = [pytest.mark.integration, pytest.mark.db]
@@ -74,3 +78,42 @@ async def test_the_same_device_is_checked_when_the_test_switch_allows_loopback(
     result = await verify_device_identity(db, actor(dealer_id, "user"), device_id, portal.hub)
     assert result["code"] == "snmp_no_answer", result
     assert received(snmp_listener) > 0
+
+
+async def test_the_agent_process_obeys_its_site_subnets_and_never_allows_loopback(
+        portal, enrol, db, tmp_path):
+    """``ewsgate agent run --site-subnets`` as a process: its policy refuses a device outside
+    the site subnets and one on loopback (the CLI has no way to allow loopback)."""
+    enrolled = await enrol()
+    log = (tmp_path / "agent.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ewsgate", "agent", "run", "--data-dir",
+         str(enrolled.state.data_dir)],
+        env={**os.environ, "EWSGATE_SITE_SUBNETS": "10.20.0.0/24"},
+        stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(300):
+            installation = await get_installation(db, enrolled.installation_id)
+            if installation is not None and installation.online:
+                break
+            assert process.poll() is None, (tmp_path / "agent.log").read_text()
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the agent process did not come online within 30 s")
+        for ip, code, words in [
+                ("10.30.0.5", "address.outside_site",
+                 "refused: 10.30.0.5 is outside this installation's site subnets (10.20.0.0/24)"),
+                ("127.0.0.1", "address.loopback", "refused: 127.0.0.1 is a loopback address")]:
+            device_id, dealer_id = await add_device(db, enrolled.installation_id, 161, ip=ip)
+            result = await verify_device_identity(db, actor(dealer_id, "user"), device_id,
+                                                  portal.hub)
+            assert result["code"] == code and result["detail"].startswith(words), result
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        log.close()
+    assert "site subnets: 10.20.0.0/24" in (tmp_path / "agent.log").read_text()
