@@ -53,7 +53,7 @@ REFUSED = [
     ("fec0::1", "address.reserved", "site-local"),
     ("10.9.0.1", "address.own_host", "agent's own host"),
     ("2001:db8:9::1", "address.own_host", "agent's own host"),
-    ("10.9.0.255", "address.broadcast", "broadcast address of one of this host's networks"),
+    ("10.9.0.255", "address.broadcast", "broadcast or network address of one of this host"),
     ("::ffff:169.254.169.254", "address.metadata", "169.254.169.254 written as IPv4-mapped"),
     ("::ffff:127.0.0.1", "address.loopback", "127.0.0.1 written as IPv4-mapped"),
     ("::ffff:10.0.0.5", "address.v4_in_v6", "10.0.0.5 written as IPv4-mapped"),

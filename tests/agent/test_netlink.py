@@ -87,7 +87,8 @@ def test_address_messages_give_local_peer_and_broadcast() -> None:
     host = from_records([record for record in records if record is not None])
     assert host.addresses == {ipaddress.ip_address(a) for a in
                               ("10.9.0.1", "10.8.0.1", "10.8.0.2", "2001:db8:9::1")}
-    assert host.broadcasts == {ipaddress.IPv4Address("10.9.0.255")}
+    assert host.broadcasts == {ipaddress.IPv4Address("10.9.0.255"),
+                               ipaddress.IPv4Address("10.9.0.0")}
 
 
 def test_neighbour_messages_keep_only_entries_with_a_resolved_address() -> None:

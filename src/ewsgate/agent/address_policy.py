@@ -18,8 +18,8 @@ The rules, in the order they are applied (the first that matches decides)::
        multicast, unspecified, "this network", reserved,
        limited broadcast, 100.64.0.0/10, 192.0.0.0/24, ...)
          - except loopback with ALLOW_LOOPBACK_FOR_TESTS          allowed (tests only)
-    5  one of this host's own addresses, or the broadcast        refused
-       address of one of its IPv4 networks
+    5  one of this host's own addresses, or the broadcast or     refused
+       network address of one of its IPv4 subnets
     6  site subnets set and the address in none of them, or      refused
        it is a site subnet's network / broadcast address
     7  anything else                                             allowed
@@ -112,7 +112,7 @@ class SiteSubnetError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class HostAddresses:
-    """This host's own addresses and the broadcast addresses of its IPv4 networks."""
+    """This host's own addresses, and the broadcast and network addresses of its IPv4 subnets."""
 
     addresses: frozenset[IPAddress] = frozenset()
     broadcasts: frozenset[IPAddress] = frozenset()
@@ -260,7 +260,8 @@ def judge(address: str | IPAddress, *,
                        reason=f"{ip} is an address of the agent's own host")
     if ip in host.broadcasts:
         return Refusal(address=text, code="address.broadcast",
-                       reason=f"{ip} is the broadcast address of one of this host's networks")
+                       reason=f"{ip} is the broadcast or network address of one of this "
+                                     "host's subnets")
     if site_subnets:
         inside = [net for net in site_subnets if net.version == ip.version and ip in net]
         listed = ", ".join(str(net) for net in site_subnets)

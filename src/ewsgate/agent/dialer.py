@@ -116,7 +116,8 @@ class DeviceDialer:
         self._ip = self._check_ip(target.ip)
 
     def _refuse(self, message: str) -> DestinationRefused:
-        log.warning("destination refused: %s", message)
+        log.warning("%s", message if message.startswith("refused: ")
+                    else f"destination refused: {message}")
         self.policy.refused_log.append(message)
         return DestinationRefused(message)
 

@@ -33,6 +33,10 @@ def from_records(records: list[AddressRecord]) -> HostAddresses:
                 addresses.add(ip)
         if record.broadcast is not None:
             broadcasts.add(record.broadcast)
+        if isinstance(record.local, ipaddress.IPv4Address) and record.prefixlen <= 30:
+            # the network address of the host's own subnet (the old all-zeros broadcast)
+            broadcasts.add(ipaddress.IPv4Network(f"{record.local}/{record.prefixlen}",
+                                                 strict=False).network_address)
     return HostAddresses(addresses=frozenset(addresses), broadcasts=frozenset(broadcasts))
 
 
