@@ -35,8 +35,8 @@ def from_records(records: list[AddressRecord]) -> HostAddresses:
             broadcasts.add(record.broadcast)
         if isinstance(record.local, ipaddress.IPv4Address) and record.prefixlen <= 30:
             # the network address of the host's own subnet (the old all-zeros broadcast)
-            broadcasts.add(ipaddress.IPv4Network(f"{record.local}/{record.prefixlen}",
-                                                 strict=False).network_address)
+            mask = (0xFFFFFFFF << (32 - record.prefixlen)) & 0xFFFFFFFF
+            broadcasts.add(ipaddress.IPv4Address(int(record.local) & mask))
     return HostAddresses(addresses=frozenset(addresses), broadcasts=frozenset(broadcasts))
 
 

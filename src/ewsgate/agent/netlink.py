@@ -215,11 +215,11 @@ def dump(msg_type: int, family: int, *, timeout: float = 1.0) -> list[bytes]:
 def read_addresses(*, timeout: float = 1.0) -> list[AddressRecord]:
     """Every IPv4 and IPv6 address of every interface of this host (network namespace)."""
     records: list[AddressRecord] = []
-    for family in (socket.AF_INET, socket.AF_INET6):
-        for payload in dump(RTM_GETADDR, family, timeout=timeout):
-            record = parse_address(payload)
-            if record is not None:
-                records.append(record)
+    # AF_UNSPEC: one dump answers for every family
+    for payload in dump(RTM_GETADDR, socket.AF_UNSPEC, timeout=timeout):
+        record = parse_address(payload)
+        if record is not None:
+            records.append(record)
     return records
 
 
