@@ -14,6 +14,7 @@ from ewsgate.agent.address_policy import (
     AddressPolicy,
     HostAddresses,
     SiteSubnetError,
+    TestOnlySwitch,
     judge,
     parse_site_subnets,
 )
@@ -129,7 +130,8 @@ def test_the_loopback_switch_allows_loopback_and_nothing_else() -> None:
         assert switched.check(address) is not None, address
 
 
-@pytest.mark.parametrize("value", [True, 1, "ALLOW_LOOPBACK_FOR_TESTS", object()])
+@pytest.mark.parametrize("value", [True, 1, "ALLOW_LOOPBACK_FOR_TESTS", object(),
+                                   TestOnlySwitch()])
 def test_the_loopback_switch_is_an_object_no_lookalike_turns_on(value: object) -> None:
     with pytest.raises(TypeError):
         AddressPolicy(allow_loopback=value)  # type: ignore[arg-type]
