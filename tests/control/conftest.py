@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from ewsgate import pki
+from ewsgate.agent.address_policy import ALLOW_LOOPBACK_FOR_TESTS, AddressPolicy
 from ewsgate.agent.commands import default_handlers
 from ewsgate.agent.control_client import ClientConfig, ControlClient
 from ewsgate.agent.enroll import EnrolOptions, enroll
@@ -163,8 +164,13 @@ async def agents() -> AsyncIterator[Callable[..., RunningAgent]]:
 
     def start(state: AgentState, handlers: dict | None = None, config: ClientConfig = FAST_CLIENT,
               clock: Callable[[], dt.datetime] = utc_now,
-              on_renewed: Callable[[], None] | None = None) -> RunningAgent:
-        agent = RunningAgent(ControlClient(state, default_handlers(handlers), config,
+              on_renewed: Callable[[], None] | None = None,
+              address_policy: AddressPolicy | None = None) -> RunningAgent:
+        # the simulated printers listen on loopback, which only the test switch allows
+        policy = address_policy or AddressPolicy(allow_loopback=ALLOW_LOOPBACK_FOR_TESTS)
+        agent = RunningAgent(ControlClient(state, default_handlers(handlers,
+                                                                   address_policy=policy),
+                                           config,
                                            clock=clock, on_renewed=on_renewed))
         running.append(agent)
         return agent

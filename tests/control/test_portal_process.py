@@ -80,7 +80,8 @@ async def test_portal_process_enrols_an_agent_shows_it_online_and_verifies_a_dev
                                  f"127.0.0.1:{enrol_port}", "--token", enrolment_token,
                                  "--data-dir", agent_dir)
         assert await asyncio.to_thread(enroll.wait, 60) == 0
-        processes.start("agent", env, "-m", "ewsgate", "agent", "run", "--data-dir", agent_dir)
+        # the printer is on loopback, which only the one-machine entry point may reach
+        processes.start("agent", env, "-m", "ewsgate.agent.loopback_demo", agent_dir)
         await until(lambda: api.get(f"/installations/{site['id']}").json().get("online"), 30)
 
         device = api.post("/devices", json={

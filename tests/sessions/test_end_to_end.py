@@ -164,7 +164,9 @@ async def e2e(rt: RtWorld, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     app = create_app(PortalConfig(data_dir=tmp_path / "portal", database_url=rt.db.url,
                                   public_url=portal_url),
                      database=rt.db,
-                     background=[FakeControlServer(AgentShim(session_handlers(tunnels)), ca)])
+                     background=[FakeControlServer(AgentShim(session_handlers(
+                         tunnels, address_policy=tunnels.config.dial_policy.address_policy)),
+                         ca)])
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     try:

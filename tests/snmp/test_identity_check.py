@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from ewsgate.agent.identity import (
     SnmpSettings,
     check_identity,
 )
+from ewsgate.agent.netlink import NUD_FAILED, NUD_REACHABLE, NeighbourRecord, NetlinkError
 from ewsgate.agent.snmp.client import SnmpClient, SnmpSettingsError
 from ewsgate.agent.snmp.neighbours import StaticNeighbourTable, SystemNeighbourTable
 
@@ -160,7 +163,7 @@ async def test_snmp_silent_falls_back_to_the_neighbour_table(
     proc_arp.write_text(
         "IP address       HW type     Flags       HW address            Mask     Device\n"
         f"127.0.0.1        0x1         0x2         {MAC.upper()}     *        eth0\n")
-    table = SystemNeighbourTable(proc_path=proc_arp, ip_command=None)
+    table = SystemNeighbourTable(proc_path=proc_arp, netlink=None)
     result = await check_identity(
         IdentityRequest(ip="127.0.0.1", method="mac", expected_mac=MAC,
                         snmp=v2c(silent_udp_port), timeout=0.8),
@@ -372,18 +375,30 @@ async def test_ipv6_device_verifies_through_ip_address_table(
     assert "ifPhysAddress.3" in result.detail  # Ricoh's port, mapped by ipAddressIfIndex
 
 
-async def test_system_table_reads_ip_neigh_output_for_v6_and_missing_tools(
+async def test_system_table_reads_netlink_neighbours_for_v6_and_missing_sources(
         tmp_path: Path) -> None:
-    fake_ip = tmp_path / "ip"
-    fake_ip.write_text("#!/bin/sh\n"
-                       "echo \"2001:db8::20 dev eth0 lladdr A0:D3:C1:4A:2B:3C REACHABLE\"\n"
-                       "echo \"2001:db8::21 dev eth0  FAILED\"\n")
-    fake_ip.chmod(0o755)
-    table = SystemNeighbourTable(proc_path=None, ip_command=(str(fake_ip), "-6", "neigh"))
+    """The table comes from rtnetlink records, not a forked ``ip neigh``: a REACHABLE IPv6
+    entry is found, a FAILED one is no entry, and unreadable sources are no entry either."""
+    records = [NeighbourRecord(index=2, state=NUD_REACHABLE,
+                               destination=ipaddress.ip_address("2001:db8::20"),
+                               lladdr=bytes.fromhex("A0D3C14A2B3C")),
+               NeighbourRecord(index=2, state=NUD_FAILED,
+                               destination=ipaddress.ip_address("2001:db8::21"), lladdr=None)]
+    asked: list[int] = []
+
+    def netlink(family: int) -> list[NeighbourRecord]:
+        asked.append(family)
+        return records if family == socket.AF_INET6 else []
+
+    table = SystemNeighbourTable(proc_path=None, netlink=netlink)
     assert await table.lookup("2001:db8::20") == MAC
     assert await table.lookup("2001:db8::21") is None
-    missing = SystemNeighbourTable(proc_path=tmp_path / "absent",
-                                   ip_command=(str(tmp_path / "no-such-ip"),))
+    assert asked == [socket.AF_INET6, socket.AF_INET6]
+
+    def unavailable(family: int) -> list[NeighbourRecord]:
+        raise NetlinkError("netlink: not available on this platform")
+
+    missing = SystemNeighbourTable(proc_path=tmp_path / "absent", netlink=unavailable)
     assert await missing.lookup("10.0.0.5") is None
 
 

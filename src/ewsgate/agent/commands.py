@@ -18,17 +18,26 @@ Other parts add their kinds with :func:`register` or by passing more handlers to
 Result: ``{"result": "verified" | "mismatch" | "unknown", "code", "detail", "seen_mac",
 "seen_serial", "method_used", "duration"}`` — a mismatch is a successful command whose result
 says *mismatch*; the portal fails closed on anything but *verified*.
+
+Before anything is sent, the IP is put to the agent's address policy
+(:mod:`ewsgate.agent.address_policy`); a refused IP gets ``result: unknown`` with the policy's
+code (``address.metadata``, ``address.own_host``, ``address.outside_site``, ...) and its
+sentence ("refused: 169.254.169.254 is the cloud metadata endpoint; the agent never contacts
+it; check the device's recorded IP"), and no SNMP request, ARP priming or TCP connect happens.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ewsgate import __version__
 from ewsgate.agent.control_client import CommandContext, CommandFailure, CommandHandler
 
-__all__ = ["default_handlers", "ping", "register", "verify_device"]
+if TYPE_CHECKING:
+    from ewsgate.agent.address_policy import AddressPolicy
+
+__all__ = ["default_handlers", "ping", "register", "verify_device", "verify_device_handler"]
 
 _EXTRA: dict[str, CommandHandler] = {}
 
@@ -43,12 +52,20 @@ async def ping(ctx: CommandContext) -> dict[str, Any]:
     return {"pong": True, "agent_version": __version__, "echo": ctx.payload.get("echo")}
 
 
-async def verify_device(ctx: CommandContext) -> dict[str, Any]:
-    """``VerifyDevice``: the SNMP/ARP identity check of :mod:`ewsgate.agent.identity`."""
+async def verify_device(ctx: CommandContext, *,
+                        address_policy: AddressPolicy | None = None) -> dict[str, Any]:
+    """``VerifyDevice``: the SNMP/ARP identity check of :mod:`ewsgate.agent.identity`, after
+    the address policy (default: the production rules) has allowed the IP."""
+    from ewsgate.agent.address_policy import AddressPolicy
     from ewsgate.agent.identity import IdentityRequest, IdentityRequestError, check_identity
     from ewsgate.agent.snmp.client import SnmpSettings, SnmpSettingsError
 
     payload = ctx.payload
+    policy = address_policy if address_policy is not None else AddressPolicy()
+    refusal = policy.check(str(payload.get("ip", "")))
+    if refusal is not None:
+        return {"result": "unknown", "code": refusal.code, "detail": refusal.message,
+                "seen_mac": None, "seen_serial": None, "method_used": None, "duration": 0.0}
     snmp_fields = payload.get("snmp") or {}
     if not isinstance(snmp_fields, Mapping):
         raise CommandFailure("bad_payload", "VerifyDevice: 'snmp' must be an object")
@@ -74,10 +91,22 @@ async def verify_device(ctx: CommandContext) -> dict[str, Any]:
             "method_used": result.method_used, "duration": round(result.duration, 4)}
 
 
-def default_handlers(extra: Mapping[str, CommandHandler] | None = None
+def verify_device_handler(address_policy: AddressPolicy) -> CommandHandler:
+    """:func:`verify_device` bound to ``address_policy`` (site subnets, test switch)."""
+
+    async def handler(ctx: CommandContext) -> dict[str, Any]:
+        return await verify_device(ctx, address_policy=address_policy)
+
+    return handler
+
+
+def default_handlers(extra: Mapping[str, CommandHandler] | None = None, *,
+                     address_policy: AddressPolicy | None = None
                      ) -> dict[str, CommandHandler]:
-    """The agent's handlers: Ping, VerifyDevice, what was registered, and ``extra``."""
-    handlers: dict[str, CommandHandler] = {"Ping": ping, "VerifyDevice": verify_device}
+    """The agent's handlers: Ping, VerifyDevice (under ``address_policy``, default the
+    production rules), what was registered, and ``extra``."""
+    verify = verify_device if address_policy is None else verify_device_handler(address_policy)
+    handlers: dict[str, CommandHandler] = {"Ping": ping, "VerifyDevice": verify}
     handlers.update(_EXTRA)
     handlers.update(extra or {})
     return handlers

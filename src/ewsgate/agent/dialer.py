@@ -6,21 +6,25 @@ that index into ``(ip, port, scheme)`` and connects. It refuses, and logs, every
 
 * an index outside the endpoint list (an unconfigured port);
 * any host other than the verified IP (:meth:`DeviceDialer.authorize` is the one gate);
-* a target that is a host name rather than an IP literal, or an IP that is loopback,
-  link-local, multicast, unspecified or reserved -- the agent's own machine and its neighbours'
-  infrastructure are never reachable through a tunnel.
+* a target the agent's address policy refuses (:mod:`ewsgate.agent.address_policy`): a host
+  name rather than an IP literal, loopback, link-local, multicast, unspecified, reserved, a
+  cloud metadata endpoint, 100.64.0.0/10, the agent's own addresses, an IPv6 spelling of an
+  IPv4 address, anything outside the site subnets when they are set -- the agent's own machine
+  and the infrastructure around it are never reachable through a tunnel. The policy is asked
+  before every connect, so a refused address never sees a SYN.
 
 Loopback is allowed only with :data:`ALLOW_LOOPBACK_FOR_TESTS`, an object (not a flag, not an
 environment variable, not a config key) that test code must import and pass explicitly, so no
-production configuration can switch it on by accident.
+production configuration can switch it on by accident; it allows loopback and nothing else.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from ewsgate.agent.address_policy import ALLOW_LOOPBACK_FOR_TESTS, AddressPolicy, TestOnlySwitch
 from ewsgate.agent.device_tls import DeviceCertChanged, DeviceCertPin
 from ewsgate.aio.errors import TunnelError
 from ewsgate.aio.splice import SpliceProtocol, splice_connect
@@ -38,15 +42,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class _TestOnlySwitch:
-    def __repr__(self) -> str:
-        return "ALLOW_LOOPBACK_FOR_TESTS"
-
-
-#: pass as ``DialPolicy(allow_loopback=ALLOW_LOOPBACK_FOR_TESTS)`` in tests only
-ALLOW_LOOPBACK_FOR_TESTS = _TestOnlySwitch()
 
 
 class DestinationRefused(TunnelError):
@@ -91,13 +86,23 @@ class DeviceTarget:
 class DialPolicy:
     """How the dialer may connect. Defaults are the production rules."""
 
-    allow_loopback: _TestOnlySwitch | None = None
+    allow_loopback: TestOnlySwitch | None = None
     connect_within: float = 10.0
     refused_log: list[str] = field(default_factory=list, compare=False, repr=False)
+    #: the agent's address policy (site subnets, own addresses); ``allow_loopback`` is added
+    addresses: AddressPolicy | None = None
 
     def __post_init__(self) -> None:
         if self.allow_loopback is not None and self.allow_loopback is not ALLOW_LOOPBACK_FOR_TESTS:
             raise TypeError("allow_loopback takes only ALLOW_LOOPBACK_FOR_TESTS")
+
+    @property
+    def address_policy(self) -> AddressPolicy:
+        """The address policy every dial obeys (production rules unless told otherwise)."""
+        policy = self.addresses if self.addresses is not None else AddressPolicy()
+        if self.allow_loopback is ALLOW_LOOPBACK_FOR_TESTS:
+            policy = replace(policy, allow_loopback=ALLOW_LOOPBACK_FOR_TESTS)
+        return policy
 
 
 class DeviceDialer:
@@ -107,27 +112,20 @@ class DeviceDialer:
         self.target = target
         self.policy = policy or DialPolicy()
         self.pin = DeviceCertPin(target.ip)
+        self._addresses = self.policy.address_policy
         self._ip = self._check_ip(target.ip)
 
     def _refuse(self, message: str) -> DestinationRefused:
-        log.warning("destination refused: %s", message)
+        log.warning("%s", message if message.startswith("refused: ")
+                    else f"destination refused: {message}")
         self.policy.refused_log.append(message)
         return DestinationRefused(message)
 
     def _check_ip(self, host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            raise self._refuse(f"{host!r} is not an IP address; the agent dials only the "
-                               "verified device's IP, never a host name") from None
-        if ip.is_loopback and self.policy.allow_loopback is ALLOW_LOOPBACK_FOR_TESTS:
-            return ip
-        if ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified or \
-                ip.is_reserved or (isinstance(ip, ipaddress.IPv6Address) and
-                                   ip.ipv4_mapped is not None):
-            raise self._refuse(f"{ip} is a loopback, link-local, multicast, unspecified or "
-                               "reserved address; a device is never reached there")
-        return ip
+        refusal = self._addresses.check(host)
+        if refusal is not None:
+            raise self._refuse(refusal.message)
+        return ipaddress.ip_address(host)
 
     def authorize(self, host: str, port: int) -> DeviceEndpoint:
         """The endpoint for ``host:port`` if it is the verified device's; else refuse (and log)."""

@@ -63,22 +63,27 @@ def enroll(values: dict[str, Any]) -> int:
 
 
 async def _run(state: AgentState, proxy_flag: str | None, *,
+               site_subnets: tuple[Any, ...] = (),
                allow_loopback_devices: bool = False) -> int:
+    from ewsgate.agent.address_policy import ALLOW_LOOPBACK_FOR_TESTS, AddressPolicy
     from ewsgate.agent.commands import default_handlers
     from ewsgate.agent.control_client import ClientConfig, ControlClient
-    from ewsgate.agent.dialer import ALLOW_LOOPBACK_FOR_TESTS, DialPolicy
+    from ewsgate.agent.dialer import DialPolicy
     from ewsgate.agent.session_commands import session_handlers
     from ewsgate.agent.tunnel_client import TunnelClient, TunnelClientConfig
 
     identity = state.load()
+    # one policy for every packet toward a device: identity check, priming, device dials
+    addresses = AddressPolicy(site_subnets=site_subnets,
+                              allow_loopback=ALLOW_LOOPBACK_FOR_TESTS
+                              if allow_loopback_devices else None)
     config = ClientConfig(agent_version=__version__,
                           proxy=_proxy(proxy_flag, identity.control_address.host))
     # the relays' certificates come from the portal's CA, as does ours
     tunnels = TunnelClient(TunnelClientConfig(
         cert_file=state.cert_path, key_file=state.key_path, relay_ca_file=state.ca_path,
         proxy=config.proxy.url if config.proxy else None,
-        dial_policy=DialPolicy(allow_loopback=ALLOW_LOOPBACK_FOR_TESTS)
-        if allow_loopback_devices else DialPolicy()))
+        dial_policy=DialPolicy(addresses=addresses)))
     if allow_loopback_devices:
         log.warning("devices on loopback addresses may be dialled (one-machine demo entry): "
                     "a one-machine demo or test set-up, never a site")
@@ -91,12 +96,16 @@ async def _run(state: AgentState, proxy_flag: str | None, *,
         else:
             tunnels._ssl = None  # rebuilt from the renewed files on next use
 
-    client = ControlClient(state, default_handlers(extra=session_handlers(tunnels)), config,
-                           on_renewed=reload_tunnel_credentials)
+    handlers = default_handlers(
+        extra=session_handlers(tunnels, address_policy=addresses), address_policy=addresses)
+    client = ControlClient(state, handlers, config, on_renewed=reload_tunnel_credentials)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, client.stop)
+    if site_subnets:
+        log.info("site subnets: %s (nothing outside them is reached)",
+                 ", ".join(str(net) for net in site_subnets))
     log.info("installation %s: connecting to %s%s", identity.installation_id,
              identity.control_address, f" via proxy {config.proxy}" if config.proxy else "")
     try:
@@ -117,6 +126,7 @@ def run(values: dict[str, Any], *, allow_loopback_devices: bool = False) -> int:
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(_run(state, values.get("proxy"),
+                                   site_subnets=tuple(values.get("site_subnets") or ()),
                                    allow_loopback_devices=allow_loopback_devices))
     except StateError as exc:
         print(f"ewsgate agent run: {exc.code}: {exc}", file=sys.stderr)

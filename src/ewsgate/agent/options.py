@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ewsgate.agent.address_policy import parse_site_subnets
 from ewsgate.config import Option, parse_host_port, parse_path, parse_url
 
 __all__ = ["ENROLL", "RUN"]
@@ -23,7 +24,14 @@ ENROLL: list[Option] = [
     PROXY,
 ]
 
+SITE_SUBNETS = Option("site-subnets", "the site's device subnets, comma-separated (e.g. "
+                      "10.20.0.0/24,2001:db8:5::/64); when set, the agent sends nothing -- no "
+                      "SNMP, no ARP priming, no TCP -- to an address outside them (default: "
+                      "any address the address policy allows)", parse=parse_site_subnets,
+                      metavar="CIDR,...")
+
 RUN: list[Option] = [
     DATA_DIR,
     PROXY,
+    SITE_SUBNETS,
 ]

@@ -10,8 +10,9 @@ docs/sessions.md)::
      "ticket":   "<tunnel ticket JWT>"}
 
 1. progress ``verifying``; the identity check of :func:`ewsgate.agent.commands.verify_device`
-   on ``identity``; anything but *verified* fails the command with the check's code and
-   sentence (fail closed: the device is never dialled);
+   on ``identity``, which first puts the IP to the address policy; anything but *verified*
+   (a refused address included) fails the command with the check's code and sentence (fail
+   closed: the device is never dialled);
 2. the identity check's IP must be the IP the tunnel will dial (``device.ip``) — the ticket
    names the device, and a payload whose two halves disagree is refused;
 3. progress ``connecting``; :meth:`ewsgate.agent.tunnel_client.TunnelClient.open_session`
@@ -29,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
+from ewsgate.agent.address_policy import AddressPolicy
 from ewsgate.agent.control_client import CommandContext, CommandFailure, CommandHandler
 from ewsgate.agent.dialer import DeviceTarget
 from ewsgate.agent.tunnel_client import SessionSpec
@@ -67,10 +69,12 @@ def _spec(payload: dict[str, Any]) -> SessionSpec:
                        expires_at=expires_at)
 
 
-def session_handlers(tunnels: Tunnels, *, verify: Verify | None = None
+def session_handlers(tunnels: Tunnels, *, verify: Verify | None = None,
+                     address_policy: AddressPolicy | None = None
                      ) -> dict[str, CommandHandler]:
     """``OpenSession`` and ``CloseSession`` over ``tunnels``; ``verify`` is the identity
-    check (default: :func:`ewsgate.agent.commands.verify_device`)."""
+    check (default: :func:`ewsgate.agent.commands.verify_device` under ``address_policy``,
+    itself by default the production rules)."""
 
     async def open_session(ctx: CommandContext) -> dict[str, Any]:
         spec = _spec(ctx.payload)
@@ -84,9 +88,10 @@ def session_handlers(tunnels: Tunnels, *, verify: Verify | None = None
         ctx.progress("verifying", f"checking that {spec.device.ip} is the device on record")
         check = verify
         if check is None:
-            from ewsgate.agent.commands import verify_device
+            from ewsgate.agent.commands import verify_device, verify_device_handler
 
-            check = verify_device
+            check = verify_device if address_policy is None else \
+                verify_device_handler(address_policy)
         result = await check(replace(ctx, payload=identity))
         if result.get("result") != "verified":
             raise CommandFailure(str(result.get("code") or "identity_not_verified"),

@@ -2,12 +2,17 @@
 
 Theory of operation. A host on the agent's own layer-2 segment appears in the kernel's
 neighbour table once a packet has been sent to it. The table is read from ``/proc/net/arp``
-(IPv4) and from ``ip neigh show <ip>`` (IPv4 and IPv6); both parsers are pure functions.
-Only complete entries count: an ARP row with flags 0x0 or an all-zero MAC, or an ``ip neigh``
-row in state INCOMPLETE or FAILED (or without ``lladdr``), is no entry at all.
+(IPv4) and over rtnetlink (``RTM_GETNEIGH``, IPv4 and IPv6, :mod:`ewsgate.agent.netlink`),
+never by forking ``ip neigh`` (a fork beside gRPC's threads crashed a child); the parsers are
+pure functions. Only complete entries count: an ARP row with flags 0x0 or an all-zero MAC, a
+netlink entry that is INCOMPLETE, FAILED or NOARP (or has no link-layer address), or an
+``ip neigh`` row in state INCOMPLETE or FAILED, is no entry at all.
 
 Priming: when the IP has no entry yet, one TCP connect to the device's web port makes the
 kernel resolve it (the SNMP requests that went unanswered have usually done so already).
+It goes to the device's recorded IP only, which the agent's address policy
+(:mod:`ewsgate.agent.address_policy`) has already allowed before the identity check began --
+so it never connects to the agent's own host, loopback or a metadata endpoint.
 
 Limits, stated in docs/identity.md: across a router the table holds the router's MAC, so a
 device behind a router mismatches (and fails closed); a STALE entry is the last MAC seen.
@@ -22,17 +27,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-from collections.abc import Mapping, Sequence
+import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ewsgate.agent.netlink import NeighbourRecord, read_neighbours
 from ewsgate.agent.snmp.values import MacError, normalize_mac
 
 __all__ = [
     "NeighbourTable",
     "StaticNeighbourTable",
     "SystemNeighbourTable",
+    "from_netlink",
     "parse_ip_neigh",
     "parse_proc_net_arp",
     "prime_neighbour",
@@ -87,6 +95,17 @@ def parse_ip_neigh(text: str) -> dict[str, str]:
     return table
 
 
+def from_netlink(records: list[NeighbourRecord]) -> dict[str, str]:
+    """Netlink neighbour records → ``{ip: mac}`` for valid entries with a 6-byte address."""
+    table: dict[str, str] = {}
+    for record in records:
+        if record.destination is None or not record.valid or record.lladdr is None or \
+                len(record.lladdr) != 6:
+            continue
+        table[str(record.destination)] = ":".join(f"{byte:02x}" for byte in record.lladdr)
+    return table
+
+
 @dataclass(frozen=True, slots=True)
 class StaticNeighbourTable:
     """A fixed ``{ip: mac}`` table; MACs are normalised when it is made."""
@@ -102,16 +121,19 @@ class StaticNeighbourTable:
         return self.entries.get(str(ipaddress.ip_address(ip)))
 
 
+NetlinkRead = Callable[[int], list[NeighbourRecord]]
+
+
 @dataclass(frozen=True, slots=True)
 class SystemNeighbourTable:
-    """The host's table: ``proc_path`` for IPv4 first, then ``ip_command`` + ``show <ip>``.
+    """The host's table: ``proc_path`` for IPv4 first, then rtnetlink for IPv4 and IPv6.
 
-    Either source can be switched off with ``None`` (or pointed at a file in tests).
+    Either source can be switched off with ``None``, or pointed at a file / a reader in tests.
+    Nothing here forks a process.
     """
 
     proc_path: Path | None = Path("/proc/net/arp")
-    ip_command: Sequence[str] | None = ("ip", "neigh", "show")
-    command_timeout: float = 2.0
+    netlink: NetlinkRead | None = read_neighbours
 
     async def lookup(self, ip: str) -> str | None:
         address = ipaddress.ip_address(ip)
@@ -123,28 +145,14 @@ class SystemNeighbourTable:
             found = parse_proc_net_arp(text).get(str(address))
             if found:
                 return found
-        if self.ip_command is None:
+        if self.netlink is None:
             return None
-        return parse_ip_neigh(await self._run_ip(str(address))).get(str(address))
-
-    async def _run_ip(self, ip: str) -> str:
-        if self.ip_command is None:
-            return ""
+        family = socket.AF_INET if address.version == 4 else socket.AF_INET6
         try:
-            process = await asyncio.create_subprocess_exec(
-                *self.ip_command, ip, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL)
+            records = await asyncio.to_thread(self.netlink, family)
         except OSError:
-            return ""
-        try:
-            async with asyncio.timeout(self.command_timeout):
-                out, _ = await process.communicate()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
-            return ""
-        return out.decode("utf-8", "replace")
+            return None
+        return from_netlink(records).get(str(address))
 
 
 async def prime_neighbour(ip: str, port: int, *, budget: float) -> None:
