@@ -27,11 +27,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ewsgate import pki
+from ewsgate.portal.services import audit
 from ewsgate.portal.services.errors import AuthenticationFailed
 from ewsgate.portal.services.installations import redeem_enrolment_token
 from ewsgate.portal.store.db import Database
+from ewsgate.portal.store.models import Customer
 from ewsgate.proto import control_pb2 as pb
 from ewsgate.proto import control_pb2_grpc as pb_grpc
 
@@ -80,6 +84,15 @@ class EnrolmentServicer(pb_grpc.EnrolmentServicer):
                 installation.cert_not_after = cert.not_valid_after_utc
                 if request.agent_version:
                     installation.agent_version = request.agent_version[:64]
+                await audit.record(
+                    session, "installation.enrol",
+                    actor=audit.Principal.installation(installation.id, installation.name),
+                    target_id=installation.id, customer_id=installation.customer_id,
+                    dealer_id=await _dealer_of(session, installation.customer_id),
+                    after=audit.snapshot(installation, "cert_serial", "cert_not_after",
+                                         "agent_version"),
+                    detail=f"host {request.hostname[:100]!r}, peer {context.peer()}",
+                    clock=self.clock)
                 response = pb.EnrollResponse(
                     installation_id=str(installation.id),
                     certificate_pem=pki.cert_to_pem(cert),
@@ -98,3 +111,7 @@ class EnrolmentServicer(pb_grpc.EnrolmentServicer):
             log.info("enrolment refused from %s: %s", context.peer(), failure[1])
             await context.abort(*failure)
         return response
+
+
+async def _dealer_of(session: AsyncSession, customer_id: int) -> int | None:
+    return await session.scalar(select(Customer.dealer_id).where(Customer.id == customer_id))

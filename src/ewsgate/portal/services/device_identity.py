@@ -20,8 +20,9 @@ from __future__ import annotations
 from typing import Any
 
 from ewsgate.portal.control.hub import CommandError, CommandSender
+from ewsgate.portal.services import audit
 from ewsgate.portal.services.access import Action, Actor
-from ewsgate.portal.services.devices import get_device
+from ewsgate.portal.services.devices import device_customer_id, get_device
 from ewsgate.portal.services.errors import PermissionDenied
 from ewsgate.portal.store.db import Database
 from ewsgate.portal.store.models import Device
@@ -78,7 +79,7 @@ async def verify_device_identity(database: Database, actor: Actor, device_id: in
                                         timeout=timeout)
     except CommandError as exc:
         await _record(database, device_id, {"result": "unknown", "detail": exc.message},
-                      clock, verified=False)
+                      clock, verified=False, actor=actor)
         raise
     outcome = str(result.get("result", "unknown"))
     if outcome not in ("verified", "mismatch", "unknown"):
@@ -87,16 +88,18 @@ async def verify_device_identity(database: Database, actor: Actor, device_id: in
               "detail": str(result.get("detail") or ""),
               "seen_mac": result.get("seen_mac"), "seen_serial": result.get("seen_serial"),
               "checked_at": clock().isoformat(timespec="seconds")}
-    await _record(database, device_id, answer, clock, verified=outcome == "verified")
+    await _record(database, device_id, answer, clock, verified=outcome == "verified",
+                  actor=actor)
     return answer
 
 
 async def _record(database: Database, device_id: int, answer: dict[str, Any], clock: Clock,
-                  *, verified: bool) -> None:
+                  *, verified: bool, actor: Actor) -> None:
     async with database.transaction() as session:
         device = await session.get(Device, device_id)
         if device is None:  # deleted meanwhile
             return
+        before = audit.snapshot(device, *_RESULT_FIELDS)
         device.last_identity_result = answer["result"]
         device.last_identity_detail = answer["detail"][:4000]
         if answer.get("seen_mac"):
@@ -105,3 +108,11 @@ async def _record(database: Database, device_id: int, answer: dict[str, Any], cl
             device.last_seen_serial = str(answer["seen_serial"])[:128]
         if verified:
             device.last_verified_at = clock()
+        await audit.record(session, "device.verify_identity", actor=actor, target_id=device.id,
+                           customer_id=await device_customer_id(session, device),
+                           before=before, after=audit.snapshot(device, *_RESULT_FIELDS),
+                           detail=f"{answer['result']}: {answer['detail']}", clock=clock)
+
+
+_RESULT_FIELDS = ("last_identity_result", "last_identity_detail", "last_seen_mac",
+                  "last_seen_serial", "last_verified_at")
