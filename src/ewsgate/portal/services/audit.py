@@ -323,8 +323,7 @@ async def audit_scope(session: AsyncSession, actor: Actor) -> AuditScope:
     return AuditScope.of(actor.dealer_id, scope)
 
 
-def _query(scope: AuditScope, filters: AuditFilter, cursor: int | None) -> Select[tuple[
-        AuditEvent]]:
+def _query(scope: AuditScope, filters: AuditFilter, cursor: int | None) -> Select[AuditEvent]:
     query = select(AuditEvent).where(scope.where())
     if filters.actor:
         needle = filters.actor.strip()
