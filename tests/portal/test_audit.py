@@ -422,3 +422,15 @@ async def test_export_streams_past_one_batch(db: Database, world: World) -> None
     assert seen == list(range(1202, -1, -1))
 
 
+
+
+async def test_migrated_audit_table_matches_the_model(db: Database) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from ewsgate.portal.store.models import Base
+
+    async with db.engine.connect() as connection:
+        diffs = await connection.run_sync(
+            lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata))
+    assert [d for d in diffs if "audit_events" in repr(d)] == []

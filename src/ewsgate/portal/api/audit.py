@@ -80,7 +80,7 @@ async def list_audit_events(
                                 since=since, until=until)
     after = parse_cursor(cursor)
     async with ctx.database.transaction() as s:
-        scope = await audit.audit_scope(s, actor)
+        scope = (await audit.audit_scope(s, actor)).require()
         if format == "json":
             rows = await audit.list_events(s, scope, filters, limit=limit, cursor=after)
             return AuditPage(events=[AuditEventOut.model_validate(as_dict(r)) for r in rows],

@@ -36,7 +36,7 @@ from datetime import date, datetime
 from enum import Enum
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Select, or_, select
+from sqlalchemy import ColumnElement, Select, false, or_, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -287,7 +287,21 @@ class AuditScope:
     def of(cls, dealer_id: int, scope: Scope) -> AuditScope:
         return cls(dealer_id, scope.dealer_wide, scope.customer_ids)
 
+    @property
+    def empty(self) -> bool:
+        return not self.dealer_wide and not self.customer_ids
+
+    def require(self) -> AuditScope:
+        """This scope, or :class:`PermissionDenied` when it shows nothing (a reader without
+        the ``view_audit`` permission anywhere): the API and the page answer 403."""
+        if self.empty:
+            raise PermissionDenied("the audit trail is for administrators; ask one for the "
+                                   "administrator role", code="forbidden")
+        return self
+
     def where(self) -> ColumnElement[bool]:
+        if self.empty:
+            return false()
         if self.dealer_wide:
             return or_(AuditEvent.dealer_id == self.dealer_id, AuditEvent.dealer_id.is_(None))
         return (AuditEvent.dealer_id == self.dealer_id) & AuditEvent.customer_id.in_(
@@ -314,13 +328,10 @@ class AuditFilter:
 
 
 async def audit_scope(session: AsyncSession, actor: Actor) -> AuditScope:
-    """The reader's scope; :class:`PermissionDenied` without the ``view_audit`` permission."""
+    """The part of the trail ``actor`` may read (from the ``view_audit`` permission; empty
+    for everyone else — :meth:`AuditScope.require` turns that into 403)."""
     tree = await load_tree(session, actor.dealer_id)
-    scope = scope_for(actor, Action.VIEW_AUDIT, tree)
-    if scope.empty:
-        raise PermissionDenied("the audit trail is for administrators; ask one for the "
-                               "administrator role", code="forbidden")
-    return AuditScope.of(actor.dealer_id, scope)
+    return AuditScope.of(actor.dealer_id, scope_for(actor, Action.VIEW_AUDIT, tree))
 
 
 def _query(scope: AuditScope, filters: AuditFilter, cursor: int | None) -> Select[AuditEvent]:

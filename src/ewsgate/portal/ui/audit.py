@@ -60,7 +60,7 @@ async def audit_list(p: Page) -> Response:
         error = PageError.of(exc)
     try:
         async with p.transaction() as session:
-            scope = await audit.audit_scope(session, p.actor)
+            scope = (await audit.audit_scope(session, p.actor)).require()
             events = await audit.list_events(session, scope, filters, limit=_PAGE,
                                              cursor=cursor)
     except ServiceError as exc:
