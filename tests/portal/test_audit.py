@@ -434,3 +434,28 @@ async def test_migrated_audit_table_matches_the_model(db: Database) -> None:
         diffs = await connection.run_sync(
             lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata))
     assert [d for d in diffs if "audit_events" in repr(d)] == []
+
+
+def test_signing_key_rotation_and_retirement_are_audited(tmp_path: Any) -> None:
+    import asyncio
+
+    from ewsgate.cli import main
+
+    data = str(tmp_path)
+    assert main(["admin", "signing-keys", "--data-dir", data, "--rotate"]) == 0
+    assert main(["admin", "signing-keys", "--data-dir", data, "--rotate"]) == 0
+
+    async def entries() -> list[AuditEvent]:
+        database = Database(f"sqlite+aiosqlite:///{tmp_path / 'portal.sqlite3'}", pool=False)
+        try:
+            return await _events(database)
+        finally:
+            await database.dispose()
+
+    first, second = asyncio.run(entries())
+    assert [first.action, second.action] == ["signing_key.rotate"] * 2
+    assert (first.actor_type, first.target_type) == ("system", "signing_key")
+    assert main(["admin", "signing-keys", "--data-dir", data,
+                 f"--retire={first.target_id}"]) == 0
+    retired = asyncio.run(entries())[-1]
+    assert (retired.action, retired.target_id) == ("signing_key.retire", first.target_id)
