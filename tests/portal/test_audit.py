@@ -362,6 +362,13 @@ async def test_filters_cursor_and_scope(client: httpx.AsyncClient, db: Database,
     window = (await client.get("/api/v1/audit-events", headers=admin, params={
         "since": "2020-01-01T00:00:00Z", "until": "2020-01-02T00:00:00Z"})).json()
     assert window["events"] == []
+    around = (await client.get("/api/v1/audit-events", headers=admin, params={
+        "action": "customer.create", "since": "2026-11-28T11:00:00+00:00",
+        "until": "2026-11-28T13:00:00Z"})).json()  # the injected clock's WORLD_NOW
+    assert len(around["events"]) == 4
+    after = (await client.get("/api/v1/audit-events", headers=admin, params={
+        "action": "customer.create", "since": "2026-11-28T12:00:00.001Z"})).json()
+    assert after["events"] == []
 
     # a customer-scoped administrator sees its subtree's entries only
     scoped = await _bearer(db, world, "administrator@A")
