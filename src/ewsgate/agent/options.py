@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ewsgate.config import Option, parse_host_port, parse_path, parse_url
+from ewsgate.config import Option, parse_host_port, parse_path, parse_positive_int, parse_url
 
 __all__ = ["ENROLL", "RUN"]
 
@@ -23,7 +23,13 @@ ENROLL: list[Option] = [
     PROXY,
 ]
 
+MAX_DEVICE_CONNECTIONS = Option(
+    "max-device-connections", "device connections one Remote Technician session may hold at "
+    "once; the relay's streams beyond it are refused (REFUSED_STREAM) and reported to the "
+    "portal", parse=parse_positive_int, default=32, metavar="N")
+
 RUN: list[Option] = [
     DATA_DIR,
     PROXY,
+    MAX_DEVICE_CONNECTIONS,
 ]
