@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
+from ewsgate.aio import connection as aio_connection
 from ewsgate.aio.connection import TunnelConnection
 from ewsgate.aio.streams import TunnelStream
 from ewsgate.tunnel import Budget, Connection, ErrorCode, ProtocolConfig, Role
@@ -82,7 +85,9 @@ async def test_open_then_reset_in_one_read_never_reaches_the_handler() -> None:
     conn.close()
 
 
-async def test_a_flood_is_reported_once_and_ends_in_goaway_enhance_your_calm() -> None:
+async def test_a_flood_is_reported_once_and_ends_in_goaway_enhance_your_calm(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aio_connection, "LINGER", 0.01)
     handled: list[int] = []
     violations: list[tuple[object, str, str]] = []
     cfg = ProtocolConfig(early_resets=Budget(burst=10, per_second=1))
@@ -100,6 +105,13 @@ async def test_a_flood_is_reported_once_and_ends_in_goaway_enhance_your_calm() -
     assert conn.violation is not None and conn.violation.budget == "early_resets"
     goaways = [f for f in frames_of(bytes(transport.written)) if f[0] == FrameType.GOAWAY]
     assert [parse_goaway(f[3])[1] for f in goaways] == [ErrorCode.ENHANCE_YOUR_CALM]
+    # the transport stays open a moment, reading and discarding, so the GOAWAY is not lost
+    # to a TCP reset; then it is closed
+    assert not transport.closed
+    for _ in range(100):
+        if transport.closed:
+            break
+        await asyncio.sleep(0.01)
     assert transport.closed
     why = await conn.wait_closed()
     assert why.code is ErrorCode.ENHANCE_YOUR_CALM

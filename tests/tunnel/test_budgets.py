@@ -62,18 +62,41 @@ def test_rapid_open_and_reset_is_answered_with_enhance_your_calm_then_goaway() -
     assert pair.agent.state is ConnectionState.OPEN
     events = pair.agent.receive_data(_open_reset(11, 1))
     reason = _calm(events, "early_resets").reason
-    assert "reset before they were accepted" in reason and "5 at once" in reason
+    assert "reset before they were accepted or used" in reason and "5 at once" in reason
     assert _goaway_code(pair.agent.data_to_send()) == ErrorCode.ENHANCE_YOUR_CALM
     assert pair.agent.state is ConnectionState.CLOSED
 
 
-def test_a_reset_after_accept_is_not_an_early_reset() -> None:
+def test_a_reset_after_the_request_was_sent_is_not_an_early_reset() -> None:
     pair = _pair(early_resets=TIGHT)
-    for _ in range(10):
+    for _ in range(10):  # the browser cancels a request it had sent: legitimate
         sid = pair.open()
+        pair.relay.send_data(sid, b"GET / HTTP/1.1\r\n\r\n")
+        pair.to_agent()
         pair.relay.reset_stream(sid)
         assert not any(isinstance(e, ConnectionTerminated) for e in pair.to_agent())
     assert pair.agent.budget_left("early_resets") == 5
+
+
+def test_accepted_but_never_used_streams_count_as_early_resets() -> None:
+    """OPEN, wait for ACCEPT (the agent dialled the device), RESET: the same flood, slower."""
+    pair = _pair(early_resets=TIGHT)
+    for n in range(6):
+        sid = pair.open()
+        pair.relay.reset_stream(sid)
+        events = pair.to_agent()
+    _calm(events, "early_resets")
+    assert n == 5
+
+
+def test_the_relay_end_does_not_count_the_agents_resets() -> None:
+    """The agent resets streams it cannot serve (device unreachable): that is its answer."""
+    pair = _pair(early_resets=TIGHT)
+    for _ in range(20):
+        sid = pair.relay.open_stream(0)
+        pair.to_agent()
+        pair.agent.reset_stream(sid, ErrorCode.CONNECT_FAILED)
+        assert not any(isinstance(e, ConnectionTerminated) for e in pair.to_relay())
 
 
 def test_the_budget_refills_with_time_passed_to_tick() -> None:

@@ -72,6 +72,10 @@ def set_nodelay(transport: asyncio.BaseTransport) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+#: how long a connection we closed for the peer's fault keeps reading (and discarding), so
+#: that the GOAWAY reaches the peer instead of being lost to a TCP reset
+LINGER = 0.5
+
 #: size of the receive buffer TLS decrypts into (a BufferedProtocol: no allocation per read)
 READ_BUFFER = 256 * 1024
 
@@ -442,6 +446,12 @@ class TunnelConnection(asyncio.BufferedProtocol):
                 waiter.set_result(None)
         for task in list(self._tasks):
             task.cancel()
+        if self.violation is not None and self._transport is not None:
+            # Our GOAWAY says why; closing a socket with unread bytes in its receive buffer
+            # sends a TCP RST, and a peer's kernel drops what it had not read yet -- our GOAWAY
+            # with it. So keep reading (the closed core discards it) for a moment first.
+            self.loop.call_later(LINGER, self._close_transport)
+            return
         self._close_transport()
 
     def _close_transport(self) -> None:

@@ -2,14 +2,16 @@
 
 Some frames are legal one at a time and harmful by the thousand (HTTP/2's rapid-reset and
 empty-frame floods, CVE-2023-44487 and CVE-2019-9518, are the same idea): a relay that opens a
-stream and resets it before the agent accepted it makes the agent dial the device for nothing;
-RESETs and WINDOWs for streams already closed, WINDOW increments of a few bytes and empty DATA
-frames each cost a parse and a lookup and move no data. Each kind has a budget per connection:
+stream and resets it before the agent accepted it, or before it sent a byte on it, makes the
+agent dial the device for nothing; RESETs and WINDOWs for streams already closed, WINDOW
+increments of a few bytes and empty DATA frames each cost a parse and a lookup and move no
+data. Each kind has a budget per connection:
 
 ====================  ==========================================================  =========
 budget                counted when the peer sends ...                             default
 ====================  ==========================================================  =========
-``early_resets``      RESET for a stream it opened that we have not accepted yet  200 + 50/s
+``early_resets``      RESET for a stream it opened, before we accepted it or      128 + 32/s
+                      before it sent a byte on it (the agent end only)
 ``closed_frames``     RESET, WINDOW or ACCEPT for a stream no longer open, or     256 + 64/s
                       DATA on a stream the peer itself already ended or reset
 ``small_windows``     WINDOW increment below ``min(1024, window / 4)``            256 + 64/s
@@ -40,7 +42,7 @@ __all__ = ["BUDGET_NAMES", "Budget", "BudgetExceededError", "Budgets"]
 BUDGET_NAMES = ("early_resets", "closed_frames", "small_windows", "empty_data")
 
 _WHAT = {
-    "early_resets": "streams opened and reset before they were accepted",
+    "early_resets": "streams opened and reset before they were accepted or used",
     "closed_frames": "frames for streams that are already closed",
     "small_windows": "WINDOW frames of a few bytes of credit",
     "empty_data": "empty DATA frames",

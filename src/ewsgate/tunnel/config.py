@@ -11,7 +11,7 @@ from ewsgate.tunnel.frames import Setting
 __all__ = ["MAX_WINDOW", "ProtocolConfig", "Role"]
 
 # default abuse budgets (a frozen dataclass default must be a name, not a call)
-_EARLY_RESETS = Budget(burst=200, per_second=50)
+_EARLY_RESETS = Budget(burst=128, per_second=32)
 _CLOSED_FRAMES = Budget(burst=256, per_second=64)
 _SMALL_WINDOWS = Budget(burst=256, per_second=64)
 _EMPTY_DATA = Budget(burst=128, per_second=32)

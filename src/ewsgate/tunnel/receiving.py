@@ -243,7 +243,10 @@ class Receiving(ConnectionBase):
             code, reason = parse_reset(payload)
             stream = self._streams.get(sid)
             if stream is not None:
-                if stream.state is StreamState.PENDING:  # opened and reset before our ACCEPT
+                if self.role is Role.DIALER and (
+                        stream.state is StreamState.PENDING or self._never_received(stream)):
+                    # the opener reset it before ACCEPT, or before sending a byte: work (a
+                    # device dial) for nothing -- HTTP/2's rapid reset
                     budgets = self._budgets
                     budgets.early_resets -= 1
                     if budgets.early_resets < 0:
@@ -331,6 +334,13 @@ class Receiving(ConnectionBase):
                                       ErrorCode.FLOW_CONTROL_ERROR, sid)
         stream.send_window += increment
         events.append(WindowUpdated(stream_id=sid, increment=increment))
+
+    def _never_received(self, stream: StreamRecord) -> bool:
+        """True when no DATA byte ever arrived on ``stream`` (no per-frame bookkeeping: any
+        byte received leaves the receive window short, or counts as consumed or unacked, or
+        grew the window)."""
+        return (stream.consumed == 0 and stream.unacked == 0 and
+                stream.recv_window == stream.window == self.config.initial_stream_window)
 
     def _spend_small_window(self) -> None:
         budgets = self._budgets
