@@ -68,7 +68,8 @@ class BudgetExceededError(RemoteProtocolError):
     def __init__(self, budget: str, limit: Budget) -> None:
         super().__init__(
             f"the peer sent more {_WHAT[budget]} than allowed ({limit.burst} at once, "
-            f"{limit.per_second} per second; budget {budget!r}); closing the connection",
+            f"{limit.per_second} per second; budget {budget!r}); closing the connection. A "
+            "well-behaved peer never comes near it: see docs/tunnel-protocol.md, Abuse budgets",
             ErrorCode.ENHANCE_YOUR_CALM)
         self.budget = budget
 
