@@ -109,3 +109,35 @@ async def test_a_report_flood_is_capped_per_installation(portal, enrol, agents, 
     await asyncio.sleep(0.5)
     stored = len(await _rows(db))
     assert 20 <= stored <= 30, stored  # the burst, plus what refilled (1/s) meanwhile
+
+
+async def test_a_relay_cut_fails_the_live_session_with_the_agents_reason(
+        portal, enrol, agents, db):
+    enrolled = await enrol()
+    job_id = await _session_of(db, enrolled.installation_id, "sess-d")
+    agent = agents(enrolled.state)
+    await asyncio.wait_for(agent.client.connected.wait(), 10)
+    agent.client.send_tunnel_report(
+        session_id="sess-d", kind="relay_cut", code="ENHANCE_YOUR_CALM",
+        detail="the relay kept breaking the agent's rules in this session", count=1)
+
+    async def failed():
+        async with db.transaction() as s:
+            return (await s.get(RemoteSession, "sess-d")).status == "failed"
+
+    await eventually(failed)
+    async with db.transaction() as s:
+        row = await s.get(RemoteSession, "sess-d")
+        assert row.reason.startswith("relay_cut: the relay kept breaking")
+        assert row.ended_at is not None
+        assert (await s.get(Job, job_id)).status == "running"  # the sweep finishes it
+    # a later cut report does not overwrite the first outcome
+    agent.client.send_tunnel_report(session_id="sess-d", kind="relay_cut",
+                                    code="ENHANCE_YOUR_CALM", detail="second", count=1)
+
+    async def two_reports():
+        return len(await _rows(db)) == 2
+
+    await eventually(two_reports)
+    async with db.transaction() as s:
+        assert "second" not in (await s.get(RemoteSession, "sess-d")).reason

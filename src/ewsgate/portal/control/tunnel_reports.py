@@ -11,7 +11,11 @@ An agent sends ``AgentMessage.tunnel_report`` when a relay misbehaved in one of 
 3. accepts a report only for a session whose device belongs to the installation on the
    stream (identity comes from the certificate, never from the message);
 4. stores it in ``tunnel_reports`` (job, session, kind, code, budget, count, detail) with the
-   text cleaned and capped again -- the agent's sentences are a peer's text here.
+   text cleaned and capped again -- the agent's sentences are a peer's text here;
+5. on ``relay_cut`` (the agent ended the session's tunnel for good) moves a live session to
+   ``failed`` with the agent's reason, by the session state table (a conditional ``UPDATE …
+   WHERE status IN (verifying, connecting, ready)``); the Remote Technician sweep then fails
+   the job with that reason and sends ``CloseSession``, as for any failed session.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from ewsgate.portal.sessions.status import LIVE
 from ewsgate.portal.store.db import Database
-from ewsgate.portal.store.models import Device, RemoteSession, TunnelReport
+from ewsgate.portal.store.models import Device, Job, RemoteSession, TunnelReport
 from ewsgate.proto import control_pb2 as pb
 
 __all__ = ["KINDS", "TunnelReportSink"]
@@ -79,6 +85,24 @@ class TunnelReportSink:
         bucket.tokens -= 1.0
         return True
 
+    async def _fail_session(self, session: AsyncSession, session_id: str, job_id: int,
+                            detail: str) -> None:
+        now = self.clock()
+        reason = f"relay_cut: {detail}"
+        moved = await session.execute(
+            update(RemoteSession)
+            .where(RemoteSession.id == session_id,
+                   RemoteSession.status.in_([status.value for status in LIVE]))
+            .values(status="failed", ended_at=now, reason=reason))
+        if not moved.rowcount:  # type: ignore[attr-defined]
+            return  # already ended or failed: the first outcome stays
+        job = await session.get(Job, job_id)
+        if job is not None and job.result is not None:
+            timeline = {**job.result.get("timeline", {})}
+            timeline.setdefault("failed", now.isoformat())
+            job.result = {**job.result, "status": "failed", "timeline": timeline,
+                          "reason": reason}
+
     async def record(self, installation_id: int, report: pb.TunnelReport) -> int | None:
         """Store ``report`` on its session's job; the job id, or None when it was ignored."""
         if report.version != 1:
@@ -109,6 +133,9 @@ class TunnelReportSink:
                 budget=_clean(report.budget, _MAX_WORD) or None,
                 count=max(1, min(report.count, 2**31 - 1)),
                 detail=_clean(report.detail, _MAX_DETAIL) or None))
+            if report.kind == "relay_cut":
+                await self._fail_session(session, report.session_id[:64], int(job_id),
+                                         _clean(report.detail, _MAX_DETAIL))
         log.warning("session %s (job %s): the agent reports %s %s x%d: %s", report.session_id,
                     job_id, report.kind, _clean(report.code, _MAX_WORD), report.count,
                     _clean(report.detail, _MAX_DETAIL))
