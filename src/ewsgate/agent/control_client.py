@@ -391,11 +391,15 @@ class ControlClient:
         """Queue a :class:`~ewsgate.agent.tunnel_reports.TunnelReport` for the portal (the
         ledger rate-limits them). Queued while the stream is down and sent when it is back,
         like command results."""
+        if len(self._outbox) >= _MAX_OUTBOX:
+            # bounded: a long outage must not grow memory for ever, and never at the expense
+            # of a command result
+            log.warning("control stream down too long: tunnel report on session %s dropped "
+                        "(%s %s x%d)", session_id, kind, code, count)
+            return
         self._outbox.append(pb.AgentMessage(tunnel_report=pb.TunnelReport(
             version=1, session_id=session_id, kind=kind, code=code, detail=detail,
             count=count, budget=budget, sent_unix_ms=self._now_ms_local())))
-        while len(self._outbox) > _MAX_OUTBOX:
-            self._outbox.popleft()  # bounded: a long outage must not grow memory for ever
         self._wakeup.set()
 
     def _send_result(self, result: pb.CommandResult) -> None:
