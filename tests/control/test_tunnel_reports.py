@@ -98,6 +98,7 @@ async def test_a_report_flood_is_capped_per_installation(portal, enrol, agents, 
     await _session_of(db, enrolled.installation_id, "sess-c")
     agent = agents(enrolled.state)
     await asyncio.wait_for(agent.client.connected.wait(), 10)
+    started = asyncio.get_running_loop().time()
     for i in range(200):
         agent.client.send_tunnel_report(session_id="sess-c", kind="destination_refused",
                                         code="DESTINATION_REFUSED", detail=f"index {i}", count=1)
@@ -108,7 +109,8 @@ async def test_a_report_flood_is_capped_per_installation(portal, enrol, agents, 
     await eventually(drained)
     await asyncio.sleep(0.5)
     stored = len(await _rows(db))
-    assert 20 <= stored <= 30, stored  # the burst, plus what refilled (1/s) meanwhile
+    elapsed = asyncio.get_running_loop().time() - started
+    assert 20 <= stored <= 20 + int(elapsed) + 1, (stored, elapsed)  # the burst, plus 1/s
 
 
 async def test_a_relay_cut_fails_the_live_session_with_the_agents_reason(
