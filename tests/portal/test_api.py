@@ -312,3 +312,22 @@ async def test_login_only_accepts_json(client: httpx.AsyncClient, world: World) 
                                  headers={"Content-Type": "text/plain"})
     _error(response, 422, "invalid_input")
     assert "set-cookie" not in response.headers
+
+
+async def test_a_jobs_tunnel_reports_are_listed_to_those_who_see_the_job(
+        client: httpx.AsyncClient, db: Database, world: World) -> None:
+    import datetime as dt
+
+    from ewsgate.portal.store.models import TunnelReport
+
+    async with db.transaction() as s:
+        s.add(TunnelReport(job_id=world.job["A1"], session_id="sess", installation_id=None,
+                           at=dt.datetime.now(dt.UTC), kind="relay_cut",
+                           code="ENHANCE_YOUR_CALM", budget="early_resets", count=1,
+                           detail="the relay kept breaking the agent's rules"))
+    viewer = await _token(db, world, "viewer@A")
+    listed = await client.get(f"/api/v1/jobs/{world.job['A1']}/tunnel-reports", headers=viewer)
+    assert listed.status_code == 200
+    assert [(r["kind"], r["budget"]) for r in listed.json()] == [("relay_cut", "early_resets")]
+    _error(await client.get(f"/api/v1/jobs/{world.job['B']}/tunnel-reports", headers=viewer),
+           404, "not_found")

@@ -62,6 +62,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 RENEW_KIND = "RenewCertificate"
+#: most messages kept for the next stream while the portal is unreachable
+_MAX_OUTBOX = 10_000
 
 
 class CommandFailure(Exception):
@@ -382,6 +384,22 @@ class ControlClient:
 
     def _send_control(self, message: pb.AgentMessage) -> None:
         self._control.append(message)
+        self._wakeup.set()
+
+    def send_tunnel_report(self, *, session_id: str, kind: str, code: str, detail: str,
+                           count: int, budget: str = "") -> None:
+        """Queue a :class:`~ewsgate.agent.tunnel_reports.TunnelReport` for the portal (the
+        ledger rate-limits them). Queued while the stream is down and sent when it is back,
+        like command results."""
+        if len(self._outbox) >= _MAX_OUTBOX:
+            # bounded: a long outage must not grow memory for ever, and never at the expense
+            # of a command result
+            log.warning("control stream down too long: tunnel report on session %s dropped "
+                        "(%s %s x%d)", session_id, kind, code, count)
+            return
+        self._outbox.append(pb.AgentMessage(tunnel_report=pb.TunnelReport(
+            version=1, session_id=session_id, kind=kind, code=code, detail=detail,
+            count=count, budget=budget, sent_unix_ms=self._now_ms_local())))
         self._wakeup.set()
 
     def _send_result(self, result: pb.CommandResult) -> None:

@@ -279,3 +279,15 @@ class JobLogOut(BaseModel):
     status: str
     live: bool = Field(description="the job is still running: more entries may come")
     entries: list[JobLogEntryOut]
+
+
+class TunnelReportOut(_Out):
+    """What the agent reported about the relay in this job's session (docs/control-channel.md)."""
+
+    at: datetime
+    session_id: str
+    kind: str
+    code: str
+    budget: str | None
+    count: int
+    detail: str | None

@@ -32,6 +32,7 @@ import contextlib
 import datetime as dt
 import ipaddress
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -42,6 +43,7 @@ from ewsgate import pki
 from ewsgate.portal.control.enrolment import EnrolmentServicer, EnrolmentSettings
 from ewsgate.portal.control.hub import Connection, ControlHub, HubConfig
 from ewsgate.portal.control.records import ControlRecords, Refusal
+from ewsgate.portal.control.tunnel_reports import TunnelReportSink
 from ewsgate.portal.store.db import Database
 from ewsgate.proto import control_pb2 as pb
 from ewsgate.proto import control_pb2_grpc as pb_grpc
@@ -137,8 +139,10 @@ class ControlServicer(pb_grpc.ControlServicer):
     """The ``Control`` service: one long-lived stream per installation."""
 
     def __init__(self, hub: ControlHub, ca: pki.CertificateAuthority,
-                 cert_lifetime: dt.timedelta) -> None:
+                 cert_lifetime: dt.timedelta, reports: TunnelReportSink | None = None) -> None:
         self.hub = hub
+        #: where agents' tunnel reports are recorded (None: logged and dropped)
+        self.reports = reports
         self.records = hub.records
         self.ca = ca
         self.cert_lifetime = cert_lifetime
@@ -257,6 +261,9 @@ class ControlServicer(pb_grpc.ControlServicer):
         elif kind == "result":
             await self.records.recheck(connection.installation_id, connection.cert_serial)
             self.hub.on_result(connection, message.result)
+        elif kind == "tunnel_report":
+            if self.reports is not None:
+                await self.reports.record(connection.installation_id, message.tunnel_report)
         elif kind == "renew":
             current_not_after = await self.records.recheck(connection.installation_id,
                                                            connection.cert_serial)
@@ -327,7 +334,9 @@ class ControlServer:
         chain = issued.cert_pem + self.ca.cert_pem
         server = grpc.aio.server(options=server_options())
         pb_grpc.add_ControlServicer_to_server(  # type: ignore[no-untyped-call]
-            ControlServicer(self.hub, self.ca, self.config.cert_lifetime), server)
+            ControlServicer(self.hub, self.ca, self.config.cert_lifetime,
+                            TunnelReportSink(self._database, clock=self.clock,
+                                             monotonic=time.monotonic)), server)
         pb_grpc.add_EnrolmentServicer_to_server(  # type: ignore[no-untyped-call]
             EnrolmentServicer(self._database, self.ca, self._enrolment_settings, self.clock),
             server)

@@ -56,6 +56,7 @@ __all__ = [
     "Relay",
     "RemoteSession",
     "RoleAssignment",
+    "TunnelReport",
     "User",
     "WebSession",
 ]
@@ -333,3 +334,21 @@ class ControlCommand(Base):
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     completed_at: Mapped[datetime | None]
+
+
+class TunnelReport(Base):
+    """A relay's misbehaviour in a session, as the agent reported it (``TunnelReport`` on the
+    control stream): a refused destination or stream, a tunnel protocol violation, or the
+    agent cutting the relay. Recorded on the session's job; ``count`` occurrences per row."""
+
+    __tablename__ = "tunnel_reports"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    session_id: Mapped[str] = mapped_column(String(64))
+    installation_id: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))
+    code: Mapped[str] = mapped_column(String(32))
+    budget: Mapped[str | None] = mapped_column(String(32))
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    detail: Mapped[str | None] = mapped_column(Text)
