@@ -6,6 +6,9 @@ POST     /api/v1/relay/log-batches              a batch of Remote Technician Log
                                                 duplicates, rejected (index, code, message)
 GET      /api/v1/relay/sessions/{id}            a session pinned to this relay: status, expiry,
                                                 owner, revoked access-token ids
+GET      /api/v1/relay/events                   server-sent events: a snapshot of this relay's
+                                                sessions, then revocations as they happen
+                                                (see :mod:`ewsgate.portal.sessions.revocation`)
 POST     /api/v1/relay/certificate              ``{"csr_pem"}`` → a server certificate from
                                                 the portal CA for the relay's registered names
 GET      /.well-known/ewsgate-ca.pem            the portal CA certificate (public, no auth)
@@ -21,11 +24,14 @@ the JWKS and the OAuth token endpoint. A relay sees only sessions pinned to it (
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ewsgate.portal.oauth.client_auth import authenticate_relay, parse_basic_auth
 from ewsgate.portal.services.errors import (
@@ -36,9 +42,11 @@ from ewsgate.portal.services.errors import (
 )
 from ewsgate.portal.sessions.relay_certs import RelayCertError, sign_relay_csr
 from ewsgate.portal.sessions.relay_log import MAX_BATCH, ingest
+from ewsgate.portal.sessions.revocation import fresh, relay_changes, relay_snapshot
 from ewsgate.portal.sessions.runtime import RemoteTechnician, remote_technician_of
 from ewsgate.portal.sessions.status import LIVE
 from ewsgate.portal.store.models import Relay, RemoteSession, User
+from ewsgate.revocations import Heartbeat, encode_event
 
 __all__ = ["CA_PATH", "router"]
 
@@ -46,6 +54,11 @@ router = APIRouter(tags=["relay"])
 
 CA_PATH = "/.well-known/ewsgate-ca.pem"
 MAX_BODY = 4 * 1024 * 1024
+#: the event stream: how often it reads the database, and the quiet time before a heartbeat
+EVENTS_POLL = 0.25
+EVENTS_HEARTBEAT = 5.0
+#: a stream ends after this many seconds (default) and the relay reconnects and reconciles
+EVENTS_MAX_SECONDS = 300
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -130,6 +143,51 @@ async def relay_session(session_id: str, request: Request) -> Response:
         "user_email": user.email if user else None,
         "revoked_token_ids": revoked,
     }, headers=_NO_STORE)
+
+
+@router.get("/api/v1/relay/events")
+async def relay_events(request: Request, max_seconds: float = EVENTS_MAX_SECONDS) -> Response:
+    """Revocations for this relay as server-sent events (see :mod:`ewsgate.revocations`).
+
+    The stream opens with a ``snapshot`` (the relay reconciles against it), then carries
+    ``session_revoked`` and ``installation_revoked`` as they are written, read every
+    :data:`EVENTS_POLL` seconds, and a ``heartbeat`` after :data:`EVENTS_HEARTBEAT` quiet
+    seconds. It ends after ``max_seconds`` (0..3600; 0 = the snapshot and what is pending);
+    the relay then reconnects and gets a fresh snapshot.
+    """
+    rt = remote_technician_of(request.app)
+    relay = await _relay(request, rt)
+    if not 0 <= max_seconds <= 3600:
+        raise InvalidInput("max_seconds must be between 0 and 3600", field="max_seconds")
+    now = rt.clock()
+    async with rt.db.transaction() as session:
+        snapshot = await relay_snapshot(session, relay.id, now)
+
+    async def stream() -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        yield encode_event(snapshot)
+        sent: set[str] = set()
+        since: datetime = now
+        deadline = loop.time() + max_seconds
+        quiet_since = loop.time()
+        while True:
+            current = rt.clock()
+            async with rt.db.transaction() as session:
+                changes = fresh(await relay_changes(session, relay.id, since, current), sent)
+            since = current
+            for event in changes:
+                yield encode_event(event)
+            if changes:
+                quiet_since = loop.time()
+            elif loop.time() - quiet_since >= EVENTS_HEARTBEAT:
+                yield encode_event(Heartbeat(server_time=current.timestamp()))
+                quiet_since = loop.time()
+            if loop.time() >= deadline:
+                return
+            await asyncio.sleep(EVENTS_POLL)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={**_NO_STORE, "X-Accel-Buffering": "no"})
 
 
 @router.post("/api/v1/relay/certificate")

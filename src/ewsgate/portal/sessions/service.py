@@ -204,7 +204,8 @@ class RemoteSessions:
             dev = device_payload(device)
             ticket = self.tickets.tunnel_ticket(
                 relay_id=str(relay.id), installation_id=str(installation.id),
-                session_id=session_id, expires_at=expires_at, device=dev)
+                session_id=session_id, expires_at=expires_at, device=dev,
+                certificate_thumbprint=installation.cert_thumbprint)
             payload = {
                 "session_id": session_id,
                 "expires_at": expires_at.isoformat(),
