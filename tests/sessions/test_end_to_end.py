@@ -28,6 +28,7 @@ import httpcore
 import httpx
 import pytest
 import uvicorn
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from ewsgate.agent.control_client import CommandContext
 from ewsgate.agent.dialer import ALLOW_LOOPBACK_FOR_TESTS, DialPolicy
@@ -40,8 +41,9 @@ from ewsgate.portal.context import PortalConfig
 from ewsgate.portal.control.hub import Progress
 from ewsgate.portal.services.relays import register_relay
 from ewsgate.portal.services.users import issue_api_token
-from ewsgate.portal.store.models import Device, Relay
+from ewsgate.portal.store.models import Device, Installation, Relay
 from ewsgate.relay.portal_certificate import fetch_relay_certificates
+from ewsgate.revocations import cert_thumbprint
 from sessions.rt_http import FakeControlServer
 from sessions.rt_world import PASSWORD, RtWorld
 
@@ -153,6 +155,10 @@ async def e2e(rt: RtWorld, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     (agent_dir / "cert.pem").write_bytes(issued.cert_pem)
     (agent_dir / "key.pem").write_bytes(key_to_pem(issued.key))
     (agent_dir / "ca.pem").write_bytes(ca.cert_pem)
+    async with rt.db.transaction() as s:  # what enrolment records: tickets are bound to it
+        installation = await s.get(Installation, rt.installation)
+        assert installation is not None
+        installation.cert_thumbprint = cert_thumbprint(issued.cert.public_bytes(Encoding.DER))
     tunnels = TunnelClient(TunnelClientConfig(
         cert_file=agent_dir / "cert.pem", key_file=agent_dir / "key.pem",
         relay_ca_file=agent_dir / "ca.pem",
