@@ -549,7 +549,7 @@ class _BrowserConnection:
             return
         info = self.proxy.directory.lookup(session_id)
         now = self.proxy.clock.now()
-        if info is None:
+        if info is None or session_id in self.proxy._ended:
             await self._page(exchange, await self.proxy.missing_session_page(session_id),
                              close=True)
             return
