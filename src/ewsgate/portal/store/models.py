@@ -334,7 +334,8 @@ class RemoteSession(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
-    ended_at: Mapped[datetime | None]
+    #: indexed: the relays' revocation streams read the sessions ended in the last seconds
+    ended_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class ControlCommand(Base):

@@ -1,4 +1,5 @@
-"""Revocation the relay obeys: installation revocations and certificate thumbprints.
+"""Revocation the relay obeys: installation revocations, certificate thumbprints, and an index
+on ``remote_sessions.ended_at`` for the relays' event streams.
 
 Revision ID: 0003
 Revises: 0002
@@ -38,9 +39,14 @@ def upgrade() -> None:
                               ["revoked_at"], unique=False)
     with op.batch_alter_table("installations", schema=None) as batch_op:
         batch_op.add_column(sa.Column("cert_thumbprint", sa.String(length=64), nullable=True))
+    with op.batch_alter_table("remote_sessions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_remote_sessions_ended_at"), ["ended_at"],
+                              unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("remote_sessions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_remote_sessions_ended_at"))
     with op.batch_alter_table("installations", schema=None) as batch_op:
         batch_op.drop_column("cert_thumbprint")
     with op.batch_alter_table("installation_revocations", schema=None) as batch_op:
