@@ -76,3 +76,16 @@ async def test_ending_a_session_cuts_its_live_connections(tmp_path: Path,
         assert again.status == 410 and b"has ended" in again.body
         # another session is untouched
         assert (await relay.fetch(other, "GET", "/", cookie=other_cookie)).status == 200
+
+
+def test_a_portal_bound_below_the_heartbeat_is_refused_at_start(tmp_path: Path, capsys) -> None:
+    from ewsgate.cli import main
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    for name in ("browser-cert.pem", "browser-key.pem", "tunnel-cert.pem", "tunnel-key.pem",
+                 "ca.pem"):
+        (tmp_path / name).write_text("placeholder-never-loaded")
+    code = main(["relay", "--portal-url", "https://portal.example", "--data-dir", str(tmp_path),
+                 "--relay-id", "1", "--relay-secret", "s", "--portal-unreachable-after", "5s"])
+    assert code == 2
+    assert "--portal-unreachable-after" in capsys.readouterr().err

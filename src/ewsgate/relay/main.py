@@ -54,6 +54,8 @@ from ewsgate.relay.tunnel_server import TunnelServer, TunnelServerConfig
 __all__ = ["RelaySettings", "run", "serve"]
 
 log = logging.getLogger("ewsgate.relay")
+#: the portal sends a heartbeat every 5 s: a shorter bound would refuse work between two
+MIN_UNREACHABLE_AFTER = 10.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,12 @@ class RelaySettings:
             raise ConfigError(f"--max-session {max_session:g}s is above the 30-minute ceiling; "
                               "choose 30m or less")
 
+        unreachable = float(values.get("portal_unreachable_after") or DEFAULT_UNREACHABLE_AFTER)
+        if unreachable < MIN_UNREACHABLE_AFTER:
+            raise ConfigError(f"--portal-unreachable-after {unreachable:g}s is shorter than the "
+                              f"portal's heartbeat allows; choose {MIN_UNREACHABLE_AFTER:g}s or "
+                              "more (the default is 30s)")
+
         def path(key: str, default: str) -> Path:
             chosen: Path = values.get(key) or data_dir / default
             return chosen
@@ -122,8 +130,7 @@ class RelaySettings:
             max_session=max_session,
             header_timeout=float(values.get("header_timeout") or 10.0),
             body_timeout=float(values.get("body_timeout") or 300.0),
-            portal_unreachable_after=float(values.get("portal_unreachable_after")
-                                           or DEFAULT_UNREACHABLE_AFTER),
+            portal_unreachable_after=unreachable,
         )
         for flag, file in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key),
                            ("--tunnel-cert", settings.tunnel_cert),
