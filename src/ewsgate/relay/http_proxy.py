@@ -349,7 +349,11 @@ class _BrowserConnection:
 
     async def close(self) -> None:
         if self.session is not None:
-            self.proxy._connections.get(self.session.session_id, set()).discard(self)
+            live = self.proxy._connections.get(self.session.session_id)
+            if live is not None:
+                live.discard(self)
+                if not live:
+                    del self.proxy._connections[self.session.session_id]
         if self._watchdog is not None:
             self._watchdog.cancel()
         if self._out and not self.expired:
