@@ -67,10 +67,15 @@ async def test_ended_session_stops_at_the_relay_within_2s_though_the_agent_ignor
         spec, generation = agent_session.spec, agent_session.generation
 
         async def replay() -> int:
-            async with _browser(e2e["ca_pem"]) as thief:  # a new connection each time
-                answer = await thief.get(target,
-                                         headers={"Cookie": f"{SESSION_COOKIE}={cookie}"},
-                                         follow_redirects=False)
+            """The status a replayed cookie gets on a new connection; 0 if the relay cut the
+            connection (a request in flight when the session ended)."""
+            async with _browser(e2e["ca_pem"]) as thief:
+                try:
+                    answer = await thief.get(target,
+                                             headers={"Cookie": f"{SESSION_COOKIE}={cookie}"},
+                                             follow_redirects=False)
+                except (httpx.RemoteProtocolError, httpx.ReadError):
+                    return 0
                 assert answer.status_code != 302 or "oauth" not in answer.headers["location"]
                 return answer.status_code
 
@@ -82,7 +87,7 @@ async def test_ended_session_stops_at_the_relay_within_2s_though_the_agent_ignor
         statuses = []
         while (status := await replay()) != 410:
             statuses.append(status)
-            assert status == 200, status
+            assert status in (200, 0), status
             assert loop.time() - at < 2.0, f"still served {len(statuses)} times after End"
             await asyncio.sleep(0.05)
         stopped_after = loop.time() - at
@@ -100,4 +105,5 @@ async def test_ended_session_stops_at_the_relay_within_2s_though_the_agent_ignor
         assert "refused" in refused.value.message
         assert "ended" in refused.value.message
         print(f"relay stopped serving {stopped_after * 1000:.0f} ms after End "
-              f"({len(statuses)} replays still answered 200)")
+              f"(before that: {statuses.count(200)} replays answered 200, "
+              f"{statuses.count(0)} cut)")
