@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from ewsgate.portal.sessions.revocation import certificate_replaced, prune_revocations
 from ewsgate.portal.store.models import Installation, RemoteSession, RoleAssignment
@@ -24,6 +24,8 @@ from ewsgate.relay.revocation_feed import RevocationFeed
 from ewsgate.relay.tickets import TunnelTicket
 from ewsgate.relay.upstream import DeviceView
 from ewsgate.revocations import SessionRevoked, Snapshot, SseDecoder
+from oauth.test_server import _code as oauth_code
+from oauth.test_server import _redeem as oauth_redeem
 from sessions.rt_http import Portal
 from sessions.rt_world import ISSUER, settle
 
@@ -126,12 +128,14 @@ async def _delete_installation(o: Owner) -> None:
 
 
 async def _code_reuse(o: Owner) -> None:
-    # what AuthorizationServer does on a reused code (tests/oauth/test_server.py drives it)
-    async with o.portal.world.db.transaction() as s:
-        await s.execute(update(RemoteSession)
-                        .where(RemoteSession.id == o.session["session_id"])
-                        .values(status="ended", ended_at=o.portal.world.clock(),
-                                reason="the authorization code was reused"))
+    # the portal's real authorization server: a code issued to the owner, redeemed twice
+    world = o.portal.world
+    async with world.db.transaction() as s:
+        row = await s.get(RemoteSession, o.session["session_id"])
+    assert row is not None
+    code = await oauth_code(world, row)
+    assert (await oauth_redeem(world, row, code)).status == 200
+    assert (await oauth_redeem(world, row, code)).status == 400
 
 
 TRIGGERS: dict[str, Callable[[Owner], Awaitable[None]]] = {
