@@ -20,7 +20,7 @@ from ewsgate.portal.store.models import Installation, RemoteSession, RoleAssignm
 from ewsgate.relay.clock import ManualClock
 from ewsgate.relay.registry import TunnelRegistry
 from ewsgate.relay.revocation import Revocations
-from ewsgate.relay.revocation_feed import RevocationFeed
+from ewsgate.relay.revocation_feed import FeedError, RevocationFeed
 from ewsgate.relay.tickets import TunnelTicket
 from ewsgate.relay.upstream import DeviceView
 from ewsgate.revocations import SessionRevoked, Snapshot, SseDecoder
@@ -241,3 +241,16 @@ async def test_re_enrolment_revokes_the_old_certificate_at_the_relay(
     async with world.db.transaction() as s:
         assert await prune_revocations(s, world.clock() + timedelta(minutes=30)) == 0
         assert await prune_revocations(s, world.clock() + timedelta(minutes=36)) == 1
+
+
+async def test_a_feed_the_portal_refuses_leaves_the_relay_refusing_new_work(
+        portal: Portal, http: httpx.AsyncClient) -> None:
+    world = portal.world
+    clock = ManualClock(start=world.clock.now.timestamp())
+    feed = RevocationFeed(ISSUER, str(world.relays["relay-x"]), "a-wrong-secret", http,
+                          TunnelRegistry(clock), Revocations(), clock, stream_seconds=0)
+    with pytest.raises(FeedError, match=r"401.*invalid_relay_credentials"):
+        await feed.stream_once()
+    refusal = feed.revocations.refusal(_ticket(portal, "any"), now=clock.now())
+    assert refusal is not None and refusal.code == "portal_unreachable"
+    assert "--portal-url" in str(refusal)

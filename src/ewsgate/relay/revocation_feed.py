@@ -30,7 +30,7 @@ from ewsgate.relay.registry import TunnelRegistry
 from ewsgate.relay.revocation import Revocations
 from ewsgate.revocations import Event, EventError, SessionRevoked, Snapshot, SseDecoder
 
-__all__ = ["RevocationFeed"]
+__all__ = ["FeedError", "RevocationFeed"]
 
 log = logging.getLogger(__name__)
 
