@@ -8,6 +8,7 @@ agent does (there is no agent here at all).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -203,8 +204,32 @@ async def test_the_stream_needs_the_relays_credentials(portal: Portal,
         assert response.json()["error"]["code"] == "invalid_relay_credentials"
 
 
-async def test_an_ended_session_is_sent_once_as_an_event(portal: Portal,
-                                                         http: httpx.AsyncClient) -> None:
+async def test_an_ended_session_is_sent_once_while_the_stream_is_open(
+        portal: Portal, http: httpx.AsyncClient) -> None:
+    """The replica's poller carries the revocation to the open stream (then its overlap
+    re-reads it for 5 s; the stream sends it once)."""
+    world = portal.world
+    async with portal.client() as browser:
+        owner = await _owner(portal, browser)
+        sid = owner.session["session_id"]
+        streaming = asyncio.ensure_future(http.get(
+            "/api/v1/relay/events?max_seconds=1.5",
+            auth=(str(world.relays["relay-x"]), world.relay_secrets["relay-x"])))
+        await asyncio.sleep(0.3)
+        await _end(owner)
+        response = await streaming
+    events = SseDecoder().feed(response.content)
+    assert isinstance(events[0], Snapshot) and sid in events[0].live_sessions
+    revoked = [e for e in events if isinstance(e, SessionRevoked)]
+    assert [e.session_id for e in revoked] == [sid]
+    assert "ended by its owner" in revoked[0].reason
+    streams = portal.rt.revocation_streams
+    assert streams is not None and streams.polls >= 2
+    assert not streams._subscribers  # the poller stops with the last stream
+
+
+async def test_an_ended_session_is_in_the_next_snapshot_once(portal: Portal,
+                                                             http: httpx.AsyncClient) -> None:
     async with portal.client() as browser:
         owner = await _owner(portal, browser)
         await _end(owner)
@@ -212,9 +237,9 @@ async def test_an_ended_session_is_sent_once_as_an_event(portal: Portal,
     response = await http.get("/api/v1/relay/events?max_seconds=0",
                               auth=(str(world.relays["relay-x"]), world.relay_secrets["relay-x"]))
     events = SseDecoder().feed(response.content)
-    revoked = [e for e in events if isinstance(e, SessionRevoked)]
-    assert [e.session_id for e in revoked] == [owner.session["session_id"]]
-    assert "ended by its owner" in revoked[0].reason
+    assert isinstance(events[0], Snapshot)
+    assert [e.session_id for e in events[0].revoked_sessions] == [owner.session["session_id"]]
+    assert not [e for e in events[1:] if isinstance(e, SessionRevoked)]  # not repeated
 
 
 async def test_re_enrolment_revokes_the_old_certificate_at_the_relay(

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -42,7 +41,8 @@ from ewsgate.portal.services.errors import (
 )
 from ewsgate.portal.sessions.relay_certs import RelayCertError, sign_relay_csr
 from ewsgate.portal.sessions.relay_log import MAX_BATCH, ingest
-from ewsgate.portal.sessions.revocation import fresh, relay_changes, relay_snapshot
+from ewsgate.portal.sessions.revocation import event_key, fresh, relay_changes, relay_snapshot
+from ewsgate.portal.sessions.revocation_stream import RevocationStreams, StreamLagging
 from ewsgate.portal.sessions.runtime import RemoteTechnician, remote_technician_of
 from ewsgate.portal.sessions.status import LIVE
 from ewsgate.portal.store.models import Relay, RemoteSession, User
@@ -54,8 +54,7 @@ router = APIRouter(tags=["relay"])
 
 CA_PATH = "/.well-known/ewsgate-ca.pem"
 MAX_BODY = 4 * 1024 * 1024
-#: the event stream: how often it reads the database, and the quiet time before a heartbeat
-EVENTS_POLL = 0.25
+#: the event stream's quiet time before a heartbeat
 EVENTS_HEARTBEAT = 5.0
 #: a stream ends after this many seconds (default) and the relay reconnects and reconciles
 EVENTS_MAX_SECONDS = 300
@@ -150,10 +149,10 @@ async def relay_events(request: Request, max_seconds: float = EVENTS_MAX_SECONDS
     """Revocations for this relay as server-sent events (see :mod:`ewsgate.revocations`).
 
     The stream opens with a ``snapshot`` (the relay reconciles against it), then carries
-    ``session_revoked`` and ``installation_revoked`` as they are written, read every
-    :data:`EVENTS_POLL` seconds, and a ``heartbeat`` after :data:`EVENTS_HEARTBEAT` quiet
-    seconds. It ends after ``max_seconds`` (0..3600; 0 = the snapshot and what is pending);
-    the relay then reconnects and gets a fresh snapshot.
+    ``session_revoked`` and ``installation_revoked`` as the replica's poller reads them
+    (:mod:`ewsgate.portal.sessions.revocation_stream`, every 0.25 s), and a ``heartbeat``
+    after :data:`EVENTS_HEARTBEAT` quiet seconds. It ends after ``max_seconds`` (0..3600;
+    0 = the snapshot and what is pending); the relay then reconnects and gets a new snapshot.
     """
     rt = remote_technician_of(request.app)
     relay = await _relay(request, rt)
@@ -162,32 +161,45 @@ async def relay_events(request: Request, max_seconds: float = EVENTS_MAX_SECONDS
     now = rt.clock()
     async with rt.db.transaction() as session:
         snapshot = await relay_snapshot(session, relay.id, now)
+        pending = await relay_changes(session, relay.id, now, now) if max_seconds == 0 else []
+    streams = revocation_streams(rt)
 
     async def stream() -> AsyncIterator[bytes]:
-        loop = asyncio.get_running_loop()
         yield encode_event(snapshot)
-        sent: set[str] = set()
-        since: datetime = now
+        sent = {event_key(e) for e in snapshot.revoked_sessions}
+        for event in fresh(pending, sent):
+            yield encode_event(event)
+        if max_seconds == 0:
+            return
+        loop = asyncio.get_running_loop()
         deadline = loop.time() + max_seconds
-        quiet_since = loop.time()
-        while True:
-            current = rt.clock()
-            async with rt.db.transaction() as session:
-                changes = fresh(await relay_changes(session, relay.id, since, current), sent)
-            since = current
-            for event in changes:
-                yield encode_event(event)
-            if changes:
-                quiet_since = loop.time()
-            elif loop.time() - quiet_since >= EVENTS_HEARTBEAT:
-                yield encode_event(Heartbeat(server_time=current.timestamp()))
-                quiet_since = loop.time()
-            if loop.time() >= deadline:
-                return
-            await asyncio.sleep(EVENTS_POLL)
+        last = loop.time()
+        async with streams.subscribe(relay.id) as subscription:
+            while (left := deadline - loop.time()) > 0:
+                quiet = loop.time() - last
+                try:
+                    batch = await subscription.next(min(left, max(0.0, EVENTS_HEARTBEAT - quiet)))
+                except StreamLagging:
+                    return  # the relay reconnects and reconciles
+                changes = fresh(batch, sent)
+                for event in changes:
+                    yield encode_event(event)
+                if changes:
+                    last = loop.time()
+                elif loop.time() - last >= EVENTS_HEARTBEAT:
+                    yield encode_event(Heartbeat(server_time=rt.clock().timestamp()))
+                    last = loop.time()
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={**_NO_STORE, "X-Accel-Buffering": "no"})
+
+
+def revocation_streams(rt: RemoteTechnician) -> RevocationStreams:
+    """The replica's one revocation poller (made on first use)."""
+    if rt.revocation_streams is None:
+        rt.revocation_streams = RevocationStreams(rt.db, rt.clock)
+    streams: RevocationStreams = rt.revocation_streams
+    return streams
 
 
 @router.post("/api/v1/relay/certificate")

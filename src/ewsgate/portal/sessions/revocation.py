@@ -19,9 +19,10 @@ restart loses nothing::
 The sweeper then finishes each job and sends ``CloseSession`` to the agent, as for any ended
 session; the relay does not wait for that.
 
-Polling. A stream re-reads the rows changed since its previous read minus :data:`OVERLAP`
-seconds, so a transaction that committed late (its ``ended_at`` is older than its commit) is
-not missed; the overlap means an event can be sent twice, which is harmless.
+Polling. One poller per replica (:mod:`.revocation_stream`) re-reads the rows changed since its
+previous read minus :data:`OVERLAP` seconds, so a transaction that committed late (its
+``ended_at`` is older than its commit) is not missed; the overlap means an event can be sent
+twice, which is harmless (each stream drops what it already sent).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ewsgate.revocations import InstallationRevoked, SessionRevoked, Snapshot
 __all__ = [
     "OVERLAP",
     "REVOCATION_KEEP",
+    "all_changes",
     "certificate_replaced",
     "end_installation_sessions",
     "end_user_sessions",
@@ -127,14 +129,33 @@ async def relay_changes(session: AsyncSession, relay_id: int, since: datetime,
                         now: datetime) -> list[SessionRevoked | InstallationRevoked]:
     """What changed for ``relay_id`` from ``since`` (minus :data:`OVERLAP`) to ``now``."""
     start = since - timedelta(seconds=OVERLAP)
+    # ended_at is set exactly when a session becomes terminal: its index finds the few rows
+    # of the last seconds (the status index would walk the whole history)
     rows = (await session.scalars(select(RemoteSession).where(
-        RemoteSession.relay_id == relay_id, RemoteSession.status.in_(_TERMINAL),
-        RemoteSession.ended_at >= start, RemoteSession.expires_at > now))).all()
+        RemoteSession.ended_at >= start, RemoteSession.relay_id == relay_id,
+        RemoteSession.expires_at > now))).all()
     revocations = (await session.scalars(select(InstallationRevocation).where(
         InstallationRevocation.revoked_at >= start).order_by(InstallationRevocation.id))).all()
-    events: list[SessionRevoked | InstallationRevoked] = [_session_revoked(r) for r in rows]
+    events: list[SessionRevoked | InstallationRevoked] = [_session_revoked(r) for r in rows
+                                                          if r.status in _TERMINAL]
     events.extend(_revocation(r) for r in revocations)
     return events
+
+
+async def all_changes(session: AsyncSession, since: datetime, now: datetime
+                      ) -> tuple[dict[int, list[SessionRevoked]], list[InstallationRevoked]]:
+    """What changed for every relay from ``since`` (minus :data:`OVERLAP`) to ``now``: the
+    ended sessions by relay id, and the installation revocations (for all relays)."""
+    start = since - timedelta(seconds=OVERLAP)
+    rows = (await session.scalars(select(RemoteSession).where(
+        RemoteSession.ended_at >= start, RemoteSession.expires_at > now))).all()
+    by_relay: dict[int, list[SessionRevoked]] = {}
+    for row in rows:
+        if row.relay_id is not None and row.status in _TERMINAL:
+            by_relay.setdefault(row.relay_id, []).append(_session_revoked(row))
+    revocations = (await session.scalars(select(InstallationRevocation).where(
+        InstallationRevocation.revoked_at >= start).order_by(InstallationRevocation.id))).all()
+    return by_relay, [_revocation(r) for r in revocations]
 
 
 async def prune_revocations(session: AsyncSession, now: datetime) -> int:
