@@ -45,6 +45,7 @@ __all__ = [
     "cert_thumbprint",
     "encode_event",
     "parse_event",
+    "to_json",
 ]
 
 EVENTS_VERSION = 1

@@ -43,6 +43,8 @@ __all__ = [
     "certificate_replaced",
     "end_installation_sessions",
     "end_user_sessions",
+    "event_key",
+    "fresh",
     "prune_revocations",
     "relay_changes",
     "relay_snapshot",
