@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from ewsgate import pki
 from ewsgate.agent.dialer import ALLOW_LOOPBACK_FOR_TESTS, DeviceEndpoint, DeviceTarget, DialPolicy
@@ -25,6 +26,7 @@ from ewsgate.portal.oauth.tokens import TokenIssuer
 from ewsgate.relay.registry import TunnelRegistry
 from ewsgate.relay.tickets import StaticKeySource, TicketVerifier
 from ewsgate.relay.tunnel_server import TunnelServer, TunnelServerConfig
+from ewsgate.revocations import cert_thumbprint
 
 from .helpers import FakePortal, Relay, new_session_id
 
@@ -70,7 +72,8 @@ async def _tunnel(tmp: Path, device: RunningDevice, sid: str
         relay_id="relay-1", installation_id="inst-1", session_id=sid,
         expires_at=now + dt.timedelta(minutes=10),
         device={"ip": "127.0.0.1", "hostname": device.config.hostname,
-                "endpoints": [{"scheme": "http", "port": device.http.port}]}).token
+                "endpoints": [{"scheme": "http", "port": device.http.port}]},
+        certificate_thumbprint=cert_thumbprint(agent_cert.cert.public_bytes(Encoding.DER))).token
     client = TunnelClient(TunnelClientConfig(
         cert_file=tmp / "agent.crt", key_file=tmp / "agent.key", relay_ca_file=tmp / "ca.crt",
         dial_policy=DialPolicy(allow_loopback=ALLOW_LOOPBACK_FOR_TESTS)))

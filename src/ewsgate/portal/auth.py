@@ -41,6 +41,7 @@ from ewsgate.portal.services.credentials import (
 )
 from ewsgate.portal.services.errors import AuthenticationFailed, RateLimited
 from ewsgate.portal.services.users import API_TOKEN_PREFIX
+from ewsgate.portal.sessions.revocation import end_user_sessions
 from ewsgate.portal.store.models import ApiToken, User, WebSession
 from ewsgate.portal.store.types import Clock, utc_now
 
@@ -232,11 +233,18 @@ async def purge_expired_sessions(session: AsyncSession, *, settings: AuthSetting
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-async def logout(session: AsyncSession, cookie_value: str | None) -> None:
-    """End the web session of ``cookie_value`` (no error if there is none)."""
+async def logout(session: AsyncSession, cookie_value: str | None, *,
+                 clock: Clock = utc_now) -> None:
+    """End the web session of ``cookie_value`` (no error if there is none), and with it the
+    user's live Remote Technician sessions: signing out of the portal signs out everywhere."""
     if cookie_value:
-        await session.execute(
-            delete(WebSession).where(WebSession.token_hash == hash_secret(cookie_value)))
+        digest = hash_secret(cookie_value)
+        user_id = await session.scalar(
+            select(WebSession.user_id).where(WebSession.token_hash == digest))
+        await session.execute(delete(WebSession).where(WebSession.token_hash == digest))
+        if user_id is not None:
+            await end_user_sessions(session, user_id, "the user signed out of the portal",
+                                    clock())
 
 
 def check_csrf(info: SessionInfo, presented: str | None) -> bool:

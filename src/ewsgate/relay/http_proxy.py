@@ -57,6 +57,7 @@ import logging
 import re
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,6 +215,10 @@ class RelayProxy:
         self._ended: dict[str, float] = {}
         #: the end of every session seen live (to tell "ended" from "tunnel down")
         self._known_end: dict[str, float] = {}
+        #: live browser connections by session, cut at once when the session is ended
+        self._connections: dict[str, set[_BrowserConnection]] = {}
+        #: why new sign-ins are refused now (the portal unreachable), or None; set by main
+        self.sign_in_refusal: Callable[[], str | None] | None = None
 
     # -- session lifetime ----------------------------------------------------------------
 
@@ -237,6 +242,13 @@ class RelayProxy:
 
     def mark_ended(self, session_id: str) -> None:
         self._ended.setdefault(session_id, self.clock.now())
+
+    def end_session(self, session_id: str, reason: str = "ended") -> None:
+        """The session was ended (the registry's ``on_session_ended`` hook): cut every live
+        browser connection of it now; later requests get the *session ended* page."""
+        self.mark_ended(session_id)
+        for connection in list(self._connections.pop(session_id, ())):
+            connection.cut()
 
     async def missing_session_page(self, session_id: str) -> str:
         """Which page a session id without a live tunnel gets.
@@ -336,6 +348,12 @@ class _BrowserConnection:
         self._fields: dict[bytes, bytes] = {}
 
     async def close(self) -> None:
+        if self.session is not None:
+            live = self.proxy._connections.get(self.session.session_id)
+            if live is not None:
+                live.discard(self)
+                if not live:
+                    del self.proxy._connections[self.session.session_id]
         if self._watchdog is not None:
             self._watchdog.cancel()
         if self._out and not self.expired:
@@ -535,7 +553,7 @@ class _BrowserConnection:
             return
         info = self.proxy.directory.lookup(session_id)
         now = self.proxy.clock.now()
-        if info is None:
+        if info is None or session_id in self.proxy._ended:
             await self._page(exchange, await self.proxy.missing_session_page(session_id),
                              close=True)
             return
@@ -545,6 +563,7 @@ class _BrowserConnection:
             return
         if self.session is None:
             self.session = info
+            self.proxy._connections.setdefault(session_id, set()).add(self)
             self._watchdog = asyncio.create_task(self._expire_at(self.proxy.session_end(info)))
         cookie_header = headers.get(b"cookie")
         path = target.decode("latin-1")
@@ -553,6 +572,8 @@ class _BrowserConnection:
             return
         identity = self._identify(session_id, cookie_header, now)
         if identity is None:
+            if await self._sign_in_refused(exchange):
+                return
             if request.method in (b"GET", b"HEAD"):
                 await self._respond(exchange, self.proxy.auth.begin(session_id, path),
                                     close=False)
@@ -596,12 +617,25 @@ class _BrowserConnection:
                           cookie_header: bytes | None, exchange: _Exchange) -> None:
         route = path.split("?", 1)[0]
         if route == "/.ewsgate/callback" and request.method == b"GET":
+            if await self._sign_in_refused(exchange):
+                return
             response = await self.proxy.auth.callback(
                 info.session_id, path, cookie_header, self.proxy.session_end(info))
             await self._respond(exchange, response, close=False)
             return
         await self._page(exchange, "session_not_found", close=False, status=404,
                          detail="This relay address does not exist.")
+
+    async def _sign_in_refused(self, exchange: _Exchange) -> bool:
+        """Refuse a new sign-in while the portal is unreachable (it may have revoked it)."""
+        check = self.proxy.sign_in_refusal
+        reason = check() if check is not None else None
+        if reason is None:
+            return False
+        exchange.detail = "portal_unreachable"
+        await self._page(exchange, "portal_unreachable", close=True, detail=reason,
+                         outcome="refused")
+        return True
 
     # -- answering from the relay --------------------------------------------------------
 
@@ -646,6 +680,15 @@ class _BrowserConnection:
         await self.proxy.clock.sleep_until(moment)
         if self.session is not None:
             self.proxy.mark_ended(self.session.session_id)
+        await self._cut()
+
+    def cut(self) -> None:
+        """End this connection now: the session was ended (see ``RelayProxy.end_session``)."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watchdog = asyncio.create_task(self._cut())
+
+    async def _cut(self) -> None:
         self.expired = True
         # cut the browser side at once; cancellation alone can be lost in a wait_for race
         self.writer.transport.abort()

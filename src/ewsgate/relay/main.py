@@ -7,6 +7,8 @@ Theory of operation: one asyncio process with two TLS listeners and shared state
     browsers ──HTTPS (wildcard *.DOMAIN)──▶ RelayProxy (per Host s-<id>.DOMAIN) ┘
                                               │ BrowserAuth (OAuth 2.1 + PKCE to the portal)
                                               └▶ AccessLog spool ──batches──▶ portal
+    portal ──SSE /api/v1/relay/events──▶ RevocationFeed ──close_session──▶ TunnelRegistry
+                                              (Revocations: admission, sign-in refusal)
 
 The relay holds no database credentials: it knows the portal's URL, its own relay id and secret
 (what ``ewsgate admin create-relay`` printed, from flags or ``DATA_DIR/relay.json``), the portal's
@@ -44,12 +46,16 @@ from ewsgate.relay.clock import SystemClock
 from ewsgate.relay.http_proxy import MAX_SESSION_SECONDS, ProxyConfig, RelayProxy
 from ewsgate.relay.portal_sessions import PortalSessions
 from ewsgate.relay.registry import TunnelRegistry
+from ewsgate.relay.revocation import DEFAULT_UNREACHABLE_AFTER, Revocations
+from ewsgate.relay.revocation_feed import RevocationFeed
 from ewsgate.relay.tickets import JwksKeySource, TicketVerifier
 from ewsgate.relay.tunnel_server import TunnelServer, TunnelServerConfig
 
 __all__ = ["RelaySettings", "run", "serve"]
 
 log = logging.getLogger("ewsgate.relay")
+#: the portal sends a heartbeat every 5 s: a shorter bound would refuse work between two
+MIN_UNREACHABLE_AFTER = 10.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class RelaySettings:
     max_session: float
     header_timeout: float
     body_timeout: float
+    portal_unreachable_after: float = DEFAULT_UNREACHABLE_AFTER
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> RelaySettings:
@@ -98,6 +105,12 @@ class RelaySettings:
             raise ConfigError(f"--max-session {max_session:g}s is above the 30-minute ceiling; "
                               "choose 30m or less")
 
+        unreachable = float(values.get("portal_unreachable_after") or DEFAULT_UNREACHABLE_AFTER)
+        if unreachable < MIN_UNREACHABLE_AFTER:
+            raise ConfigError(f"--portal-unreachable-after {unreachable:g}s is shorter than the "
+                              f"portal's heartbeat allows; choose {MIN_UNREACHABLE_AFTER:g}s or "
+                              "more (the default is 30s)")
+
         def path(key: str, default: str) -> Path:
             chosen: Path = values.get(key) or data_dir / default
             return chosen
@@ -117,6 +130,7 @@ class RelaySettings:
             max_session=max_session,
             header_timeout=float(values.get("header_timeout") or 10.0),
             body_timeout=float(values.get("body_timeout") or 300.0),
+            portal_unreachable_after=unreachable,
         )
         for flag, file in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key),
                            ("--tunnel-cert", settings.tunnel_cert),
@@ -160,12 +174,13 @@ async def serve(settings: RelaySettings, stop: asyncio.Event) -> None:
     verify: Any = str(settings.portal_ca) if settings.portal_ca else True
     keys = JwksKeySource(settings.portal_url, verify=verify)
     registry = TunnelRegistry(clock)
+    revocations = Revocations(unreachable_after=settings.portal_unreachable_after)
     tunnels = TunnelServer(
         TunnelServerConfig(host=settings.tunnel_listen.host, port=settings.tunnel_listen.port,
                            cert_file=settings.tunnel_cert, key_file=settings.tunnel_key,
                            client_ca_file=settings.client_ca),
         TicketVerifier(relay_id=settings.relay_id, portal_url=settings.portal_url, keys=keys),
-        registry)
+        registry, revocations=revocations)
     proxy_config = ProxyConfig(domain=settings.domain, portal_url=settings.portal_url,
                                public_port=settings.public_port,
                                header_timeout=settings.header_timeout,
@@ -184,6 +199,11 @@ async def serve(settings: RelaySettings, stop: asyncio.Event) -> None:
                                verify=verify)
     access_log = AccessLog(settings.data_dir / "access-log", shipper)
     proxy = RelayProxy(proxy_config, registry, auth, access_log, clock, sessions)
+    proxy.sign_in_refusal = lambda: revocations.unreachable_reason(clock.now())
+    registry.on_session_ended(proxy.end_session)
+    feed = RevocationFeed(settings.portal_url, settings.relay_id, settings.relay_secret, http,
+                          registry, revocations, clock)
+    following = asyncio.create_task(feed.run())
     shipping = asyncio.create_task(access_log.run())
     tunnel_host, tunnel_port = await tunnels.start()
     server = await asyncio.start_server(
@@ -200,6 +220,9 @@ async def serve(settings: RelaySettings, stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         server.close()
+        following.cancel()
+        with contextlib.suppress(BaseException):
+            await following
         await tunnels.close()
         shipping.cancel()
         with contextlib.suppress(BaseException):

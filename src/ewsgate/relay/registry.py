@@ -13,12 +13,18 @@ remembered until its expiry so the agent cannot reconnect into it.
 
 A newer connection for the same session (a reconnect, higher generation) replaces the older
 one, which is closed with ``SUPERSEDED``.
+
+Session end reaches every part of the relay through one hook: :meth:`TunnelRegistry.
+on_session_ended` registers a callback ``(session_id, reason)`` that :meth:`close_session` calls
+once per session, before it waits for the tunnel to close. The browser proxy uses it to cut every
+live browser connection (and WebSocket) of that session at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +49,8 @@ class LiveTunnel:
     connection: TunnelConnection
     info: SessionInfo
     watchdog: asyncio.Task[None] | None = field(default=None, repr=False)
+    #: when this connection was admitted (relay clock)
+    registered_at: float = 0.0
 
 
 class TunnelByteStream:
@@ -74,6 +82,11 @@ class TunnelRegistry:
         #: session ids closed early -> their expiry (refuse reconnects until then)
         self._closed: dict[str, float] = {}
         self._changed = asyncio.Event()
+        self._ended_listeners: list[Callable[[str, str], None]] = []
+
+    def on_session_ended(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(session_id, reason)`` whenever a session is ended early here."""
+        self._ended_listeners.append(listener)
 
     # ------------------------------------------------------------------ the proxy's side
 
@@ -139,7 +152,7 @@ class TunnelRegistry:
                                device=info.device, installation_id=info.installation_id,
                                started_at=old.info.started_at)
             self._drop(old, ErrorCode.SUPERSEDED, "replaced by a newer tunnel for the session")
-        live = LiveTunnel(ticket=ticket, connection=connection, info=info)
+        live = LiveTunnel(ticket=ticket, connection=connection, info=info, registered_at=now)
         live.watchdog = asyncio.get_running_loop().create_task(self._watch(live))
         self._live[ticket.session_id] = live
         self._notify()
@@ -163,8 +176,15 @@ class TunnelRegistry:
     async def close_session(self, session_id: str,
                             reason: str = "the session was ended") -> bool:
         """End a session now; returns False if it had no live tunnel. Waits at most 2 s."""
+        first = session_id not in self._closed
         self._closed[session_id] = max(self.clock.now() + 3600.0,
                                        self._closed.get(session_id, 0.0))
+        if first:
+            for listener in list(self._ended_listeners):
+                try:
+                    listener(session_id, reason)
+                except Exception:
+                    log.exception("a session-ended listener failed for session %s", session_id)
         live = self._live.get(session_id)
         if live is None:
             return False
@@ -192,6 +212,11 @@ class TunnelRegistry:
 
     def tunnel(self, session_id: str) -> LiveTunnel | None:
         return self._live.get(session_id)
+
+    @property
+    def live_tunnels(self) -> list[LiveTunnel]:
+        """Every admitted tunnel not yet dropped."""
+        return list(self._live.values())
 
     def _drop(self, live: LiveTunnel, code: ErrorCode, reason: str) -> None:
         if self._live.get(live.info.session_id) is live:

@@ -84,6 +84,10 @@ _PAGES: dict[str, tuple[int, str, str, str]] = {
         "happening, check the device.", "Go to the portal"),
     "bad_request": (
         400, "Bad request", "", "Go to the portal"),
+    "portal_unreachable": (
+        503, "Remote Technician is unavailable for a moment",
+        "This relay cannot reach the portal, so it cannot start or resume a session now.",
+        "Go to the portal"),
     "misdirected": (
         421, "Wrong connection for this address",
         "This connection belongs to another session address. Reload the page.",

@@ -62,7 +62,7 @@ async def logout(request: Request, actor: CurrentActor, ctx: Context) -> Respons
     cookie = request.cookies.get(ctx.config.auth.cookie_name)
     if actor.via == "session" and cookie:
         async with ctx.database.transaction() as s:
-            await auth.logout(s, cookie)
+            await auth.logout(s, cookie, clock=ctx.clock)
         response.delete_cookie(ctx.config.auth.cookie_name, path="/",
                                secure=ctx.config.auth.cookie_secure, httponly=True,
                                samesite="lax")
@@ -110,14 +110,15 @@ async def get_user(user_id: Id, actor: CurrentActor, ctx: Context) -> UserOut:
 async def update_user(user_id: Id, body: UserUpdate, actor: CurrentActor,
                       ctx: Context) -> UserOut:
     async with ctx.database.transaction() as s:
-        user = await users.update_user(s, actor, user_id, body.model_dump(exclude_unset=True))
+        user = await users.update_user(s, actor, user_id, body.model_dump(exclude_unset=True),
+                                       clock=ctx.clock)
         return UserOut.model_validate(user)
 
 
 @router.delete("/users/{user_id}", status_code=204, tags=["users"])
 async def delete_user(user_id: Id, actor: CurrentActor, ctx: Context) -> Response:
     async with ctx.database.transaction() as s:
-        await users.delete_user(s, actor, user_id)
+        await users.delete_user(s, actor, user_id, clock=ctx.clock)
     return Response(status_code=204)
 
 
@@ -154,7 +155,7 @@ async def get_role_assignment(assignment_id: Id, actor: CurrentActor,
 async def delete_role_assignment(assignment_id: Id, actor: CurrentActor,
                                  ctx: Context) -> Response:
     async with ctx.database.transaction() as s:
-        await users.delete_role_assignment(s, actor, assignment_id)
+        await users.delete_role_assignment(s, actor, assignment_id, clock=ctx.clock)
     return Response(status_code=204)
 
 

@@ -110,7 +110,8 @@ async def update_installation(installation_id: Id, body: InstallationUpdate,
                               actor: CurrentActor, ctx: Context) -> InstallationOut:
     async with ctx.database.transaction() as s:
         row = await installations.update_installation(s, actor, installation_id,
-                                                      body.model_dump(exclude_unset=True))
+                                                      body.model_dump(exclude_unset=True),
+                                                      clock=ctx.clock)
         out = InstallationOut.model_validate(row)
     if not out.enabled:
         from ewsgate.portal.control.runtime import cut_installation
@@ -124,7 +125,7 @@ async def delete_installation(installation_id: Id, actor: CurrentActor,
                               ctx: Context) -> Response:
     """Delete an installation and its devices; its certificate stops working at once."""
     async with ctx.database.transaction() as s:
-        await installations.delete_installation(s, actor, installation_id)
+        await installations.delete_installation(s, actor, installation_id, clock=ctx.clock)
     from ewsgate.portal.control.runtime import cut_installation
 
     cut_installation(ctx, installation_id, "the installation was deleted")

@@ -27,13 +27,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
+from cryptography.hazmat.primitives import serialization
 
 from ewsgate import pki
 from ewsgate.portal.services.errors import AuthenticationFailed
 from ewsgate.portal.services.installations import redeem_enrolment_token
+from ewsgate.portal.sessions.revocation import certificate_replaced
 from ewsgate.portal.store.db import Database
 from ewsgate.proto import control_pb2 as pb
 from ewsgate.proto import control_pb2_grpc as pb_grpc
+from ewsgate.revocations import cert_thumbprint
 
 __all__ = ["EnrolmentServicer", "EnrolmentSettings"]
 
@@ -73,11 +76,17 @@ class EnrolmentServicer(pb_grpc.EnrolmentServicer):
         try:
             async with self.database.transaction() as session:
                 installation = await redeem_enrolment_token(session, secret, clock=self.clock)
+                superseded = installation.cert_serial, installation.cert_thumbprint
                 cert = self.ca.sign_installation_csr(
                     request.csr_pem, installation_id=installation.id, now=now,
                     lifetime=settings.cert_lifetime)
                 installation.cert_serial = pki.serial_hex(cert)
                 installation.cert_not_after = cert.not_valid_after_utc
+                installation.cert_thumbprint = cert_thumbprint(
+                    cert.public_bytes(serialization.Encoding.DER))
+                if superseded[0] is not None:
+                    # a re-enrolment: relays refuse the old certificate and its tickets
+                    await certificate_replaced(session, installation.id, superseded[1], now)
                 if request.agent_version:
                     installation.agent_version = request.agent_version[:64]
                 response = pb.EnrollResponse(

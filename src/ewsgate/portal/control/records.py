@@ -93,10 +93,13 @@ class ControlRecords:
 
     def __init__(self, database: Database) -> None:
         self.database = database
-        self._waiting: list[tuple[int, str, dt.datetime, asyncio.Future[StreamGrant]]] = []
+        #: (installation id, serial, not after, x5t#S256 or None, the answer)
+        self._waiting: list[tuple[int, str, dt.datetime, str | None,
+                                  asyncio.Future[StreamGrant]]] = []
 
     async def authorize(self, installation_id: int, cert_serial: str,
-                        cert_not_after: dt.datetime) -> StreamGrant:
+                        cert_not_after: dt.datetime, *,
+                        thumbprint: str | None = None) -> StreamGrant:
         """Check a certificate at stream start (may adopt a renewed one); raise :class:`Refusal`.
 
         Checks that arrive together (a reconnect storm) share one query: they are collected
@@ -104,7 +107,7 @@ class ControlRecords:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[StreamGrant] = loop.create_future()
-        self._waiting.append((installation_id, cert_serial, cert_not_after, future))
+        self._waiting.append((installation_id, cert_serial, cert_not_after, thumbprint, future))
         if len(self._waiting) == 1:
             loop.call_later(_BATCH_DELAY, lambda: asyncio.ensure_future(self._authorize_batch()))
         return await future
@@ -119,10 +122,11 @@ class ControlRecords:
                 ids = sorted({item[0] for item in batch})
                 result = await session.execute(
                     select(Installation.id, Installation.enabled, Installation.cert_serial,
-                           Installation.cert_not_after).where(Installation.id.in_(ids)))
+                           Installation.cert_not_after, Installation.cert_thumbprint)
+                    .where(Installation.id.in_(ids)))
                 rows: dict[int, Any] = {row.id: row for row in result.all()}
                 outcomes: list[StreamGrant | Refusal] = []
-                for installation_id, serial, not_after, _future in batch:
+                for installation_id, serial, not_after, thumb, _future in batch:
                     try:
                         adopt = _check(rows.get(installation_id), installation_id, serial,
                                        not_after)
@@ -131,10 +135,18 @@ class ControlRecords:
                         continue
                     if adopt:  # later checks in this batch see the adopted certificate
                         rows[installation_id] = SimpleNamespace(
-                            enabled=True, cert_serial=serial, cert_not_after=not_after)
+                            enabled=True, cert_serial=serial, cert_not_after=not_after,
+                            cert_thumbprint=thumb)
                         await session.execute(
                             update(Installation).where(Installation.id == installation_id)
-                            .values(cert_serial=serial, cert_not_after=not_after))
+                            .values(cert_serial=serial, cert_not_after=not_after,
+                                    cert_thumbprint=thumb))
+                    elif thumb is not None and rows[installation_id].cert_thumbprint != thumb:
+                        # the current certificate, its thumbprint not yet recorded (tunnel
+                        # tickets are bound to it)
+                        await session.execute(
+                            update(Installation).where(Installation.id == installation_id)
+                            .values(cert_thumbprint=thumb))
                     outcomes.append(StreamGrant(installation_id, serial, adopt))
         except BaseException as exc:
             for *_, future in batch:

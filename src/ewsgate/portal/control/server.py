@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from ewsgate import pki
 from ewsgate.portal.control.enrolment import EnrolmentServicer, EnrolmentSettings
@@ -47,6 +48,7 @@ from ewsgate.portal.control.tunnel_reports import TunnelReportSink
 from ewsgate.portal.store.db import Database
 from ewsgate.proto import control_pb2 as pb
 from ewsgate.proto import control_pb2_grpc as pb_grpc
+from ewsgate.revocations import cert_thumbprint
 
 __all__ = ["MAX_PENDING_CALLS", "SERVER_NAME", "ControlServer", "ControlServerConfig",
            "peer_certificate", "server_options"]
@@ -163,7 +165,9 @@ class ControlServicer(pb_grpc.ControlServicer):
             return
         installation_id, serial = int(ident), pki.serial_hex(cert)
         try:
-            await self.records.authorize(installation_id, serial, cert.not_valid_after_utc)
+            await self.records.authorize(
+                installation_id, serial, cert.not_valid_after_utc,
+                thumbprint=cert_thumbprint(cert.public_bytes(serialization.Encoding.DER)))
         except Refusal as refusal:
             log.info("stream of installation %s refused: %s", installation_id, refusal.message)
             await context.abort(grpc.StatusCode[refusal.status], f"{refusal.code}: {refusal}")

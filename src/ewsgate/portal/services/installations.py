@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ewsgate.portal.services.access import Action, Actor, load_tree, require, scope_for
 from ewsgate.portal.services.errors import AuthenticationFailed, NotFound
 from ewsgate.portal.services.validation import check_known, clean_bool, clean_int, clean_text
+from ewsgate.portal.sessions.revocation import revoke_installation
 from ewsgate.portal.store.models import Customer, EnrolmentToken, Installation
 from ewsgate.portal.store.types import Clock, utc_now
 
@@ -102,7 +103,8 @@ async def create_installation(session: AsyncSession, actor: Actor, values: Mappi
 
 
 async def update_installation(session: AsyncSession, actor: Actor, installation_id: int,
-                              changes: Mapping[str, Any]) -> Installation:
+                              changes: Mapping[str, Any], *,
+                              clock: Clock = utc_now) -> Installation:
     """Rename, enable/disable or move an installation (Administrator of it and of the target
     customer). A disabled installation opens no sessions."""
     check_known(changes, _UPDATE_FIELDS)
@@ -111,7 +113,11 @@ async def update_installation(session: AsyncSession, actor: Actor, installation_
     if "name" in changes:
         installation.name = clean_text("name", changes["name"])
     if "enabled" in changes:
-        installation.enabled = clean_bool("enabled", changes["enabled"])
+        enabled = clean_bool("enabled", changes["enabled"])
+        if installation.enabled and not enabled:
+            await revoke_installation(session, installation.id,
+                                      f"installation {installation.id} was disabled", clock())
+        installation.enabled = enabled
     if "customer_id" in changes:
         customer_id = clean_int("customer_id", changes["customer_id"], low=1, high=2**31 - 1)
         await _require_customer(session, actor, customer_id)
@@ -120,11 +126,14 @@ async def update_installation(session: AsyncSession, actor: Actor, installation_
     return installation
 
 
-async def delete_installation(session: AsyncSession, actor: Actor, installation_id: int) -> None:
+async def delete_installation(session: AsyncSession, actor: Actor, installation_id: int, *,
+                              clock: Clock = utc_now) -> None:
     """Delete an installation with its devices and tokens (Administrator). Its certificate is
     refused from then on, because the control server looks the installation up per call."""
     installation = await get_installation(session, actor, installation_id,
                                           Action.MANAGE_INVENTORY)
+    await revoke_installation(session, installation.id,
+                              f"installation {installation.id} was deleted", clock())
     await session.delete(installation)
     await session.flush()
 

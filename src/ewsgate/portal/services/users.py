@@ -47,6 +47,7 @@ from ewsgate.portal.services.validation import (
     clean_password,
     clean_text,
 )
+from ewsgate.portal.sessions.revocation import end_user_sessions
 from ewsgate.portal.store.models import ROLES, ApiToken, Customer, Dealer, RoleAssignment, User
 from ewsgate.portal.store.types import Clock, utc_now
 
@@ -132,7 +133,7 @@ async def create_user(session: AsyncSession, actor: Actor, values: Mapping[str, 
 
 
 async def update_user(session: AsyncSession, actor: Actor, user_id: int,
-                      changes: Mapping[str, Any]) -> User:
+                      changes: Mapping[str, Any], *, clock: Clock = utc_now) -> User:
     """Change a user: a dealer-wide Administrator may change ``email``, ``name``,
     ``password`` and ``active``; a user may change their own ``name`` and ``password``
     (with ``current_password``)."""
@@ -162,6 +163,8 @@ async def update_user(session: AsyncSession, actor: Actor, user_id: int,
         active = clean_bool("active", changes["active"])
         if not active and user.active:
             await _ensure_not_last_admin(session, user.dealer_id, user_id=user.id)
+            await end_user_sessions(session, user.id, f"the user {user.email} was deactivated",
+                                    clock())
         user.active = active
     try:
         await session.flush()
@@ -171,7 +174,8 @@ async def update_user(session: AsyncSession, actor: Actor, user_id: int,
     return user
 
 
-async def delete_user(session: AsyncSession, actor: Actor, user_id: int) -> None:
+async def delete_user(session: AsyncSession, actor: Actor, user_id: int, *,
+                      clock: Clock = utc_now) -> None:
     """Delete a user with their roles, tokens and sessions (dealer-wide Administrator).
     Deleting oneself or the last dealer-wide Administrator is refused (:class:`Conflict`)."""
     user = await get_user(session, actor, user_id)
@@ -179,6 +183,7 @@ async def delete_user(session: AsyncSession, actor: Actor, user_id: int) -> None
     if user.id == actor.user_id:
         raise Conflict("you cannot delete your own account", code="cannot_delete_self")
     await _ensure_not_last_admin(session, user.dealer_id, user_id=user.id)
+    await end_user_sessions(session, user.id, f"the user {user.email} was deleted", clock())
     await session.delete(user)
     await session.flush()
 
@@ -231,7 +236,7 @@ async def create_role_assignment(session: AsyncSession, actor: Actor,
 
 
 async def delete_role_assignment(session: AsyncSession, actor: Actor,
-                                 assignment_id: int) -> None:
+                                 assignment_id: int, *, clock: Clock = utc_now) -> None:
     """Revoke an assignment inside the actor's Administrator scope (else :class:`NotFound`).
     Revoking the dealer's last dealer-wide Administrator is refused (``last_administrator``)."""
     assignment = await session.get(RoleAssignment, assignment_id)
@@ -248,6 +253,10 @@ async def delete_role_assignment(session: AsyncSession, actor: Actor,
         if count <= 1:
             raise Conflict("this is the dealer's last dealer-wide administrator; grant the role "
                            "to someone else first", code="last_administrator")
+    if assignment.role != "viewer":
+        # the user may no longer be allowed the sessions they have open: end them all
+        await end_user_sessions(session, assignment.user_id,
+                                f"the user's {assignment.role} role was revoked", clock())
     await session.delete(assignment)
     await session.flush()
 

@@ -51,6 +51,7 @@ __all__ = [
     "Device",
     "EnrolmentToken",
     "Installation",
+    "InstallationRevocation",
     "Job",
     "JobLogEntry",
     "Relay",
@@ -122,7 +123,25 @@ class Installation(Base):
     #: serial number of the installation's current client certificate, lower-case hex
     cert_serial: Mapped[str | None] = mapped_column(String(64), index=True)
     cert_not_after: Mapped[datetime | None]
+    #: ``x5t#S256`` of the current client certificate (tunnel tickets are bound to it)
+    cert_thumbprint: Mapped[str | None] = mapped_column(String(64))
     agent_version: Mapped[str | None] = mapped_column(String(64))
+
+
+class InstallationRevocation(Base):
+    """An installation disabled, deleted or re-enrolled: relays refuse its earlier tickets.
+
+    No foreign key: the row must outlive a deleted installation. Pruned once no ticket issued
+    before ``revoked_at`` can still be valid (the longest session).
+    """
+
+    __tablename__ = "installation_revocations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    installation_id: Mapped[int] = mapped_column(Integer, index=True)
+    revoked_at: Mapped[datetime] = mapped_column(index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    #: the superseded certificate's ``x5t#S256``, when known
+    thumbprint: Mapped[str | None] = mapped_column(String(64))
 
 
 class EnrolmentToken(Base):
@@ -316,7 +335,8 @@ class RemoteSession(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
-    ended_at: Mapped[datetime | None]
+    #: indexed: the relays' revocation streams read the sessions ended in the last seconds
+    ended_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class ControlCommand(Base):

@@ -133,7 +133,8 @@ async def login_submit(request: Request) -> Response:
 async def logout(p: Page) -> Response:
     """``POST /logout``: end the web session, forget the cookie."""
     async with p.transaction() as session:
-        await auth_logout(session, p.request.cookies.get(p.ui.cookie_name()))
+        await auth_logout(session, p.request.cookies.get(p.ui.cookie_name()),
+                          clock=p.ui.config.clock)
     response = RedirectResponse("/login?done=signed-out", status_code=303)
     p.ui.clear_session_cookie(response)
     return response
