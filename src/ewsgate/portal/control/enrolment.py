@@ -30,10 +30,11 @@ import grpc
 
 from ewsgate import pki
 from ewsgate.portal.services.errors import AuthenticationFailed
-from ewsgate.portal.services.installations import redeem_enrolment_token
+from ewsgate.portal.services.installations import record_enrolment, redeem_enrolment_token
 from ewsgate.portal.store.db import Database
 from ewsgate.proto import control_pb2 as pb
 from ewsgate.proto import control_pb2_grpc as pb_grpc
+from ewsgate.textsafe import safe_text
 
 __all__ = ["EnrolmentServicer", "EnrolmentSettings"]
 
@@ -72,14 +73,17 @@ class EnrolmentServicer(pb_grpc.EnrolmentServicer):
         response = pb.EnrollResponse()
         try:
             async with self.database.transaction() as session:
-                installation = await redeem_enrolment_token(session, secret, clock=self.clock)
+                redemption = await redeem_enrolment_token(session, secret, clock=self.clock)
+                installation = redemption.installation
+                replacing = installation.cert_serial
                 cert = self.ca.sign_installation_csr(
                     request.csr_pem, installation_id=installation.id, now=now,
                     lifetime=settings.cert_lifetime)
-                installation.cert_serial = pki.serial_hex(cert)
-                installation.cert_not_after = cert.not_valid_after_utc
+                await record_enrolment(session, redemption, cert_serial=pki.serial_hex(cert),
+                                       cert_not_after=cert.not_valid_after_utc,
+                                       clock=self.clock)
                 if request.agent_version:
-                    installation.agent_version = request.agent_version[:64]
+                    installation.agent_version = safe_text(request.agent_version, limit=64)
                 response = pb.EnrollResponse(
                     installation_id=str(installation.id),
                     certificate_pem=pki.cert_to_pem(cert),
@@ -87,9 +91,13 @@ class EnrolmentServicer(pb_grpc.EnrolmentServicer):
                     control_address=settings.control_address,
                     control_port=settings.control_port,
                     server_name=settings.server_name)
-                log.info("installation %s enrolled (certificate %s, host %r, peer %s)",
-                         installation.id, installation.cert_serial, request.hostname[:100],
-                         context.peer())
+                log.info("installation %s %s (certificate %s%s, host %s, peer %s)",
+                         installation.id,
+                         "re-enrolled" if replacing else "enrolled", installation.cert_serial,
+                         f", replacing {replacing}, requested by "
+                         f"{redemption.record.created_by_email or 'unknown'}"
+                         if replacing else "",
+                         safe_text(request.hostname, limit=100), context.peer())
         except AuthenticationFailed as exc:
             failure = (grpc.StatusCode.UNAUTHENTICATED, f"{exc.code}: {exc.message}")
         except pki.PkiError as exc:

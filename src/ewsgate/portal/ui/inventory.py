@@ -122,7 +122,8 @@ async def create_enrolment_token(p: Page, installation_id: int) -> Response:
             installation = await installation_service.get_installation(
                 session, p.actor, installation_id)
             issued = await installation_service.create_enrolment_token(
-                session, p.actor, installation_id, clock=p.ui.config.clock)
+                session, p.actor, installation_id, purpose=p.field("purpose") or None,
+                clock=p.ui.config.clock)
             name = installation.name
     except ServiceError as exc:
         if exc.status == 404:
