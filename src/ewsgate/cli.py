@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ewsgate {' '.join(command.path)}: not implemented yet", file=sys.stderr)
         return 2
     # keys, databases, logs, demo.json: everything ewsgate writes is its user's only
-    private_umask()
+    earlier = private_umask()
     try:
         return int(handler(values) or 0)
     except ConfigError as exc:
@@ -151,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        os.umask(earlier)  # main() called in-process (tests) leaves the caller's umask alone
 
 
 if __name__ == "__main__":  # pragma: no cover

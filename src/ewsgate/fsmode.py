@@ -19,9 +19,10 @@ PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 
 
-def private_umask() -> None:
-    """Make every file and directory this process creates from now on private (umask 077)."""
-    os.umask(0o077)
+def private_umask() -> int:
+    """Make every file and directory this process creates from now on private (umask 077);
+    returns the umask it replaced."""
+    return os.umask(0o077)
 
 
 def private_dir(path: Path) -> Path:
