@@ -52,6 +52,8 @@ class Enrolment:
     token: str
     portal: str
     expires_label: str
+    #: ``enrol`` or ``replace`` (the agent that uses it replaces the current certificate)
+    purpose: str = "enrol"
 
 
 def _form(p: Page, names: frozenset[str]) -> dict[str, str]:
@@ -93,7 +95,7 @@ def _enrolment(p: Page, name: str, issued: Any) -> Enrolment:
     portal = p.ui.config.enrol_address or "PORTAL_HOST:GRPC_PORT"
     return Enrolment(name, p.ui.config.display_token(issued.token), portal,
                      ago(p.ui.config.clock() + lifetime, p.ui.config.clock())
-                     if lifetime > timedelta(0) else "now")
+                     if lifetime > timedelta(0) else "now", issued.record.purpose)
 
 
 @page
