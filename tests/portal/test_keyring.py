@@ -150,3 +150,44 @@ async def test_rotation_reseals_old_and_plaintext_rows_with_the_new_key(tmp_path
             assert (device.snmp_community, device.snmp_v3_auth_key) == ("public", KEY)
     finally:
         await rotated.dispose()
+
+
+@pytest.mark.db
+async def test_upgrading_keeps_plaintext_secrets_and_the_next_start_seals_them(tmp_path) -> None:
+    """Nothing is lost across migration 0004: values written before it stay readable and are
+    sealed by ``reseal_all`` (what the portal runs at start)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'p.sqlite3'}"
+    old = Database(url, pool=False)
+    try:
+        await old.upgrade("0002")
+        async with old.engine.begin() as connection:
+            for sql in ("INSERT INTO dealers (id, name, created_at) VALUES (1, 'D', '2026-01-01')",
+                        "INSERT INTO customers (id, dealer_id, name, created_at) "
+                        "VALUES (1, 1, 'C', '2026-01-01')",
+                        "INSERT INTO installations (id, customer_id, name, enabled, online, "
+                        "created_at) VALUES (1, 1, 'S', 1, 0, '2026-01-01')",
+                        "INSERT INTO devices (id, installation_id, name, make, model, ip, "
+                        "ews_endpoints, identity_method, snmp_version, snmp_port, "
+                        "snmp_community, snmp_v3_auth_key, remote_technician_enabled, "
+                        "created_at, updated_at) VALUES (1, 1, 'P', 'hp', '', '10.0.0.5', '[]', "
+                        "'mac', '3', 161, 'public', 'legacy-auth-key', 0, '2026-01-01', "
+                        "'2026-01-01')"):
+                await connection.execute(text(sql))
+        await old.upgrade()
+    finally:
+        await old.dispose()
+    database = Database(url, keyring=load_or_create_keyring(tmp_path))
+    try:
+        async with database.transaction() as session:
+            device = await session.get(Device, 1)
+            assert device is not None
+            assert (device.snmp_community, device.snmp_v3_auth_key) == ("public",
+                                                                        "legacy-auth-key")
+        assert await reseal_all(database.engine) == 1
+        community, auth, _ = await _raw(database)
+        assert community.startswith(PREFIX) and auth.startswith(PREFIX)
+        async with database.transaction() as session:
+            device = await session.get(Device, 1)
+            assert device is not None and device.snmp_v3_auth_key == "legacy-auth-key"
+    finally:
+        await database.dispose()

@@ -57,11 +57,14 @@ class EnrolmentServicer(pb_grpc.EnrolmentServicer):
 
     def __init__(self, database: Database, ca: pki.CertificateAuthority,
                  settings: Callable[[], EnrolmentSettings],
-                 clock: Callable[[], dt.datetime]) -> None:
+                 clock: Callable[[], dt.datetime],
+                 on_replaced: Callable[[int, str], object] | None = None) -> None:
         self.database = database
         self.ca = ca
         self.settings = settings
         self.clock = clock
+        #: called with (installation id, replaced serial) after a replacement is committed
+        self.on_replaced = on_replaced
 
     async def Enroll(self, request: pb.EnrollRequest,
                      context: grpc.aio.ServicerContext[pb.EnrollRequest, pb.EnrollResponse],
@@ -71,6 +74,7 @@ class EnrolmentServicer(pb_grpc.EnrolmentServicer):
         now = self.clock()
         failure: tuple[grpc.StatusCode, str] | None = None
         response = pb.EnrollResponse()
+        replacing: str | None = None
         try:
             async with self.database.transaction() as session:
                 redemption = await redeem_enrolment_token(session, secret, clock=self.clock)
@@ -105,4 +109,6 @@ class EnrolmentServicer(pb_grpc.EnrolmentServicer):
         if failure is not None:
             log.info("enrolment refused from %s: %s", context.peer(), failure[1])
             await context.abort(*failure)
+        elif replacing and self.on_replaced is not None:
+            self.on_replaced(int(response.installation_id), replacing)
         return response

@@ -235,10 +235,12 @@ class ControlHub:
             await asyncio.wait_for(event.wait(), timeout)
         return self.is_online(installation_id)
 
-    def disconnect(self, installation_id: int, reason: str = "installation deleted") -> bool:
-        """Cut the installation's live stream at once (call after deleting or disabling it)."""
+    def disconnect(self, installation_id: int, reason: str = "installation deleted", *,
+                   cert_serial: str | None = None) -> bool:
+        """Cut the installation's live stream at once (call after deleting or disabling it);
+        with ``cert_serial``, only a stream that presented that certificate."""
         connection = self._connections.get(installation_id)
-        if connection is None:
+        if connection is None or cert_serial not in (None, connection.cert_serial):
             return False
         connection.close(Refusal("installation_revoked", "PERMISSION_DENIED", reason))
         return True

@@ -335,7 +335,8 @@ class ControlServer:
         pb_grpc.add_ControlServicer_to_server(  # type: ignore[no-untyped-call]
             ControlServicer(self.hub, self.ca, self.config.cert_lifetime), server)
         pb_grpc.add_EnrolmentServicer_to_server(  # type: ignore[no-untyped-call]
-            EnrolmentServicer(self._database, self.ca, self._enrolment_settings, self.clock),
+            EnrolmentServicer(self._database, self.ca, self._enrolment_settings, self.clock,
+                              on_replaced=self._certificate_replaced),
             server)
         mtls = grpc.ssl_server_credentials([(issued.key_pem, chain)],
                                            root_certificates=self.ca.cert_pem,
@@ -351,6 +352,12 @@ class ControlServer:
         self._pruner = asyncio.create_task(run_pruner(self.records, self.config.commands,
                                                       self.hub.clock))
         log.info("control server on %s (mTLS), enrolment on %s", self.port, self.enrol_port)
+
+    def _certificate_replaced(self, installation_id: int, previous: str) -> None:
+        """A re-enrolment replaced ``previous``: its live stream ends now, not at the sweep."""
+        self.hub.disconnect(installation_id, "this installation's certificate was replaced by "
+                            "a new enrolment; this agent must be enrolled again",
+                            cert_serial=previous)
 
     async def stop(self, grace: float = 2.0) -> None:
         """Close every stream (agents reconnect elsewhere or later) and stop serving."""
