@@ -191,3 +191,38 @@ async def test_upgrading_keeps_plaintext_secrets_and_the_next_start_seals_them(t
             assert device is not None and device.snmp_v3_auth_key == "legacy-auth-key"
     finally:
         await database.dispose()
+
+
+@pytest.mark.db
+async def test_a_portal_without_the_key_that_sealed_the_secrets_refuses_to_start(
+        tmp_path) -> None:
+    """A replica started with its own fresh keys must not run (and later fail per request, or
+    seal new values with a key the others lack): it stops at start-up and says what to copy."""
+    import asyncio
+    import os
+    import sys
+
+    portal_dir, other_dir = tmp_path / "portal", tmp_path / "other"
+    url = f"sqlite+aiosqlite:///{portal_dir / 'portal.sqlite3'}"
+    sealer = Database(url, keyring=load_or_create_keyring(other_dir))
+    try:
+        await sealer.upgrade()
+        await _device(sealer, snmp_community="sealed-elsewhere")
+    finally:
+        await sealer.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EWSGATE_")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ewsgate", "portal", "--data-dir", str(portal_dir),
+        "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0",
+        "--enrol-listen", "127.0.0.1:0", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        _, err = await asyncio.wait_for(process.communicate(), 120)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 2, err.decode()[-2000:]
+    text = err.decode()
+    assert "does not open with key 0001" in text and f"{portal_dir}/keys" in text
+    assert "listening" not in text

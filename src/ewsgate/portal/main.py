@@ -74,6 +74,7 @@ async def serve(config: PortalConfig, *, ready: Callable[[str], None] | None = N
     from ewsgate.fsmode import private_dir
     from ewsgate.portal.app import context_of, create_app
     from ewsgate.portal.store.db import upgrade
+    from ewsgate.portal.store.keyring import KeyringError
     from ewsgate.portal.store.sealed import reseal_all
 
     sock = bind_socket(config)
@@ -86,7 +87,11 @@ async def serve(config: PortalConfig, *, ready: Callable[[str], None] | None = N
     await upgrade(config.database_url)
     app = create_app(config)
     ctx = context_of(app)
-    resealed = await reseal_all(ctx.database.engine)
+    try:
+        resealed = await reseal_all(ctx.database.engine)
+    except KeyringError as exc:
+        raise ConfigError(f"{exc}. Every portal replica needs the same {config.data_dir}/keys "
+                          "(copy it from the portal that sealed them, like the CA)") from None
     if resealed:
         log.info("sealed the SNMP secrets of %d stored rows with key %s", resealed,
                  ctx.database.keyring.current)

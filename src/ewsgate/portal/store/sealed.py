@@ -66,7 +66,9 @@ class SealedText(TypeDecorator[str]):
 
 
 async def reseal_all(engine: AsyncEngine) -> int:
-    """Re-encrypt every stored sealed value not sealed with the current key; the count."""
+    """Check that every stored sealed value opens, and re-encrypt those not sealed with the
+    current key; the number of rows re-encrypted. Raises :class:`KeyringError` on a value the
+    keyring cannot open (nothing is written then)."""
     from ewsgate.portal.store.models import Base
 
     keyring = keyring_of(engine.sync_engine.dialect)
@@ -81,11 +83,14 @@ async def reseal_all(engine: AsyncEngine) -> int:
             for row in (await connection.execute(query)).all():
                 values: dict[str, Any] = {}
                 for (column, kind), stored in zip(sealed, row[1:], strict=True):
-                    if stored and not keyring.is_current(stored):
-                        context = kind.context
-                        values[column.name] = _raw_bind(
-                            keyring.seal(keyring.open(stored, context=context),
-                                         context=context))
+                    if not stored:
+                        continue
+                    # every value is opened, also those of the current key: a portal with
+                    # the wrong key files finds out here, at start, not per request
+                    plain = keyring.open(stored, context=kind.context)
+                    if not keyring.is_current(stored):
+                        values[column.name] = _raw_bind(keyring.seal(plain,
+                                                                     context=kind.context))
                 if values:
                     await connection.execute(
                         update(table).where(key == row[0]).values(
