@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import String, literal, select, type_coerce, update
+from sqlalchemy import String, bindparam, select, type_coerce, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.types import TypeDecorator
@@ -80,6 +80,8 @@ async def reseal_all(engine: AsyncEngine) -> int:
                 continue
             key = next(iter(table.primary_key.columns))
             query = select(key, *[_raw(c) for c, _ in sealed])
+            # rows to rewrite, grouped by which columns change (one executemany per group)
+            groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
             for row in (await connection.execute(query)).all():
                 values: dict[str, Any] = {}
                 for (column, kind), stored in zip(sealed, row[1:], strict=True):
@@ -89,13 +91,17 @@ async def reseal_all(engine: AsyncEngine) -> int:
                     # the wrong key files finds out here, at start, not per request
                     plain = keyring.open(stored, context=kind.context)
                     if not keyring.is_current(stored):
-                        values[column.name] = _raw_bind(keyring.seal(plain,
-                                                                     context=kind.context))
+                        values[f"v_{column.name}"] = keyring.seal(plain, context=kind.context)
                 if values:
-                    await connection.execute(
-                        update(table).where(key == row[0]).values(
-                            {table.c[name]: value for name, value in values.items()}))
-                    changed += 1
+                    names = tuple(sorted(name[2:] for name in values))
+                    groups.setdefault(names, []).append({"k": row[0], **values})
+            for names, rows in groups.items():
+                statement = update(table).where(key == bindparam("k")).values(
+                    {table.c[name]: bindparam(f"v_{name}", type_=String(SEALED_COLUMN_LENGTH))
+                     for name in names})
+                for start in range(0, len(rows), 1000):
+                    await connection.execute(statement, rows[start:start + 1000])
+                changed += len(rows)
     return changed
 
 
@@ -103,6 +109,3 @@ def _raw(column: Any) -> Any:
     """The column as stored (ciphertext), bypassing :class:`SealedText`."""
     return type_coerce(column, String(SEALED_COLUMN_LENGTH)).label(column.name)
 
-
-def _raw_bind(value: str) -> Any:
-    return literal(value, String(SEALED_COLUMN_LENGTH))
