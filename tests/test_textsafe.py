@@ -52,10 +52,16 @@ def test_json_from_a_peer_has_every_string_and_key_escaped() -> None:
     assert safe_json({"a": {"b": {"c": 1}}}, depth=2) == {"a": {"b": None}}
 
 
-@given(st.text(max_size=3000), st.integers(min_value=16, max_value=800))
+@given(st.text(max_size=3000), st.integers(min_value=32, max_value=800))
 def test_output_is_always_printable_and_within_the_limit(text: str, limit: int) -> None:
     out = safe_text(text, limit=limit)
     assert len(out) <= limit
     assert all(ch == " " or ch.isprintable() for ch in out)
     if len(text) <= limit // 10 and all(ch.isprintable() and ch != "\\" for ch in text):
         assert out == text
+
+
+def test_the_mark_fits_even_when_megabytes_are_left_out() -> None:
+    out = safe_text("a" * 5_000_000, limit=32)
+    assert len(out) <= 32 and out.endswith(f"… [{5_000_000 - out.count('a')} more]")
+    assert len(safe_text(b"\x1b" * 5_000_000, limit=32)) <= 32

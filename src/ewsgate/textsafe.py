@@ -43,8 +43,8 @@ def _escape(char: str) -> str:
 def safe_text(value: object, *, limit: int = DEFAULT_LIMIT) -> str:
     """``value`` (text, bytes or anything with a ``str``) escaped and cut to ``limit``
     characters; see the module docstring. ``None`` becomes ``""``."""
-    if limit < 16:
-        raise ValueError("limit must be at least 16 characters")
+    if limit < 32:  # room for the "… [N more]" mark whatever N is
+        raise ValueError("limit must be at least 32 characters")
     if value is None:
         return ""
     if isinstance(value, bytes | bytearray | memoryview):
