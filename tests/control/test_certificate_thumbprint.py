@@ -33,7 +33,8 @@ async def test_enrolment_records_the_thumbprint_and_re_enrolment_revokes_the_old
     assert row is not None and row.cert_thumbprint == old
     async with db.transaction() as s:
         assert (await s.scalars(select(InstallationRevocation))).all() == []
-    second = await enroll(_options(portal, await new_token(db, ca, installation_id)),
+    second = await enroll(_options(portal, await new_token(db, ca, installation_id,
+                                                           purpose="replace")),
                           AgentState(tmp_path / "second"))
     new = cert_thumbprint(second.cert.public_bytes(Encoding.DER))
     row = await get_installation(db, installation_id)

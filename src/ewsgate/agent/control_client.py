@@ -48,6 +48,7 @@ from ewsgate.agent.proxy import ProxyConfig
 from ewsgate.agent.state import AgentIdentity, AgentState
 from ewsgate.proto import control_pb2 as pb
 from ewsgate.proto import control_pb2_grpc as pb_grpc
+from ewsgate.textsafe import safe_text
 
 __all__ = [
     "Backoff",
@@ -241,10 +242,11 @@ class ControlClient:
             except _Reconnect as exc:
                 self.last_error = str(exc)
             except grpc.aio.AioRpcError as exc:
-                self.last_error = f"{exc.code().name}: {exc.details()}"
+                self.last_error = safe_text(f"{exc.code().name}: {exc.details()}")
                 if exc.code() in (grpc.StatusCode.PERMISSION_DENIED,
                                   grpc.StatusCode.UNAUTHENTICATED):
-                    log.error("the portal refuses this installation: %s", exc.details())
+                    log.error("the portal refuses this installation: %s",
+                              safe_text(exc.details()))
             except (OSError, TimeoutError, ValueError, pki.PkiError) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
             finally:
@@ -422,7 +424,8 @@ class ControlClient:
             if not isinstance(payload, dict):
                 refusal = "bad_payload"
         if refusal is not None:
-            log.warning("command %s (%s) refused: %s", command.id, command.kind, refusal)
+            log.warning("command %s (%s) refused: %s", safe_text(command.id, limit=64),
+                        safe_text(command.kind, limit=64), refusal)
             self._send_result(pb.CommandResult(
                 command_id=command.id, status=pb.CommandResult.REFUSED, error_code=refusal,
                 error_message=_REFUSALS.get(refusal, refusal).format(kind=command.kind)))

@@ -40,11 +40,13 @@ from typing import Any
 import httpx
 
 from ewsgate.config import ConfigError, HostPort
+from ewsgate.fsmode import private_dir
 from ewsgate.relay.access_log import AccessLog, PortalLogShipper
 from ewsgate.relay.browser_auth import BrowserAuth, OAuthClientConfig
 from ewsgate.relay.clock import SystemClock
 from ewsgate.relay.http_proxy import MAX_SESSION_SECONDS, ProxyConfig, RelayProxy
 from ewsgate.relay.portal_sessions import PortalSessions
+from ewsgate.relay.portal_url import require_secure_portal_url
 from ewsgate.relay.registry import TunnelRegistry
 from ewsgate.relay.revocation import DEFAULT_UNREACHABLE_AFTER, Revocations
 from ewsgate.relay.revocation_feed import RevocationFeed
@@ -118,7 +120,8 @@ class RelaySettings:
         default_ca = data_dir / "ca.pem"
         settings = cls(
             listen=listen, tunnel_listen=values["tunnel_listen"],
-            domain=str(values["domain"]).lower().strip("."), portal_url=values["portal_url"],
+            domain=str(values["domain"]).lower().strip("."),
+            portal_url=require_secure_portal_url(values["portal_url"]),
             data_dir=data_dir, relay_id=str(relay_id), relay_secret=str(relay_secret),
             tls_cert=path("tls_cert", "browser-cert.pem"), tls_key=path("tls_key",
                                                                         "browser-key.pem"),
@@ -169,7 +172,7 @@ def cookie_key(data_dir: Path) -> bytes:
 
 async def serve(settings: RelaySettings, stop: asyncio.Event) -> None:
     """Run the relay until ``stop`` is set."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(settings.data_dir)
     clock = SystemClock()
     verify: Any = str(settings.portal_ca) if settings.portal_ca else True
     keys = JwksKeySource(settings.portal_url, verify=verify)

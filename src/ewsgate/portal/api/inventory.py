@@ -16,6 +16,7 @@ from ewsgate.portal.api.schemas import (
     DeviceCreate,
     DeviceOut,
     DeviceUpdate,
+    EnrolmentRecordOut,
     EnrolmentTokenCreate,
     EnrolmentTokenOut,
     InstallationCreate,
@@ -142,12 +143,24 @@ async def create_enrolment_token(
                       low=1, high=720)
     async with ctx.database.transaction() as s:
         issued = await installations.create_enrolment_token(
-            s, actor, installation_id, lifetime=timedelta(hours=hours), clock=ctx.clock)
+            s, actor, installation_id, purpose=body.purpose if body else None,
+            lifetime=timedelta(hours=hours), clock=ctx.clock)
         from ewsgate.portal.control.runtime import display_enrolment_token
 
         return EnrolmentTokenOut(token=display_enrolment_token(ctx, issued.token),
                                  installation_id=installation_id,
-                                 expires_at=issued.record.expires_at)
+                                 expires_at=issued.record.expires_at,
+                                 purpose=issued.record.purpose)
+
+
+@router.get("/installations/{installation_id}/enrolment-tokens", tags=["installations"])
+async def list_enrolment_tokens(installation_id: Id, actor: CurrentActor,
+                                ctx: Context) -> list[EnrolmentRecordOut]:
+    """The installation's enrolment history, newest first: who asked for each token and why,
+    when it was used or superseded, which certificate it issued and replaced."""
+    async with ctx.database.transaction() as s:
+        records = await installations.enrolment_history(s, actor, installation_id)
+        return [EnrolmentRecordOut.model_validate(r, from_attributes=True) for r in records]
 
 
 # --- devices ---

@@ -16,6 +16,9 @@ Online state: ``online`` and ``last_seen_at`` are written when a stream starts a
 hub refreshes ``last_seen_at`` of every live stream in batches. Rows marked online whose
 ``last_seen_at`` is older than the stale limit are marked offline by :meth:`mark_stale_offline`,
 which also repairs rows left online by a portal process that died.
+
+Commands: ``control_commands`` keeps a command's payload and result with their secrets taken
+out (:mod:`.redaction`); finished rows are deleted after a retention (:mod:`.retention`).
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from ewsgate.portal.control.redaction import redact
 from ewsgate.portal.services.errors import NotFound
 from ewsgate.portal.store.db import Database
 from ewsgate.portal.store.models import ControlCommand, Installation
@@ -234,7 +238,7 @@ class ControlRecords:
                     raise NotFound.of("installation", installation_id)
                 session.add(ControlCommand(id=command_id, installation_id=installation_id,
                                            kind=kind, created_at=now, status="pending",
-                                           payload=payload))
+                                           payload=redact(payload)))
         except IntegrityError:  # deleted between the check and the insert
             raise NotFound.of("installation", installation_id) from None
 
@@ -242,7 +246,26 @@ class ControlRecords:
                              result: dict[str, Any] | None, now: dt.datetime) -> None:
         async with self.database.transaction() as session:
             await session.execute(update(ControlCommand).where(ControlCommand.id == command_id)
-                                  .values(status=status, result=result, completed_at=now))
+                                  .values(status=status, result=redact(result),
+                                          completed_at=now))
+
+    async def prune_commands(self, older_than: dt.datetime, *, batch: int = 5000) -> int:
+        """Delete finished commands completed before ``older_than``; the number deleted."""
+        removed = 0
+        while True:
+            async with self.database.transaction() as session:
+                ids = list((await session.scalars(
+                    select(ControlCommand.id).where(
+                        ControlCommand.completed_at.is_not(None),
+                        ControlCommand.completed_at < older_than,
+                        ControlCommand.status.not_in(("pending", "sent")))
+                    .limit(batch))).all())
+                if ids:
+                    await session.execute(delete(ControlCommand)
+                                          .where(ControlCommand.id.in_(ids)))
+            removed += len(ids)
+            if len(ids) < batch:
+                return removed
 
     async def set_command_status(self, command_id: str, status: str) -> None:
         async with self.database.transaction() as session:
