@@ -57,6 +57,7 @@ import logging
 import re
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,8 @@ from ewsgate.relay.hardening import (
     security_headers,
 )
 from ewsgate.relay.portal_sessions import SessionStatusSource
+from ewsgate.relay.redirects import REFUSED_PATH, MetaRefreshGuard, RedirectPolicy
+from ewsgate.relay.request_hygiene import check_header_fields, check_target, stripped
 from ewsgate.relay.rewrite import (
     RESERVED_COOKIE_PREFIX,
     BodyDecoder,
@@ -323,6 +326,7 @@ class _BrowserConnection:
         #: the request being answered; logged before its response's last bytes leave
         self._exchange: _Exchange | None = None
         self._rewriter: LanRewriter | None = None
+        self._redirects: RedirectPolicy | None = None
         #: browser-bound bytes held back by _send until _flush
         self._out: list[bytes] = []
         self._out_size = 0
@@ -533,6 +537,11 @@ class _BrowserConnection:
             await self._page(exchange, "bad_request", close=True, detail=(
                 "Only origin-form request targets (a path) are accepted."))
             return
+        refusal = check_target(target) or check_header_fields(request.headers.raw_items())
+        if refusal is not None:
+            exchange.detail = refusal.code
+            await self._page(exchange, "bad_request", close=True, detail=refusal.message)
+            return
         info = self.proxy.directory.lookup(session_id)
         now = self.proxy.clock.now()
         if info is None:
@@ -599,6 +608,10 @@ class _BrowserConnection:
             response = await self.proxy.auth.callback(
                 info.session_id, path, cookie_header, self.proxy.session_end(info))
             await self._respond(exchange, response, close=False)
+            return
+        if route == REFUSED_PATH:
+            exchange.detail = "navigation_refused_page"
+            await self._page(exchange, "navigation_refused", close=False)
             return
         await self._page(exchange, "session_not_found", close=False, status=404,
                          detail="This relay address does not exist.")
@@ -686,7 +699,7 @@ class _BrowserConnection:
                 elif lower == b"transfer-encoding":
                     chunked = b"chunked"
                 continue
-            if lower in connection_tokens or lower.startswith(b"x-forwarded-"):
+            if lower in connection_tokens or stripped(lower):
                 continue
             lines += (name, b": ", value, b"\r\n")
         framing: list[tuple[bytes, bytes]] = [(b"Host", strings.device_host)]
@@ -846,6 +859,9 @@ class _BrowserConnection:
             return
         if self._rewriter is None:
             self._rewriter = LanRewriter(info.device, self.config.session_host(info.session_id))
+            self._redirects = RedirectPolicy(
+                session_name=f"s-{info.session_id}.{self.config.domain}",
+                session_port=self.config.public_port, relay_domain=self.config.domain)
         rewriter = self._rewriter
         if isinstance(event, h11.InformationalResponse):
             with contextlib.suppress(Exception):
@@ -891,9 +907,12 @@ class _BrowserConnection:
         coding = (first.get(b"content-encoding") or b"identity").decode(
             "latin-1").strip().lower()
         transform: _BodyTransform | None = None
+        policy = self._redirects
         if rewritable_content_type(content_type) and (
                 coding == "identity" or BodyDecoder.supports(coding)):
-            transform = _BodyTransform(rewriter, coding)
+            html_body = content_type.split(";", 1)[0].strip().lower() in _HTML_TYPES
+            transform = _BodyTransform(rewriter, coding,
+                                       policy.refusal if html_body and policy else None)
         framing: list[tuple[bytes, bytes]] = []
         out: list[bytes] = []
         for name, value, lower in items:
@@ -914,15 +933,22 @@ class _BrowserConnection:
             if lower in (b"location", b"content-location"):
                 text = rewriter.rewrite_location(text)
                 if lower == b"location":
-                    foreign = rewriter.leaves_session(text)
+                    foreign = rewriter.leaves_session(text) or (
+                        policy.refusal(text) if policy else None)
                     if foreign is not None:
                         exchange.detail = "redirect_to_internal_host"
                         exchange.outcome = "refused"
                         return framing, None, None
             elif lower == b"refresh":
                 text = rewriter.rewrite_refresh(text)
+                if policy is not None and policy.refresh_refusal(text) is not None:
+                    exchange.detail, exchange.outcome = "refresh_to_internal_host", "refused"
+                    return framing, None, None
             elif lower == b"link":
                 text = rewriter.rewrite_link(text)
+                if policy is not None and policy.link_refusal(text) is not None:
+                    exchange.detail, exchange.outcome = "link_to_internal_host", "refused"
+                    return framing, None, None
             elif lower == b"set-cookie":
                 rewritten = rewriter.rewrite_set_cookie(text)
                 if rewritten is None:
@@ -1014,25 +1040,34 @@ class _BrowserConnection:
 class _BodyTransform:
     """Decode (if compressed) and rewrite one response body as it streams."""
 
-    def __init__(self, rewriter: LanRewriter, coding: str) -> None:
+    def __init__(self, rewriter: LanRewriter, coding: str,
+                 refused: Callable[[str], str | None] | None = None) -> None:
+        """``refused``: for HTML, the redirect policy its ``<meta>`` refreshes are held to."""
         self._decoder = BodyDecoder(coding) if coding != "identity" else None
         self._rewriter: StreamRewriter = rewriter.body_rewriter()
+        self._guard = MetaRefreshGuard(refused) if refused is not None else None
 
     def feed(self, data: bytes) -> bytes:
         if self._decoder is None:
-            return self._rewriter.feed(data)
-        return b"".join(self._rewriter.feed(piece) for piece in self._decoder.decode(data))
+            out = self._rewriter.feed(data)
+        else:
+            out = b"".join(self._rewriter.feed(piece) for piece in self._decoder.decode(data))
+        return self._guard.feed(out) if self._guard is not None else out
 
     def finish(self) -> bytes:
         tail = b""
         if self._decoder is not None:
             tail = self._rewriter.feed(self._decoder.flush())
-        return tail + self._rewriter.finish()
+        tail += self._rewriter.finish()
+        if self._guard is not None:
+            tail = self._guard.feed(tail) + self._guard.finish()
+        return tail
 
 
 #: events whose bytes _send may hold back (a tuple: ``isinstance`` with a ``|`` union builds
 #: the union on every call)
 _HELD_EVENTS = (h11.Response, h11.Data)
+_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _REWRITTEN_RESPONSE_HEADERS = frozenset({
     b"location", b"content-location", b"refresh", b"link", b"set-cookie"})
 
@@ -1112,4 +1147,5 @@ def _outcome_for(kind: str) -> str:
         "auth_failed": "refused",
         "misdirected": "refused",
         "bad_request": "refused",
+        "navigation_refused": "refused",
     }.get(kind, "error")

@@ -88,6 +88,12 @@ _PAGES: dict[str, tuple[int, str, str, str]] = {
         421, "Wrong connection for this address",
         "This connection belongs to another session address. Reload the page.",
         "Go to the portal"),
+    "navigation_refused": (
+        403, "The device's redirect was stopped",
+        "The device's page tried to send your browser to an internal address outside this "
+        "session (another host on the device's network, your own computer or another "
+        "session). The relay stopped it. Go back, or open the device's start page from the "
+        "portal again.", "Go to the portal"),
 }
 
 
