@@ -72,6 +72,8 @@ from ewsgate.relay.hardening import (
     security_header_block,
     security_headers,
 )
+from ewsgate.relay.log_redaction import log_detail, log_url
+from ewsgate.relay.navigation import check_navigation
 from ewsgate.relay.portal_sessions import SessionStatusSource
 from ewsgate.relay.redirects import REFUSED_PATH, MetaRefreshGuard, RedirectPolicy
 from ewsgate.relay.request_hygiene import check_header_fields, check_target, stripped
@@ -83,6 +85,7 @@ from ewsgate.relay.rewrite import (
     rewritable_content_type,
 )
 from ewsgate.relay.session_pages import render
+from ewsgate.relay.sign_out import LOGOUT_PATH, clearing_headers, sign_out_allowed
 from ewsgate.relay.upstream import (
     ByteStream,
     SessionDirectory,
@@ -93,6 +96,8 @@ from ewsgate.relay.upstream import (
 __all__ = ["MAX_SESSION_SECONDS", "ProxyConfig", "RelayProxy"]
 
 log = logging.getLogger(__name__)
+#: every refusal with the client's address (the job's log entry carries the code)
+refusals = logging.getLogger("ewsgate.relay.refusals")
 
 MAX_SESSION_SECONDS = 30 * 60
 RELAY_PATH_PREFIX = "/.ewsgate/"
@@ -182,6 +187,8 @@ class _Exchange:
     outcome: str = "ok"
     detail: str | None = None
     logged: bool = False
+    #: the browser's address (written into refusals' detail)
+    client: str | None = None
 
 
 class _CloseConnection(Exception):
@@ -217,6 +224,9 @@ class RelayProxy:
         self._ended: dict[str, float] = {}
         #: the end of every session seen live (to tell "ended" from "tunnel down")
         self._known_end: dict[str, float] = {}
+        #: session id → when its browsers signed out (identities cached on connections and
+        #: issued before that are no longer taken)
+        self.signed_out: dict[str, float] = {}
 
     # -- session lifetime ----------------------------------------------------------------
 
@@ -237,6 +247,7 @@ class RelayProxy:
             self._known_end.pop(sid, None)
             self._first_seen.pop(sid, None)
             self._ended.pop(sid, None)
+            self.signed_out.pop(sid, None)
 
     def mark_ended(self, session_id: str) -> None:
         self._ended.setdefault(session_id, self.clock.now())
@@ -298,12 +309,18 @@ class RelayProxy:
         if exchange.logged or self.access_log is None:
             return
         exchange.logged = True
+        detail = exchange.detail
+        if exchange.outcome == "refused":
+            # the job's entry has no client field (the portal's schema); the relay's log has
+            refusals.info("refused %s %s %s: status %s, %s, client %s", exchange.session_id,
+                          exchange.method[:16], log_url(exchange.url), exchange.status,
+                          log_detail(detail), exchange.client)
         self.access_log.record(
             session_id=exchange.session_id, time=exchange.wall, user=exchange.user,
             method=exchange.method, url=exchange.url, status=exchange.status,
             bytes_in=exchange.bytes_in, bytes_out=exchange.bytes_out,
             duration_ms=int((time.monotonic() - exchange.started) * 1000),
-            outcome=exchange.outcome, detail=exchange.detail)
+            outcome=exchange.outcome, detail=detail)
 
 
 class _BrowserConnection:
@@ -338,6 +355,9 @@ class _BrowserConnection:
         self._origins: _SessionStrings | None = None
         #: the current request's headers: the first value for each lower-case name
         self._fields: dict[bytes, bytes] = {}
+        peer = writer.get_extra_info("peername")
+        #: the browser's address, for refusals in the log and sign-in limits
+        self.client: str | None = str(peer[0]) if isinstance(peer, tuple) and peer else None
 
     async def close(self) -> None:
         if self._watchdog is not None:
@@ -449,10 +469,12 @@ class _BrowserConnection:
         await self._simple_error(status, "bad_request",
                                  f"The request was malformed and refused: {exc}.")
 
-    async def _simple_error(self, status: int, kind: str, detail: str) -> None:
+    async def _simple_error(self, status: int, kind: str, detail: str,
+                            request: h11.Request | None = None) -> None:
         """A relay page on a connection that is then closed (no session context needed)."""
         if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
+        self._log_refusal(status, kind, detail, request)
         page = render(kind, portal_url=self.config.portal_url, detail=detail, status=status)
         host = self.config.session_host(self.session.session_id) if self.session else (
             self.config.domain)
@@ -464,6 +486,28 @@ class _BrowserConnection:
             await self._send(h11.Response(status_code=status, headers=headers))
             await self._send(h11.Data(data=page.body))
             await self._send(h11.EndOfMessage())
+
+    def _log_refusal(self, status: int, kind: str, detail: str,
+                     request: h11.Request | None) -> None:
+        """Log a refusal made before the request named a session: under the session the
+        connection's ``Host`` or TLS server name names, else in the relay's own log."""
+        session_id = self._host[1] if self._host is not None else None
+        if session_id is None:
+            ssl_object = self.writer.get_extra_info("ssl_object")
+            server_name = getattr(ssl_object, "server_hostname", None)
+            if isinstance(server_name, str):
+                session_id = self.config.session_id_for_host(server_name.encode("idna"))
+        method = request.method.decode("latin-1") if request is not None else "-"
+        url = request.target.decode("latin-1") if request is not None else "-"
+        if session_id is None or self.proxy.access_log is None:
+            log.warning("refused %d (%s) from %s before any session was named: %s %s: %s",
+                        status, kind, self.client, method, url[:200], detail[:300])
+            return
+        self.proxy.log(_Exchange(
+            session_id=session_id, method=method, url=url, started=time.monotonic(),
+            wall=self.proxy.clock.now(), status=status, outcome="refused",
+            detail=f"{kind} before parsing, client {self.client}: {detail}",
+            client=self.client))
 
     # -- request loop --------------------------------------------------------------------
 
@@ -491,7 +535,7 @@ class _BrowserConnection:
             # h11 caps a head still arriving; one that came in a single read is measured here
             await self._simple_error(431, "bad_request", (
                 f"The request head is {head_size} bytes; the limit is "
-                f"{self.config.max_header_bytes}."))
+                f"{self.config.max_header_bytes}."), request)
             raise _CloseConnection
         # the first value of each header by lower-case name, looked up below instead of
         # scanning the head once per header name
@@ -501,10 +545,11 @@ class _BrowserConnection:
             self._host = (host, self.config.session_id_for_host(host))
         session_id = self._host[1]
         if session_id is None:
-            await self._simple_error(404, "not_a_session_host", "")
+            await self._simple_error(404, "not_a_session_host", "", request)
             raise _CloseConnection
         exchange = _Exchange(session_id=session_id, method=method.decode("latin-1"),
-                             url=target, started=time.monotonic(), wall=self.proxy.clock.now())
+                             url=target, started=time.monotonic(), wall=self.proxy.clock.now(),
+                             client=self.client)
         self._exchange = exchange
         try:
             await self._handle_session_request(request, session_id, exchange)
@@ -563,8 +608,8 @@ class _BrowserConnection:
         identity = self._identify(session_id, cookie_header, now)
         if identity is None:
             if request.method in (b"GET", b"HEAD"):
-                await self._respond(exchange, self.proxy.auth.begin(session_id, path),
-                                    close=False)
+                await self._respond(exchange, self.proxy.auth.begin(
+                    session_id, path, client=self.client), close=False)
             else:
                 await self._page(exchange, "not_signed_in", close=True)
             return
@@ -578,6 +623,11 @@ class _BrowserConnection:
             await self._page(exchange, "cross_site_refused", close=True, detail=refusal.message,
                              outcome="refused")
             return
+        if not websocket and (refusal := check_navigation(headers, target)) is not None:
+            exchange.detail = refusal.code
+            await self._page(exchange, "cross_site_navigation", close=False,
+                             detail=refusal.message, continue_to=path)
+            return
         await self._forward(request, info, identity, exchange, websocket)
 
     def _identify(self, session_id: str, cookie_header: bytes | None,
@@ -587,7 +637,8 @@ class _BrowserConnection:
         the session and the time)."""
         cached = self._identity
         if cached is not None and cookie_header is not None and cached[0] == cookie_header \
-                and cached[1].session_id == session_id and now < cached[1].expires_at:
+                and cached[1].session_id == session_id and now < cached[1].expires_at \
+                and cached[1].issued_at > self.proxy.signed_out.get(session_id, -1.0):
             return cached[1]
         identity = self.proxy.auth.identify(session_id, cookie_header)
         self._identity = (cookie_header, identity) if identity is not None and \
@@ -609,6 +660,9 @@ class _BrowserConnection:
                 info.session_id, path, cookie_header, self.proxy.session_end(info))
             await self._respond(exchange, response, close=False)
             return
+        if route == LOGOUT_PATH:
+            await self._sign_out(info, cookie_header, exchange)
+            return
         if route == REFUSED_PATH:
             exchange.detail = "navigation_refused_page"
             await self._page(exchange, "navigation_refused", close=False)
@@ -616,14 +670,32 @@ class _BrowserConnection:
         await self._page(exchange, "session_not_found", close=False, status=404,
                          detail="This relay address does not exist.")
 
+    async def _sign_out(self, info: SessionInfo, cookie_header: bytes | None,
+                        exchange: _Exchange) -> None:
+        if not sign_out_allowed(self._fields.get(b"sec-fetch-site")):
+            exchange.detail = "cross_site_sign_out_refused"
+            await self._page(exchange, "cross_site_refused", close=True, outcome="refused",
+                             detail="Only the session's own pages may sign you out of it.")
+            return
+        self.proxy.auth.sign_out(info.session_id)
+        self.proxy.signed_out[info.session_id] = self.proxy.clock.now()
+        self._identity = None
+        exchange.detail = "signed_out"
+        await self._page(exchange, "signed_out", close=True, outcome="auth",
+                         extra_headers=clearing_headers(cookie_header))
+
     # -- answering from the relay --------------------------------------------------------
 
     async def _page(self, exchange: _Exchange, kind: str, *, close: bool,
                     detail: str | None = None, status: int | None = None,
-                    outcome: str | None = None) -> None:
-        page = render(kind, portal_url=self.config.portal_url, detail=detail, status=status)
+                    outcome: str | None = None, continue_to: str | None = None,
+                    extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        page = render(kind, portal_url=self.config.portal_url, detail=detail, status=status,
+                      continue_to=continue_to)
         headers = [(b"Content-Type", b"text/html; charset=utf-8"),
-                   (b"Cache-Control", b"no-store")]
+                   (b"Cache-Control", b"no-store"), *(extra_headers or ())]
+        if kind == "session_ended" and extra_headers is None:
+            headers += clearing_headers(self._fields.get(b"cookie"))
         if kind == "not_signed_in":
             headers.append((b"WWW-Authenticate", b'Cookie realm="Remote Technician"'))
         response = RelayResponse(status=page.status, headers=headers, body=page.body,
@@ -1148,4 +1220,5 @@ def _outcome_for(kind: str) -> str:
         "misdirected": "refused",
         "bad_request": "refused",
         "navigation_refused": "refused",
+        "cross_site_navigation": "refused",
     }.get(kind, "error")
