@@ -84,6 +84,7 @@ from ewsgate.relay.rewrite import (
     StreamRewriter,
     rewritable_content_type,
 )
+from ewsgate.relay.server_names import ServerNames
 from ewsgate.relay.session_pages import render
 from ewsgate.relay.sign_out import LOGOUT_PATH, clearing_headers, sign_out_allowed
 from ewsgate.relay.upstream import (
@@ -227,6 +228,8 @@ class RelayProxy:
         #: session id → when its browsers signed out (identities cached on connections and
         #: issued before that are no longer taken)
         self.signed_out: dict[str, float] = {}
+        #: install on the browser listener's TLS context so early refusals find their session
+        self.server_names = ServerNames()
 
     # -- session lifetime ----------------------------------------------------------------
 
@@ -493,10 +496,11 @@ class _BrowserConnection:
         connection's ``Host`` or TLS server name names, else in the relay's own log."""
         session_id = self._host[1] if self._host is not None else None
         if session_id is None:
-            ssl_object = self.writer.get_extra_info("ssl_object")
-            server_name = getattr(ssl_object, "server_hostname", None)
-            if isinstance(server_name, str):
-                session_id = self.config.session_id_for_host(server_name.encode("idna"))
+            server_name = self.proxy.server_names.name_of(
+                self.writer.get_extra_info("ssl_object"))
+            if server_name is not None:
+                session_id = self.config.session_id_for_host(
+                    server_name.encode("ascii", "replace"))
         method = request.method.decode("latin-1") if request is not None else "-"
         url = request.target.decode("latin-1") if request is not None else "-"
         if session_id is None or self.proxy.access_log is None:

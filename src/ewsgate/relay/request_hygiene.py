@@ -24,7 +24,8 @@ turn ``Content_Length`` into ``CONTENT_LENGTH``, path parsers that decode ``%2f`
   would mean the relay forwards and logs a path other than the one asked for, and forwarding it
   would let the device resolve it in its own way. Refusing is the only choice under which the
   relay, the device and the log agree on the path. The query string is not judged: it is
-  data, and ``%2F`` is common there.
+  data, and ``%2F`` is common there. A control character or a byte above 0x7f anywhere in the
+  target is refused too (browsers percent-encode them).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ STRIPPED_REQUEST_HEADERS = frozenset({
 })
 
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f-\xff]")
+_BAD_TARGET_BYTE = re.compile(rb"[\x00-\x20\x7f-\xff]")
 _BAD_PATH = re.compile(rb"[#\\]|%(?:2[fF]|5[cC]|00)")
 _DOT_SEGMENT = re.compile(rb"(?:^|/)(?:\.|%2[eE]){1,2}(?:/|$)")
 
@@ -77,6 +79,10 @@ def check_header_fields(items: Iterable[tuple[bytes, bytes]]) -> Refusal | None:
 
 def check_target(target: bytes) -> Refusal | None:
     """None if the request target's path is unambiguous, else why it is refused."""
+    if _BAD_TARGET_BYTE.search(target) is not None:
+        return Refusal("target_bad_byte",
+                       "The address contains a control character or a byte above 0x7f; "
+                       "browsers percent-encode those. Send it percent-encoded.")
     path = target.split(b"?", 1)[0]
     if b"#" in target or _BAD_PATH.search(path) is not None:
         return Refusal("ambiguous_target",
