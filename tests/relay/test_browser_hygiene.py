@@ -157,6 +157,29 @@ async def test_meta_refresh_to_internal_hosts_points_at_the_refusal_page(
         assert shown.status == 403 and b"redirect was stopped" in shown.body
 
 
+async def test_markup_in_a_coding_the_relay_cannot_read_is_refused(
+        tmp_path: Path, portal: FakePortal) -> None:
+    routes = {"/br": lambda r, b: (200, [("Content-Type", "text/html"),
+                                         ("Content-Encoding", "br")], b"\x1b\x00junk"),
+              "/xml": lambda r, b: (200, [("Content-Type", "application/xml")],
+                                    b'<html xmlns="http://www.w3.org/1999/xhtml"><meta '
+                                    b'http-equiv="refresh" content="0;url=http://10.0.7/"/>'
+                                    b"</html>"),
+              "/bin": lambda r, b: (200, [("Content-Type", "application/octet-stream"),
+                                          ("Content-Encoding", "br")], b"\x1b\x00junk")}
+    async with RawServer(device_app(routes, Seen())) as device, \
+            Relay(tmp_path, portal) as relay:
+        sid = relay.add_device(device.port)
+        cookie = await relay.login(sid)
+        r = await relay.fetch(sid, "GET", "/br", cookie=cookie)
+        assert r.status == 502 and b"cannot read" in r.body
+        r = await relay.fetch(sid, "GET", "/xml", cookie=cookie)
+        assert r.status == 200 and f"url={REFUSED_PATH}".encode() in r.body
+        assert b"10.0.7" not in r.body
+        r = await relay.fetch(sid, "GET", "/bin", cookie=cookie)  # not markup: passes as sent
+        assert r.status == 200 and r.body == b"\x1b\x00junk"
+
+
 # -- item 5: cross-site navigation -----------------------------------------------------------
 
 NAVIGATE = [("Sec-Fetch-Mode", "navigate"), ("Sec-Fetch-Dest", "document")]

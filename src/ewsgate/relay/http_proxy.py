@@ -947,8 +947,8 @@ class _BrowserConnection:
         framing, lines, transform = self._response_headers(event, rewriter, exchange)
         if lines is None:
             await self._page(exchange, "bad_gateway", close=True, outcome="refused",
-                             detail="It redirected the browser to an internal address outside "
-                             "this session.")
+                             detail=_REFUSED_RESPONSE_TEXT.get(
+                                 exchange.detail or "", _REFUSED_RESPONSE_TEXT[""]))
             return
         exchange.status = event.status_code
         await self._send(h11.Response(status_code=event.status_code, headers=framing,
@@ -984,11 +984,15 @@ class _BrowserConnection:
             "latin-1").strip().lower()
         transform: _BodyTransform | None = None
         policy = self._redirects
+        markup = _markup(content_type)
+        if markup and coding != "identity" and not BodyDecoder.supports(coding):
+            # a page the relay cannot read could hide a <meta> refresh (issue 10, item 4)
+            exchange.detail, exchange.outcome = "markup_in_unreadable_coding", "refused"
+            return [], None, None
         if rewritable_content_type(content_type) and (
                 coding == "identity" or BodyDecoder.supports(coding)):
-            html_body = content_type.split(";", 1)[0].strip().lower() in _HTML_TYPES
             transform = _BodyTransform(rewriter, coding,
-                                       policy.refusal if html_body and policy else None)
+                                       policy.refusal if markup and policy else None)
         framing: list[tuple[bytes, bytes]] = []
         out: list[bytes] = []
         for name, value, lower in items:
@@ -1143,7 +1147,16 @@ class _BodyTransform:
 #: events whose bytes _send may hold back (a tuple: ``isinstance`` with a ``|`` union builds
 #: the union on every call)
 _HELD_EVENTS = (h11.Response, h11.Data)
-_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+_MARKUP_TYPES = frozenset({"text/html", "application/xhtml+xml", "text/xml",
+                           "application/xml", "image/svg+xml"})
+
+
+def _markup(content_type: str) -> bool:
+    """HTML, or XML that may carry XHTML elements (a ``<meta>`` refresh works there too)."""
+    main = content_type.split(";", 1)[0].strip().lower()
+    return main in _MARKUP_TYPES or main.endswith("+xml")
+
+
 _REWRITTEN_RESPONSE_HEADERS = frozenset({
     b"location", b"content-location", b"refresh", b"link", b"set-cookie"})
 
@@ -1209,6 +1222,11 @@ def _strip_relay_cookies(cookie: bytes | None) -> bytes | None:
     return b"; ".join(kept) or None
 
 
+_REFUSED_RESPONSE_TEXT = {
+    "": "It redirected the browser to an internal address outside this session.",
+    "markup_in_unreadable_coding": "It sent a page in a compression the relay cannot read "
+    "(only gzip and deflate were offered), so the relay could not check it.",
+}
 _DETAIL_TEXT = {
     "device_closed_without_response": "The device closed the connection without answering.",
 }

@@ -9,8 +9,10 @@ its routes to the profile and returns the :class:`Attack` list it serves:
                         browser reads as internal hosts (hex, octal, 1-4 part IPv4, trailing
                         dot, ``localhost.``, ``*.localhost``, ``http:host`` without slashes,
                         ``/\\host``, IPv4-mapped IPv6), by ``Location``, ``Refresh``, ``Link:
-                        rel=preconnect`` and ``<meta http-equiv=refresh>``; and a page that
-                        navigates the browser top-level to another session's deep path
+                        rel=preconnect`` and ``<meta http-equiv=refresh>`` (in HTML, in XML
+                        rendered as XHTML, in a compression the relay did not offer); and a
+                        page that navigates the browser top-level to another session's deep
+                        path
 ``request_attacks``     a page whose script sends the override headers (``X-Original-URL``,
                         ``X-Rewrite-URL``, ``X-Client-IP``, ``True-Client-IP``,
                         ``X-Forwarded-Host``, ``X-HTTP-Method-Override``, ``Forwarded``),
@@ -113,6 +115,24 @@ def navigation_attacks(profile: HostileProfile) -> list[Attack]:
                           internal_spellings(_port(profile, request)).values())
         return profile.page("Preconnect", "<p>Nothing to see.</p>", headers=[("Link", links)])
 
+    async def xhtml(request: Request) -> Response:
+        target = internal_spellings(_port(profile, request))["hex"]
+        body = ('<?xml version="1.0"?><html xmlns="http://www.w3.org/1999/xhtml"><head>'
+                f'<meta http-equiv="refresh" content="0; url={esc(target)}"/></head>'
+                "<body><p>XML that browsers render as XHTML.</p></body></html>")
+        return Response(200, [("Content-Type", "text/xml")], body.encode())
+
+    async def unreadable(request: Request) -> Response:
+        # a coding the relay did not offer: it cannot look inside for a <meta> refresh
+        return Response(200, [("Content-Type", "text/html"), ("Content-Encoding", "br")],
+                        b"\x1b\x00\x00not really brotli")
+
+    router.add("/attack/meta-xhtml", xhtml)
+    attacks.append(Attack("meta-xhtml", "/attack/meta-xhtml", "navigate",
+                          "the XHTML refresh goes to the relay's refusal page"))
+    router.add("/attack/unreadable-coding", unreadable)
+    attacks.append(Attack("unreadable-coding", "/attack/unreadable-coding", "navigate",
+                          "the relay's refusal page: it cannot check a page it cannot read"))
     router.add("/attack/link", preconnect)
     attacks.append(Attack("link-preconnect", "/attack/link", "navigate",
                           "the relay's refusal page: the browser preconnects to nothing"))
