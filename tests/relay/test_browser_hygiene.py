@@ -211,6 +211,42 @@ async def test_cross_site_navigation_lands_only_on_the_start_page(
     assert len(refused) == 4 and all(e["outcome"] == "refused" for e in refused)
 
 
+async def test_a_chain_from_another_site_follows_the_devices_and_the_relays_redirects(
+        tmp_path: Path, portal: FakePortal) -> None:
+    """The portal's link lands on ``/``; the device's redirect from there (and the relay's
+    own after sign-in) arrive marked cross-site too, and must still land."""
+    clock = ManualClock(start=__import__("time").time())
+    seen = Seen()
+    routes = {"/": lambda r, b: (302, [("Location", "http://10.0.0.5/app/index.html")], b""),
+              "/app/index.html": _ok, "/deep": _ok, "/other": _ok}
+    cross = [("Sec-Fetch-Site", "cross-site"), *NAVIGATE]
+    async with RawServer(device_app(routes, seen)) as device, \
+            Relay(tmp_path, portal, clock=clock) as relay:
+        sid = relay.add_device(device.port)
+        # signing in for a deep page typed in the address bar: back through the portal
+        start = await relay.fetch(sid, "GET", "/deep", headers=[("Sec-Fetch-Site", "none")])
+        assert start.status == 302
+        callback = portal.authorize(start.header("location") or "")
+        path = callback.split(f"{DOMAIN}:{relay.port}", 1)[1]
+        done = await relay.fetch(sid, "GET", path, headers=cross,
+                                 cookie=(start.header("set-cookie") or "").split(";", 1)[0])
+        assert done.status == 303 and done.header("location") == "/deep"
+        cookie = (done.header("set-cookie") or "").split(";", 1)[0]
+        assert (await relay.fetch(sid, "GET", "/deep", cookie=cookie, headers=cross)).status \
+            == 200
+        r = await relay.fetch(sid, "GET", "/", cookie=cookie, headers=cross)
+        assert r.status == 302
+        assert r.header("location") == f"https://{relay.host(sid)}/app/index.html"
+        r = await relay.fetch(sid, "GET", "/app/index.html", cookie=cookie, headers=cross)
+        assert r.status == 200
+        assert (await relay.fetch(sid, "GET", "/other", cookie=cookie, headers=cross)).status \
+            == 403
+        clock.advance(31)
+        r = await relay.fetch(sid, "GET", "/app/index.html", cookie=cookie, headers=cross)
+        assert r.status == 403
+    assert [req.target for req, _ in seen.requests] == [b"/deep", b"/", b"/app/index.html"]
+
+
 # -- item 6: the log --------------------------------------------------------------------------
 
 async def test_log_redacts_secrets_marks_long_urls_and_escapes(

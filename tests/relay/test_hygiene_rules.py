@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from ewsgate.relay.clock import ManualClock
 from ewsgate.relay.log_redaction import MAX_URL, log_detail, log_url
-from ewsgate.relay.navigation import check_navigation
+from ewsgate.relay.navigation import Landings, check_navigation, same_origin_path
 from ewsgate.relay.request_hygiene import check_header_fields, check_target, stripped
 from ewsgate.relay.sign_in_limits import PendingSignIns, client_key
 from ewsgate.relay.sign_out import clearing_headers, sign_out_allowed
@@ -164,3 +164,24 @@ def test_client_keys() -> None:
     assert client_key("::ffff:192.0.2.7") == "192.0.2.7"
     assert client_key("2001:db8::1") == client_key("2001:db8::2") == "2001:db8::/64"
     assert client_key(None) == "-"
+
+
+def test_landings_are_per_session_short_lived_and_bounded() -> None:
+    landings = Landings(ttl=30, per_session=2)
+    landings.allow("A", "/app", now=100)
+    assert landings.allowed("A", "/app", now=129) and not landings.allowed("A", "/app", now=130)
+    assert not landings.allowed("B", "/app", now=101)
+    landings.allow("A", "/b", now=100)
+    landings.allow("A", "/c", now=100)
+    assert not landings.allowed("A", "/app", now=101)  # the oldest went first
+    assert check_navigation({b"sec-fetch-site": b"cross-site"}, b"/app", landed=True) is None
+
+
+@pytest.mark.parametrize("location,expected", [
+    ("/app/index.html", "/app/index.html"), ("index.html?x=1", "/dir/index.html?x=1"),
+    ("https://s-a.rt.example.com/x", "/x"), ("https://S-A.rt.example.com/x#f", "/x"),
+    ("https://s-b.rt.example.com/x", None), ("//evil.example/", None),
+    ("http://s-a.rt.example.com/", None),
+])
+def test_same_origin_paths(location: str, expected: str | None) -> None:
+    assert same_origin_path("https://s-a.rt.example.com", "/dir/page", location) == expected

@@ -73,7 +73,12 @@ from ewsgate.relay.hardening import (
     security_headers,
 )
 from ewsgate.relay.log_redaction import log_detail, log_url
-from ewsgate.relay.navigation import check_navigation
+from ewsgate.relay.navigation import (
+    Landings,
+    check_navigation,
+    foreign_navigation,
+    same_origin_path,
+)
 from ewsgate.relay.portal_sessions import SessionStatusSource
 from ewsgate.relay.redirects import REFUSED_PATH, MetaRefreshGuard, RedirectPolicy
 from ewsgate.relay.request_hygiene import check_header_fields, check_target, stripped
@@ -230,6 +235,8 @@ class RelayProxy:
         self.signed_out: dict[str, float] = {}
         #: install on the browser listener's TLS context so early refusals find their session
         self.server_names = ServerNames()
+        #: where redirect chains from other sites were sent (they may land there too)
+        self.landings = Landings()
 
     # -- session lifetime ----------------------------------------------------------------
 
@@ -347,6 +354,10 @@ class _BrowserConnection:
         self._exchange: _Exchange | None = None
         self._rewriter: LanRewriter | None = None
         self._redirects: RedirectPolicy | None = None
+        #: the request being forwarded is a navigation from another site (let in)
+        self._foreign_navigation = False
+        #: the device's ``Location`` the relay passed on in the current response
+        self._location: str | None = None
         #: browser-bound bytes held back by _send until _flush
         self._out: list[bytes] = []
         self._out_size = 0
@@ -627,11 +638,13 @@ class _BrowserConnection:
             await self._page(exchange, "cross_site_refused", close=True, detail=refusal.message,
                              outcome="refused")
             return
-        if not websocket and (refusal := check_navigation(headers, target)) is not None:
+        landed = self.proxy.landings.allowed(session_id, path, now)
+        if not websocket and (refusal := check_navigation(headers, target, landed)) is not None:
             exchange.detail = refusal.code
             await self._page(exchange, "cross_site_navigation", close=False,
                              detail=refusal.message, continue_to=path)
             return
+        self._foreign_navigation = not websocket and foreign_navigation(headers)
         await self._forward(request, info, identity, exchange, websocket)
 
     def _identify(self, session_id: str, cookie_header: bytes | None,
@@ -662,6 +675,10 @@ class _BrowserConnection:
         if route == "/.ewsgate/callback" and request.method == b"GET":
             response = await self.proxy.auth.callback(
                 info.session_id, path, cookie_header, self.proxy.session_end(info))
+            if response.status == 303 and foreign_navigation(self._fields):
+                # back to the page first asked for, at the end of a chain through the portal
+                target = dict(response.headers).get(b"Location", b"/").decode("latin-1")
+                self.proxy.landings.allow(info.session_id, target, self.proxy.clock.now())
             await self._respond(exchange, response, close=False)
             return
         if route == LOGOUT_PATH:
@@ -951,6 +968,11 @@ class _BrowserConnection:
                                  exchange.detail or "", _REFUSED_RESPONSE_TEXT[""]))
             return
         exchange.status = event.status_code
+        if self._foreign_navigation and 300 <= event.status_code < 400 and self._location:
+            # the device sends a chain from another site on: let the chain land there
+            landing = same_origin_path(self._strings(info).origin, exchange.url, self._location)
+            if landing is not None:
+                self.proxy.landings.allow(info.session_id, landing, self.proxy.clock.now())
         await self._send(h11.Response(status_code=event.status_code, headers=framing,
                                       reason=event.reason), lines)
         await self._stream_response_body(upstream, transform, exchange)
@@ -975,6 +997,7 @@ class _BrowserConnection:
         is not validated and normalised again for the browser.
         """
         items = _raw_items(response.headers)
+        self._location = None
         first: dict[bytes, bytes] = {}
         for _name, value, lower in items:
             first.setdefault(lower, value)
@@ -1019,6 +1042,7 @@ class _BrowserConnection:
                         exchange.detail = "redirect_to_internal_host"
                         exchange.outcome = "refused"
                         return framing, None, None
+                    self._location = text
             elif lower == b"refresh":
                 text = rewriter.rewrite_refresh(text)
                 if policy is not None and policy.refresh_refusal(text) is not None:
