@@ -68,7 +68,9 @@ def redact_url(url: str) -> str:
     The callback ``/.ewsgate/callback?code=…&state=…`` carries a one-time authorization code and
     the state bound to the PKCE verifier; the log is read by people who must not be able to
     replay either, so the values become ``…`` and the parameter names stay (so the log still
-    shows that a callback carried them). Device URLs are recorded as sent.
+    shows that a callback carried them). Device URLs are left as they are here;
+    :meth:`AccessLog.record` applies :func:`ewsgate.relay.log_redaction.log_url`, which also
+    redacts secrets in device URLs, escapes control characters and marks a cut.
     """
     path, mark, query = url.partition("?")
     if not mark or not path.startswith(_RELAY_PATH_PREFIX):
