@@ -211,6 +211,24 @@ async def test_cross_site_navigation_lands_only_on_the_start_page(
     assert len(refused) == 4 and all(e["outcome"] == "refused" for e in refused)
 
 
+async def test_another_site_cannot_start_a_sign_in_that_returns_to_a_deep_path(
+        tmp_path: Path, portal: FakePortal) -> None:
+    """Without the cookie (signed out, another browser profile) a navigation from elsewhere to
+    ``/reboot.cgi`` would otherwise go round the portal and come back to it."""
+    seen = Seen()
+    async with RawServer(device_app({"/": _ok, "/reboot.cgi": _ok}, seen)) as device, \
+            Relay(tmp_path, portal) as relay:
+        sid = relay.add_device(device.port)
+        r = await relay.fetch(sid, "GET", "/reboot.cgi?now=1",
+                              headers=[("Sec-Fetch-Site", "cross-site"), *NAVIGATE])
+        assert r.status == 403 and b"cross_site_navigation" in r.body
+        assert r.header("location") is None  # no sign-in was started
+        r = await relay.fetch(sid, "GET", "/", headers=[("Sec-Fetch-Site", "cross-site"),
+                                                        *NAVIGATE])
+        assert r.status == 302  # the start page signs in as before
+        assert not seen.requests
+
+
 async def test_a_chain_from_another_site_follows_the_devices_and_the_relays_redirects(
         tmp_path: Path, portal: FakePortal) -> None:
     """The portal's link lands on ``/``; the device's redirect from there (and the relay's

@@ -623,6 +623,14 @@ class _BrowserConnection:
         identity = self._identify(session_id, cookie_header, now)
         if identity is None:
             if request.method in (b"GET", b"HEAD"):
+                # another site must not start a sign-in that returns to a deep path either
+                refusal = check_navigation(headers, target,
+                                           self.proxy.landings.allowed(session_id, path, now))
+                if refusal is not None:
+                    exchange.detail = refusal.code
+                    await self._page(exchange, "cross_site_navigation", close=False,
+                                     detail=refusal.message, continue_to=path)
+                    return
                 await self._respond(exchange, self.proxy.auth.begin(
                     session_id, path, client=self.client), close=False)
             else:
