@@ -30,7 +30,6 @@ requests into other sessions still holds there.
 from __future__ import annotations
 
 import html
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -210,9 +209,6 @@ def _scan_tag(buf: str, pos: int) -> tuple[int, dict[str, str]] | None:
         attrs.setdefault(name, html.unescape(value))
 
 
-_META = re.compile(rb"<meta", re.IGNORECASE)
-
-
 class MetaRefreshGuard:
     """Streams an HTML body; ``<meta http-equiv=refresh>`` to a refused target is redirected to
     the relay's refusal page. Memory: one chunk plus at most :data:`MAX_TAG` carried bytes."""
@@ -234,9 +230,11 @@ class MetaRefreshGuard:
         self._carry = b""
         out: list[bytes] = []
         pos = 0
+        # one lower-case copy and bytes.find: several times faster than a case-blind regex
+        lowered = buf.lower()
         while True:
-            match = _META.search(buf, pos)
-            if match is None:
+            start = lowered.find(b"<meta", pos)
+            if start < 0:
                 if not final:
                     # a "<meta" split across chunks: keep the last "<" and what follows it
                     tail = buf.rfind(b"<", max(pos, len(buf) - 5))
@@ -246,7 +244,7 @@ class MetaRefreshGuard:
                         return b"".join(out)
                 out.append(buf[pos:])
                 return b"".join(out)
-            start, name_end = match.start(), match.end()
+            name_end = start + 5
             if name_end >= len(buf) and not final:
                 out.append(buf[pos:start])
                 self._carry = buf[start:]
