@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -138,3 +140,62 @@ def test_the_guard_gives_the_same_output_however_the_body_is_split(pieces: list[
     body = (b"<p>x</p><meta http-equiv=refresh content='0;url=http://10.0.7/'><meta charset=x>"
             b"<me<meta name=a><metax><meta http-equiv=refresh content='1;url=/ok'>tail<")
     assert _guard(body, pieces) == _guard(body)
+
+
+class _MetaTags(HTMLParser):
+    """An independent tokenizer (the standard library's) collecting every <meta>'s attributes."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.metas: list[dict[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "meta":
+            found: dict[str, str] = {}
+            for name, value in attrs:
+                found.setdefault(name, value or "")
+            self.metas.append(found)
+
+    handle_startendtag = handle_starttag
+
+
+_URLS = st.sampled_from(["http://0x0a.0.0.7/", "http://10.0.7/", "//localhost./", "/ok",
+                         "http:10.0.0.7", "https://www.example.com/", "http&#58;//10.0.0.7/",
+                         "HTTP://127.1/", "https://s-bbbb.rt.example.com/"])
+
+
+@st.composite
+def _meta_tags(draw: st.DrawFn) -> bytes:
+    url = draw(_URLS)
+    content = draw(st.sampled_from(["0;url={}", "0; URL={}", "5 , url = {}", "0;{}", "1;url='{}'"]))
+    content = content.format(url)
+    quote = draw(st.sampled_from(['"', "'", ""]))
+    if not quote and (" " in content or "'" in content):
+        quote = '"'
+    if quote and quote in content:
+        quote = '"' if quote == "'" else "'"
+    equiv = draw(st.sampled_from(["refresh", "Refresh", "REFRESH"]))
+    attrs = [f"{draw(st.sampled_from(['http-equiv', 'HTTP-EQUIV']))}={equiv}",
+             f"content={quote}{content}{quote}"]
+    if draw(st.booleans()):
+        attrs.reverse()
+    if draw(st.booleans()):
+        attrs.insert(draw(st.integers(0, len(attrs))), 'name="x>y"')
+    gap = draw(st.sampled_from([" ", "\n", "\t", "  "]))
+    return (f"<{draw(st.sampled_from(['meta', 'META', 'Meta']))}{gap}"
+            f"{gap.join(attrs)}{draw(st.sampled_from(['>', '/>', ' >']))}").encode()
+
+
+@given(st.lists(_meta_tags(), min_size=1, max_size=4), st.lists(st.integers(1, 30), max_size=8))
+def test_no_refused_refresh_survives_by_another_tokenizer(tags: list[bytes],
+                                                         pieces: list[int]) -> None:
+    body = b"<html><head>" + b"<p>text</p>".join(tags) + b"</head><body>x</body></html>"
+    out, _ = _guard(body, pieces)
+    parser = _MetaTags()
+    parser.feed(out.decode("latin-1"))
+    parser.close()
+    assert len(parser.metas) == len(tags)
+    for meta in parser.metas:
+        if meta.get("http-equiv", "").lower() == "refresh":
+            valid, url = refresh_url(meta.get("content", ""))
+            assert not (valid and url is not None and POLICY.refusal(url) is not None), meta
