@@ -25,39 +25,23 @@ there and prove nothing arrived. ``/attacks.json`` lists every attack; :attr:`Ho
 counts requests to the paths an attack must never reach (``/trapped``, ``/reboot.cgi``).
 
 Another group joins by one line in :data:`ROUTE_GROUPS` (``hostile_ws`` for WebSocket and
-cookie attacks, say).
+cookie attacks, say): a function in its own module taking the device
+(:class:`~ewsgate.devicesim.profiles.attacks.HostileDevice`) and returning its
+:class:`~ewsgate.devicesim.profiles.attacks.Attack` list.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Literal
+from dataclasses import asdict
 
+from ewsgate.devicesim.profiles.attacks import Attack, HostileDevice, load_group
 from ewsgate.devicesim.profiles.base import Profile, ProfileInfo, Skin
 from ewsgate.devicesim.web import Request, Response, esc, html_response, json_response, redirect
 
-__all__ = ["ROUTE_GROUPS", "Attack", "HostileProfile", "internal_spellings"]
-
-
-@dataclass(frozen=True, slots=True)
-class Attack:
-    """One attack the profile serves, as ``/attacks.json`` lists it."""
-
-    #: stable name, e.g. ``location-hex``
-    name: str
-    #: where the browser goes to launch it (add ``?port=N`` for the trap's port)
-    path: str
-    #: ``navigate``: open the path top-level; ``page``: open it and read ``#out`` (JSON)
-    kind: Literal["navigate", "page"]
-    #: what the relay must do, in a sentence
-    expect: str
-
-
-#: a group adds its routes to the profile and returns the attacks it serves
-RouteGroup = Callable[["HostileProfile"], list[Attack]]
+__all__ = ["ROUTE_GROUPS", "HostileProfile", "internal_spellings", "navigation_attacks",
+           "request_attacks"]
 
 
 def internal_spellings(port: int) -> dict[str, str]:
@@ -76,14 +60,14 @@ def internal_spellings(port: int) -> dict[str, str]:
     }
 
 
-def _port(profile: HostileProfile, request: Request) -> int:
+def _port(profile: HostileDevice, request: Request) -> int:
     text = request.arg("port")
     if text.isdigit() and 0 < int(text) < 65536:
         return int(text)
     return profile.ctx.http_port or 80
 
 
-def navigation_attacks(profile: HostileProfile) -> list[Attack]:
+def navigation_attacks(profile: HostileDevice) -> list[Attack]:
     """Redirects, refreshes, preconnects and meta refreshes to internal hosts."""
     attacks: list[Attack] = []
     router = profile.router
@@ -177,7 +161,7 @@ async function probe(name, url, headers) {
 """
 
 
-def request_attacks(profile: HostileProfile) -> list[Attack]:
+def request_attacks(profile: HostileDevice) -> list[Attack]:
     """Override headers, bad header names and values, ambiguous paths, log pollution."""
 
     async def page(request: Request) -> Response:
@@ -197,8 +181,12 @@ def request_attacks(profile: HostileProfile) -> list[Attack]:
                    "log")]
 
 
-#: the attack groups the profile serves; one line adds another
-ROUTE_GROUPS: tuple[RouteGroup, ...] = (navigation_attacks, request_attacks)
+#: the attack groups the profile serves (``"module:function"``, see :mod:`.attacks`); one line
+#: adds another
+ROUTE_GROUPS: tuple[str, ...] = (
+    "ewsgate.devicesim.profiles.hostile:navigation_attacks",
+    "ewsgate.devicesim.profiles.hostile:request_attacks",
+)
 
 
 class HostileProfile(Profile):
@@ -226,8 +214,8 @@ class HostileProfile(Profile):
         r.add("/attacks.json", self.attack_list)
         r.add("/trapped", self.trapped)
         r.add("/reboot.cgi", self.reboot)
-        for group in ROUTE_GROUPS:
-            self.attacks.extend(group(self))
+        for name in ROUTE_GROUPS:
+            self.attacks.extend(load_group(name)(self))
 
     def nav(self) -> list[tuple[str, str]]:
         return [("Attacks", "/"), ("Status", "/status.html"), ("Settings", "/settings.html"),
