@@ -380,8 +380,9 @@ async def test_session_origins_send_hsts(tmp_path: Path, portal: FakePortal) -> 
 
 
 async def test_a_sign_in_flood_evicts_nobody(tmp_path: Path, portal: FakePortal) -> None:
+    clock = ManualClock(start=__import__("time").time())  # no token comes back mid-test
     async with RawServer(device_app({"/": _ok}, Seen())) as device, \
-            Relay(tmp_path, portal) as relay:
+            Relay(tmp_path, portal, clock=clock) as relay:
         sid = relay.add_device(device.port)
         other = relay.add_device(device.port)
         first = await relay.fetch(sid, "GET", "/")
@@ -396,5 +397,8 @@ async def test_a_sign_in_flood_evicts_nobody(tmp_path: Path, portal: FakePortal)
         path = callback.split(f"{DOMAIN}:{relay.port}", 1)[1]
         done = await relay.fetch(sid, "GET", path, cookie=state_cookie)
         assert done.status == 303
+        clock.advance(3.1)  # 20 a minute: one sign-in back after 3 s
+        assert (await relay.fetch(other, "GET", "/")).status == 302
+        assert (await relay.fetch(other, "GET", "/")).status == 429
     codes = [e["detail"] for e in _entries(tmp_path) if e["status"] == 429]
-    assert codes == ["too_many_pending_sign_ins", "sign_in_rate_limited"]
+    assert codes == ["too_many_pending_sign_ins", "sign_in_rate_limited", "sign_in_rate_limited"]
