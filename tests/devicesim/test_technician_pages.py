@@ -33,6 +33,7 @@ PAGES = {
     "konica": ("/wcd/index.html", "/wcd/admin/system.html", "/wcd/admin/firmware.html",
                "/wcd/admin/log.html"),
     "legacyhttp": ("/status.html", "/settings.html", "/firmware.html", "/logs.html"),
+    "hostile": ("/status.html", "/settings.html", "/firmware.html", "/logs.html"),
 }
 
 

@@ -51,7 +51,7 @@ async def test_cross_site_post_is_refused(tmp_path: Path, portal: FakePortal,
 
 async def test_other_sessions_cannot_load_subresources(tmp_path: Path, portal: FakePortal) -> None:
     seen = Seen()
-    async with RawServer(device_app({"/reset": _ok}, seen)) as device, \
+    async with RawServer(device_app({"/reset": _ok, "/": _ok}, seen)) as device, \
             Relay(tmp_path, portal) as relay:
         sid = relay.add_device(device.port)
         cookie = await relay.login(sid)
@@ -60,11 +60,19 @@ async def test_other_sessions_cannot_load_subresources(tmp_path: Path, portal: F
             ("Sec-Fetch-Site", "same-site"), ("Sec-Fetch-Mode", "no-cors"),
             ("Sec-Fetch-Dest", "image")])
         assert r.status == 403 and not seen.requests
-        # a link from the portal (top-level navigation) is fine
-        r = await relay.fetch(sid, "GET", "/reset", cookie=cookie, headers=[
+        # a link from the portal (top-level navigation to the start page, the only page the
+        # portal links to) is fine
+        r = await relay.fetch(sid, "GET", "/", cookie=cookie, headers=[
             ("Sec-Fetch-Site", "same-site"), ("Sec-Fetch-Mode", "navigate"),
             ("Sec-Fetch-Dest", "document")])
         assert r.status == 200
+        # ... and a navigation from another site to a deeper path gets the explaining page
+        # (issue 10, item 5: test_cross_site_navigation.py has the rest)
+        r = await relay.fetch(sid, "GET", "/reset", cookie=cookie, headers=[
+            ("Sec-Fetch-Site", "same-site"), ("Sec-Fetch-Mode", "navigate"),
+            ("Sec-Fetch-Dest", "document")])
+        assert r.status == 403 and b"cross_site_navigation" in r.body
+        assert [req.target for req, _ in seen.requests] == [b"/"]
         # service worker scripts are refused outright
         r = await relay.fetch(sid, "GET", "/sw.js", cookie=cookie, headers=[
             ("Sec-Fetch-Site", "same-origin"), ("Service-Worker", "script"),

@@ -72,7 +72,16 @@ from ewsgate.relay.hardening import (
     security_header_block,
     security_headers,
 )
+from ewsgate.relay.log_redaction import log_detail, log_url
+from ewsgate.relay.navigation import (
+    Landings,
+    check_navigation,
+    foreign_navigation,
+    same_origin_path,
+)
 from ewsgate.relay.portal_sessions import SessionStatusSource
+from ewsgate.relay.redirects import REFUSED_PATH, MetaRefreshGuard, RedirectPolicy
+from ewsgate.relay.request_hygiene import check_header_fields, check_target, stripped
 from ewsgate.relay.rewrite import (
     RESERVED_COOKIE_PREFIX,
     BodyDecoder,
@@ -80,7 +89,9 @@ from ewsgate.relay.rewrite import (
     StreamRewriter,
     rewritable_content_type,
 )
+from ewsgate.relay.server_names import ServerNames
 from ewsgate.relay.session_pages import render
+from ewsgate.relay.sign_out import LOGOUT_PATH, clearing_headers, sign_out_allowed
 from ewsgate.relay.upstream import (
     ByteStream,
     SessionDirectory,
@@ -91,6 +102,8 @@ from ewsgate.relay.upstream import (
 __all__ = ["MAX_SESSION_SECONDS", "ProxyConfig", "RelayProxy"]
 
 log = logging.getLogger(__name__)
+#: every refusal with the client's address (the job's log entry carries the code)
+refusals = logging.getLogger("ewsgate.relay.refusals")
 
 MAX_SESSION_SECONDS = 30 * 60
 RELAY_PATH_PREFIX = "/.ewsgate/"
@@ -180,6 +193,8 @@ class _Exchange:
     outcome: str = "ok"
     detail: str | None = None
     logged: bool = False
+    #: the browser's address (written into refusals' detail)
+    client: str | None = None
 
 
 class _CloseConnection(Exception):
@@ -219,6 +234,13 @@ class RelayProxy:
         self._connections: dict[str, set[_BrowserConnection]] = {}
         #: why new sign-ins are refused now (the portal unreachable), or None; set by main
         self.sign_in_refusal: Callable[[], str | None] | None = None
+        #: session id → when its browsers signed out (identities cached on connections and
+        #: issued before that are no longer taken)
+        self.signed_out: dict[str, float] = {}
+        #: install on the browser listener's TLS context so early refusals find their session
+        self.server_names = ServerNames()
+        #: where redirect chains from other sites were sent (they may land there too)
+        self.landings = Landings()
 
     # -- session lifetime ----------------------------------------------------------------
 
@@ -239,6 +261,7 @@ class RelayProxy:
             self._known_end.pop(sid, None)
             self._first_seen.pop(sid, None)
             self._ended.pop(sid, None)
+            self.signed_out.pop(sid, None)
 
     def mark_ended(self, session_id: str) -> None:
         self._ended.setdefault(session_id, self.clock.now())
@@ -307,12 +330,18 @@ class RelayProxy:
         if exchange.logged or self.access_log is None:
             return
         exchange.logged = True
+        detail = exchange.detail
+        if exchange.outcome == "refused":
+            # the job's entry has no client field (the portal's schema); the relay's log has
+            refusals.info("refused %s %s %s: status %s, %s, client %s", exchange.session_id,
+                          exchange.method[:16], log_url(exchange.url), exchange.status,
+                          log_detail(detail), exchange.client)
         self.access_log.record(
             session_id=exchange.session_id, time=exchange.wall, user=exchange.user,
             method=exchange.method, url=exchange.url, status=exchange.status,
             bytes_in=exchange.bytes_in, bytes_out=exchange.bytes_out,
             duration_ms=int((time.monotonic() - exchange.started) * 1000),
-            outcome=exchange.outcome, detail=exchange.detail)
+            outcome=exchange.outcome, detail=detail)
 
 
 class _BrowserConnection:
@@ -335,6 +364,11 @@ class _BrowserConnection:
         #: the request being answered; logged before its response's last bytes leave
         self._exchange: _Exchange | None = None
         self._rewriter: LanRewriter | None = None
+        self._redirects: RedirectPolicy | None = None
+        #: the request being forwarded is a navigation from another site (let in)
+        self._foreign_navigation = False
+        #: the device's ``Location`` the relay passed on in the current response
+        self._location: str | None = None
         #: browser-bound bytes held back by _send until _flush
         self._out: list[bytes] = []
         self._out_size = 0
@@ -346,6 +380,9 @@ class _BrowserConnection:
         self._origins: _SessionStrings | None = None
         #: the current request's headers: the first value for each lower-case name
         self._fields: dict[bytes, bytes] = {}
+        peer = writer.get_extra_info("peername")
+        #: the browser's address, for refusals in the log and sign-in limits
+        self.client: str | None = str(peer[0]) if isinstance(peer, tuple) and peer else None
 
     async def close(self) -> None:
         if self.session is not None:
@@ -463,10 +500,12 @@ class _BrowserConnection:
         await self._simple_error(status, "bad_request",
                                  f"The request was malformed and refused: {exc}.")
 
-    async def _simple_error(self, status: int, kind: str, detail: str) -> None:
+    async def _simple_error(self, status: int, kind: str, detail: str,
+                            request: h11.Request | None = None) -> None:
         """A relay page on a connection that is then closed (no session context needed)."""
         if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
+        self._log_refusal(status, kind, detail, request)
         page = render(kind, portal_url=self.config.portal_url, detail=detail, status=status)
         host = self.config.session_host(self.session.session_id) if self.session else (
             self.config.domain)
@@ -478,6 +517,29 @@ class _BrowserConnection:
             await self._send(h11.Response(status_code=status, headers=headers))
             await self._send(h11.Data(data=page.body))
             await self._send(h11.EndOfMessage())
+
+    def _log_refusal(self, status: int, kind: str, detail: str,
+                     request: h11.Request | None) -> None:
+        """Log a refusal made before the request named a session: under the session the
+        connection's ``Host`` or TLS server name names, else in the relay's own log."""
+        session_id = self._host[1] if self._host is not None else None
+        if session_id is None:
+            server_name = self.proxy.server_names.name_of(
+                self.writer.get_extra_info("ssl_object"))
+            if server_name is not None:
+                session_id = self.config.session_id_for_host(
+                    server_name.encode("ascii", "replace"))
+        method = request.method.decode("latin-1") if request is not None else "-"
+        url = request.target.decode("latin-1") if request is not None else "-"
+        if session_id is None or self.proxy.access_log is None:
+            log.warning("refused %d (%s) from %s before any session was named: %s %s: %s",
+                        status, kind, self.client, method, url[:200], detail[:300])
+            return
+        self.proxy.log(_Exchange(
+            session_id=session_id, method=method, url=url, started=time.monotonic(),
+            wall=self.proxy.clock.now(), status=status, outcome="refused",
+            detail=f"{kind} before parsing, client {self.client}: {detail}",
+            client=self.client))
 
     # -- request loop --------------------------------------------------------------------
 
@@ -505,7 +567,7 @@ class _BrowserConnection:
             # h11 caps a head still arriving; one that came in a single read is measured here
             await self._simple_error(431, "bad_request", (
                 f"The request head is {head_size} bytes; the limit is "
-                f"{self.config.max_header_bytes}."))
+                f"{self.config.max_header_bytes}."), request)
             raise _CloseConnection
         # the first value of each header by lower-case name, looked up below instead of
         # scanning the head once per header name
@@ -515,10 +577,11 @@ class _BrowserConnection:
             self._host = (host, self.config.session_id_for_host(host))
         session_id = self._host[1]
         if session_id is None:
-            await self._simple_error(404, "not_a_session_host", "")
+            await self._simple_error(404, "not_a_session_host", "", request)
             raise _CloseConnection
         exchange = _Exchange(session_id=session_id, method=method.decode("latin-1"),
-                             url=target, started=time.monotonic(), wall=self.proxy.clock.now())
+                             url=target, started=time.monotonic(), wall=self.proxy.clock.now(),
+                             client=self.client)
         self._exchange = exchange
         try:
             await self._handle_session_request(request, session_id, exchange)
@@ -551,6 +614,11 @@ class _BrowserConnection:
             await self._page(exchange, "bad_request", close=True, detail=(
                 "Only origin-form request targets (a path) are accepted."))
             return
+        refusal = check_target(target) or check_header_fields(request.headers.raw_items())
+        if refusal is not None:
+            exchange.detail = refusal.code
+            await self._page(exchange, "bad_request", close=True, detail=refusal.message)
+            return
         info = self.proxy.directory.lookup(session_id)
         now = self.proxy.clock.now()
         if info is None or session_id in self.proxy._ended:
@@ -575,8 +643,16 @@ class _BrowserConnection:
             if await self._sign_in_refused(exchange):
                 return
             if request.method in (b"GET", b"HEAD"):
-                await self._respond(exchange, self.proxy.auth.begin(session_id, path),
-                                    close=False)
+                # another site must not start a sign-in that returns to a deep path either
+                refusal = check_navigation(headers, target,
+                                           self.proxy.landings.allowed(session_id, path, now))
+                if refusal is not None:
+                    exchange.detail = refusal.code
+                    await self._page(exchange, "cross_site_navigation", close=False,
+                                     detail=refusal.message, continue_to=path)
+                    return
+                await self._respond(exchange, self.proxy.auth.begin(
+                    session_id, path, client=self.client), close=False)
             else:
                 await self._page(exchange, "not_signed_in", close=True)
             return
@@ -590,6 +666,13 @@ class _BrowserConnection:
             await self._page(exchange, "cross_site_refused", close=True, detail=refusal.message,
                              outcome="refused")
             return
+        landed = self.proxy.landings.allowed(session_id, path, now)
+        if not websocket and (refusal := check_navigation(headers, target, landed)) is not None:
+            exchange.detail = refusal.code
+            await self._page(exchange, "cross_site_navigation", close=False,
+                             detail=refusal.message, continue_to=path)
+            return
+        self._foreign_navigation = not websocket and foreign_navigation(headers)
         await self._forward(request, info, identity, exchange, websocket)
 
     def _identify(self, session_id: str, cookie_header: bytes | None,
@@ -599,7 +682,8 @@ class _BrowserConnection:
         the session and the time)."""
         cached = self._identity
         if cached is not None and cookie_header is not None and cached[0] == cookie_header \
-                and cached[1].session_id == session_id and now < cached[1].expires_at:
+                and cached[1].session_id == session_id and now < cached[1].expires_at \
+                and cached[1].issued_at > self.proxy.signed_out.get(session_id, -1.0):
             return cached[1]
         identity = self.proxy.auth.identify(session_id, cookie_header)
         self._identity = (cookie_header, identity) if identity is not None and \
@@ -621,7 +705,18 @@ class _BrowserConnection:
                 return
             response = await self.proxy.auth.callback(
                 info.session_id, path, cookie_header, self.proxy.session_end(info))
+            if response.status == 303 and foreign_navigation(self._fields):
+                # back to the page first asked for, at the end of a chain through the portal
+                target = dict(response.headers).get(b"Location", b"/").decode("latin-1")
+                self.proxy.landings.allow(info.session_id, target, self.proxy.clock.now())
             await self._respond(exchange, response, close=False)
+            return
+        if route == LOGOUT_PATH:
+            await self._sign_out(info, cookie_header, exchange)
+            return
+        if route == REFUSED_PATH:
+            exchange.detail = "navigation_refused_page"
+            await self._page(exchange, "navigation_refused", close=False)
             return
         await self._page(exchange, "session_not_found", close=False, status=404,
                          detail="This relay address does not exist.")
@@ -637,14 +732,32 @@ class _BrowserConnection:
                          outcome="refused")
         return True
 
+    async def _sign_out(self, info: SessionInfo, cookie_header: bytes | None,
+                        exchange: _Exchange) -> None:
+        if not sign_out_allowed(self._fields.get(b"sec-fetch-site")):
+            exchange.detail = "cross_site_sign_out_refused"
+            await self._page(exchange, "cross_site_refused", close=True, outcome="refused",
+                             detail="Only the session's own pages may sign you out of it.")
+            return
+        self.proxy.auth.sign_out(info.session_id)
+        self.proxy.signed_out[info.session_id] = self.proxy.clock.now()
+        self._identity = None
+        exchange.detail = "signed_out"
+        await self._page(exchange, "signed_out", close=True, outcome="auth",
+                         extra_headers=clearing_headers(cookie_header))
+
     # -- answering from the relay --------------------------------------------------------
 
     async def _page(self, exchange: _Exchange, kind: str, *, close: bool,
                     detail: str | None = None, status: int | None = None,
-                    outcome: str | None = None) -> None:
-        page = render(kind, portal_url=self.config.portal_url, detail=detail, status=status)
+                    outcome: str | None = None, continue_to: str | None = None,
+                    extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        page = render(kind, portal_url=self.config.portal_url, detail=detail, status=status,
+                      continue_to=continue_to)
         headers = [(b"Content-Type", b"text/html; charset=utf-8"),
-                   (b"Cache-Control", b"no-store")]
+                   (b"Cache-Control", b"no-store"), *(extra_headers or ())]
+        if kind == "session_ended" and extra_headers is None:
+            headers += clearing_headers(self._fields.get(b"cookie"))
         if kind == "not_signed_in":
             headers.append((b"WWW-Authenticate", b'Cookie realm="Remote Technician"'))
         response = RelayResponse(status=page.status, headers=headers, body=page.body,
@@ -729,7 +842,7 @@ class _BrowserConnection:
                 elif lower == b"transfer-encoding":
                     chunked = b"chunked"
                 continue
-            if lower in connection_tokens or lower.startswith(b"x-forwarded-"):
+            if lower in connection_tokens or stripped(lower):
                 continue
             lines += (name, b": ", value, b"\r\n")
         framing: list[tuple[bytes, bytes]] = [(b"Host", strings.device_host)]
@@ -889,6 +1002,9 @@ class _BrowserConnection:
             return
         if self._rewriter is None:
             self._rewriter = LanRewriter(info.device, self.config.session_host(info.session_id))
+            self._redirects = RedirectPolicy(
+                session_name=f"s-{info.session_id}.{self.config.domain}",
+                session_port=self.config.public_port, relay_domain=self.config.domain)
         rewriter = self._rewriter
         if isinstance(event, h11.InformationalResponse):
             with contextlib.suppress(Exception):
@@ -898,10 +1014,15 @@ class _BrowserConnection:
         framing, lines, transform = self._response_headers(event, rewriter, exchange)
         if lines is None:
             await self._page(exchange, "bad_gateway", close=True, outcome="refused",
-                             detail="It redirected the browser to an internal address outside "
-                             "this session.")
+                             detail=_REFUSED_RESPONSE_TEXT.get(
+                                 exchange.detail or "", _REFUSED_RESPONSE_TEXT[""]))
             return
         exchange.status = event.status_code
+        if self._foreign_navigation and 300 <= event.status_code < 400 and self._location:
+            # the device sends a chain from another site on: let the chain land there
+            landing = same_origin_path(self._strings(info).origin, exchange.url, self._location)
+            if landing is not None:
+                self.proxy.landings.allow(info.session_id, landing, self.proxy.clock.now())
         await self._send(h11.Response(status_code=event.status_code, headers=framing,
                                       reason=event.reason), lines)
         await self._stream_response_body(upstream, transform, exchange)
@@ -926,6 +1047,7 @@ class _BrowserConnection:
         is not validated and normalised again for the browser.
         """
         items = _raw_items(response.headers)
+        self._location = None
         first: dict[bytes, bytes] = {}
         for _name, value, lower in items:
             first.setdefault(lower, value)
@@ -934,9 +1056,16 @@ class _BrowserConnection:
         coding = (first.get(b"content-encoding") or b"identity").decode(
             "latin-1").strip().lower()
         transform: _BodyTransform | None = None
+        policy = self._redirects
+        markup = _markup(content_type)
+        if markup and coding != "identity" and not BodyDecoder.supports(coding):
+            # a page the relay cannot read could hide a <meta> refresh (issue 10, item 4)
+            exchange.detail, exchange.outcome = "markup_in_unreadable_coding", "refused"
+            return [], None, None
         if rewritable_content_type(content_type) and (
                 coding == "identity" or BodyDecoder.supports(coding)):
-            transform = _BodyTransform(rewriter, coding)
+            transform = _BodyTransform(rewriter, coding,
+                                       policy.refusal if markup and policy else None)
         framing: list[tuple[bytes, bytes]] = []
         out: list[bytes] = []
         for name, value, lower in items:
@@ -957,15 +1086,23 @@ class _BrowserConnection:
             if lower in (b"location", b"content-location"):
                 text = rewriter.rewrite_location(text)
                 if lower == b"location":
-                    foreign = rewriter.leaves_session(text)
+                    foreign = rewriter.leaves_session(text) or (
+                        policy.refusal(text) if policy else None)
                     if foreign is not None:
                         exchange.detail = "redirect_to_internal_host"
                         exchange.outcome = "refused"
                         return framing, None, None
+                    self._location = text
             elif lower == b"refresh":
                 text = rewriter.rewrite_refresh(text)
+                if policy is not None and policy.refresh_refusal(text) is not None:
+                    exchange.detail, exchange.outcome = "refresh_to_internal_host", "refused"
+                    return framing, None, None
             elif lower == b"link":
                 text = rewriter.rewrite_link(text)
+                if policy is not None and policy.link_refusal(text) is not None:
+                    exchange.detail, exchange.outcome = "link_to_internal_host", "refused"
+                    return framing, None, None
             elif lower == b"set-cookie":
                 rewritten = rewriter.rewrite_set_cookie(text)
                 if rewritten is None:
@@ -1057,25 +1194,43 @@ class _BrowserConnection:
 class _BodyTransform:
     """Decode (if compressed) and rewrite one response body as it streams."""
 
-    def __init__(self, rewriter: LanRewriter, coding: str) -> None:
+    def __init__(self, rewriter: LanRewriter, coding: str,
+                 refused: Callable[[str], str | None] | None = None) -> None:
+        """``refused``: for HTML, the redirect policy its ``<meta>`` refreshes are held to."""
         self._decoder = BodyDecoder(coding) if coding != "identity" else None
         self._rewriter: StreamRewriter = rewriter.body_rewriter()
+        self._guard = MetaRefreshGuard(refused) if refused is not None else None
 
     def feed(self, data: bytes) -> bytes:
         if self._decoder is None:
-            return self._rewriter.feed(data)
-        return b"".join(self._rewriter.feed(piece) for piece in self._decoder.decode(data))
+            out = self._rewriter.feed(data)
+        else:
+            out = b"".join(self._rewriter.feed(piece) for piece in self._decoder.decode(data))
+        return self._guard.feed(out) if self._guard is not None else out
 
     def finish(self) -> bytes:
         tail = b""
         if self._decoder is not None:
             tail = self._rewriter.feed(self._decoder.flush())
-        return tail + self._rewriter.finish()
+        tail += self._rewriter.finish()
+        if self._guard is not None:
+            tail = self._guard.feed(tail) + self._guard.finish()
+        return tail
 
 
 #: events whose bytes _send may hold back (a tuple: ``isinstance`` with a ``|`` union builds
 #: the union on every call)
 _HELD_EVENTS = (h11.Response, h11.Data)
+_MARKUP_TYPES = frozenset({"text/html", "application/xhtml+xml", "text/xml",
+                           "application/xml", "image/svg+xml"})
+
+
+def _markup(content_type: str) -> bool:
+    """HTML, or XML that may carry XHTML elements (a ``<meta>`` refresh works there too)."""
+    main = content_type.split(";", 1)[0].strip().lower()
+    return main in _MARKUP_TYPES or main.endswith("+xml")
+
+
 _REWRITTEN_RESPONSE_HEADERS = frozenset({
     b"location", b"content-location", b"refresh", b"link", b"set-cookie"})
 
@@ -1141,6 +1296,11 @@ def _strip_relay_cookies(cookie: bytes | None) -> bytes | None:
     return b"; ".join(kept) or None
 
 
+_REFUSED_RESPONSE_TEXT = {
+    "": "It redirected the browser to an internal address outside this session.",
+    "markup_in_unreadable_coding": "It sent a page in a compression the relay cannot read "
+    "(only gzip and deflate were offered), so the relay could not check it.",
+}
 _DETAIL_TEXT = {
     "device_closed_without_response": "The device closed the connection without answering.",
 }
@@ -1155,4 +1315,6 @@ def _outcome_for(kind: str) -> str:
         "auth_failed": "refused",
         "misdirected": "refused",
         "bad_request": "refused",
+        "navigation_refused": "refused",
+        "cross_site_navigation": "refused",
     }.get(kind, "error")

@@ -209,9 +209,11 @@ async def serve(settings: RelaySettings, stop: asyncio.Event) -> None:
     following = asyncio.create_task(feed.run())
     shipping = asyncio.create_task(access_log.run())
     tunnel_host, tunnel_port = await tunnels.start()
+    browser_tls = browser_tls_context(settings.tls_cert, settings.tls_key)
+    proxy.server_names.install(browser_tls)
     server = await asyncio.start_server(
         proxy.handle, settings.listen.host, settings.listen.port,
-        ssl=browser_tls_context(settings.tls_cert, settings.tls_key),
+        ssl=browser_tls,
         ssl_handshake_timeout=settings.header_timeout, limit=64 * 1024)
     bound = server.sockets[0].getsockname()
     log.info("relay %s: browsers on https://s-<id>.%s:%s (listening on %s:%s), agents on %s:%s",
