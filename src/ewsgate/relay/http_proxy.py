@@ -17,9 +17,10 @@ Theory of operation (one browser connection, after TLS)::
   Content-Length and chunked (chunked wins).
 - **Re-serialising** to the device: ``Host``, ``Origin`` and ``Referer`` are rewritten to the
   device's LAN view; hop-by-hop headers, ``X-Forwarded-*``/``Forwarded``/``X-Real-IP`` from the
-  client, ``Proxy-Authorization``, ``Expect`` and the relay's own cookies are stripped;
-  ``Accept-Encoding`` is limited to what the rewriter can decode. No forwarding headers are
-  added: the device has no use for them and they would tell it who the technician is.
+  client, ``Proxy-Authorization`` and ``Expect`` are stripped; of the cookies only this
+  session's device cookies pass, renamed back (:mod:`.device_cookies`); ``Accept-Encoding``
+  is limited to what the rewriter can decode. No forwarding headers are added: the device has
+  no use for them and they would tell it who the technician is.
   ``Authorization`` passes through (devices use HTTP Basic/Digest).
 - **Heads are validated once**: h11 gets each outgoing head with only the headers it acts on
   (``Host``, framing, the upgrade), and the other lines are appended serialised: lines h11
@@ -67,6 +68,7 @@ import h11
 from ewsgate.relay.access_log import AccessLog
 from ewsgate.relay.browser_auth import Authenticator, Identity, RelayResponse
 from ewsgate.relay.clock import Clock
+from ewsgate.relay.device_cookies import DeviceCookies, HtmlShimInjector
 from ewsgate.relay.hardening import (
     check_request_site,
     dropped_response_header,
@@ -75,7 +77,6 @@ from ewsgate.relay.hardening import (
 )
 from ewsgate.relay.portal_sessions import SessionStatusSource
 from ewsgate.relay.rewrite import (
-    RESERVED_COOKIE_PREFIX,
     BodyDecoder,
     LanRewriter,
     StreamRewriter,
@@ -383,6 +384,8 @@ class _BrowserConnection:
         #: the WebSocket this connection became, once switched
         self.websocket: WebSocketProxy | None = None
         self._ending: asyncio.Task[None] | None = None
+        #: the session's device-cookie namespace (:mod:`.device_cookies`)
+        self._device_cookies: DeviceCookies | None = None
 
     async def close(self) -> None:
         if self.session is not None:
@@ -656,6 +659,23 @@ class _BrowserConnection:
             cookie_header is not None else None
         return identity
 
+    def _cookie_space(self, session_id: str) -> DeviceCookies:
+        space = self._device_cookies
+        if space is None or space.session_id != session_id:
+            space = self._device_cookies = DeviceCookies(session_id)
+        return space
+
+    def _shim_injector(self, content_type: str, session_id: str) -> HtmlShimInjector | None:
+        """The ``document.cookie`` shim for an HTML response, only for a navigation
+        (``Sec-Fetch-Dest`` document/iframe/frame): a fragment fetched by script, or a
+        response to a client that does not say, stays byte for byte what the device sent."""
+        if content_type.split(";", 1)[0].strip().lower() != "text/html":
+            return None
+        dest = self._fields.get(b"sec-fetch-dest")
+        if dest is None or dest.strip().lower() not in _DOCUMENT_DESTS:
+            return None
+        return HtmlShimInjector(self._cookie_space(session_id).shim())
+
     def _strings(self, info: SessionInfo) -> _SessionStrings:
         strings = self._origins
         if strings is None or strings.session_id != info.session_id or \
@@ -787,7 +807,8 @@ class _BrowserConnection:
             lines += (b"Origin: ", device_origin, b"\r\n")
         if referer and (referer == origin or referer.startswith(origin + b"/")):
             lines += (b"Referer: ", device_origin, referer[len(origin):], b"\r\n")
-        cookie = _strip_relay_cookies(cookie)
+        # only this session's namespaced device cookies, renamed back (:mod:`.device_cookies`)
+        cookie = self._cookie_space(info.session_id).for_device(cookie, request.target)
         if cookie:
             lines += (b"Cookie: ", cookie, b"\r\n")
         lines.append(b"Accept-Encoding: gzip, deflate\r\n")
@@ -996,7 +1017,8 @@ class _BrowserConnection:
         transform: _BodyTransform | None = None
         if rewritable_content_type(content_type) and (
                 coding == "identity" or BodyDecoder.supports(coding)):
-            transform = _BodyTransform(rewriter, coding)
+            transform = _BodyTransform(rewriter, coding, self._shim_injector(
+                content_type, exchange.session_id))
         framing: list[tuple[bytes, bytes]] = []
         out: list[bytes] = []
         for name, value, lower in items:
@@ -1027,7 +1049,8 @@ class _BrowserConnection:
             elif lower == b"link":
                 text = rewriter.rewrite_link(text)
             elif lower == b"set-cookie":
-                rewritten = rewriter.rewrite_set_cookie(text)
+                rewritten = self._cookie_space(exchange.session_id).namespaced(
+                    text, exchange.url.split("?", 1)[0])
                 if rewritten is None:
                     continue
                 text = rewritten
@@ -1100,22 +1123,31 @@ class _BrowserConnection:
 class _BodyTransform:
     """Decode (if compressed) and rewrite one response body as it streams."""
 
-    def __init__(self, rewriter: LanRewriter, coding: str) -> None:
+    def __init__(self, rewriter: LanRewriter, coding: str,
+                 inject: HtmlShimInjector | None = None) -> None:
         self._decoder = BodyDecoder(coding) if coding != "identity" else None
         self._rewriter: StreamRewriter = rewriter.body_rewriter()
+        self._inject = inject
 
     def feed(self, data: bytes) -> bytes:
         if self._decoder is None:
-            return self._rewriter.feed(data)
-        return b"".join(self._rewriter.feed(piece) for piece in self._decoder.decode(data))
+            out = self._rewriter.feed(data)
+        else:
+            out = b"".join(self._rewriter.feed(piece) for piece in self._decoder.decode(data))
+        return self._inject.feed(out) if self._inject is not None and out else out
 
     def finish(self) -> bytes:
         tail = b""
         if self._decoder is not None:
             tail = self._rewriter.feed(self._decoder.flush())
-        return tail + self._rewriter.finish()
+        tail += self._rewriter.finish()
+        if self._inject is not None:
+            tail = (self._inject.feed(tail) if tail else b"") + self._inject.finish()
+        return tail
 
 
+#: ``Sec-Fetch-Dest`` values of a navigation: the documents that get the cookie shim
+_DOCUMENT_DESTS = frozenset({b"document", b"iframe", b"frame", b"embed", b"object"})
 #: events whose bytes _send may hold back (a tuple: ``isinstance`` with a ``|`` union builds
 #: the union on every call)
 _HELD_EVENTS = (h11.Response, h11.Data)
@@ -1173,15 +1205,6 @@ def _first_values(headers: Any) -> dict[bytes, bytes]:
     for name, value in headers.raw_items():
         fields.setdefault(name.lower(), value)
     return fields
-
-
-def _strip_relay_cookies(cookie: bytes | None) -> bytes | None:
-    if not cookie:
-        return None
-    kept = [part.strip() for part in cookie.split(b";")
-            if part.strip() and not part.strip().lower().startswith(
-                RESERVED_COOKIE_PREFIX.encode())]
-    return b"; ".join(kept) or None
 
 
 _DETAIL_TEXT = {
