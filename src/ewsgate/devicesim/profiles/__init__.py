@@ -23,6 +23,7 @@ PROFILES: dict[str, str] = {
     "panel": "ewsgate.devicesim.profiles.panel:PanelProfile",
     "konica": "ewsgate.devicesim.profiles.konica:KonicaProfile",
     "legacyhttp": "ewsgate.devicesim.profiles.legacyhttp:LegacyHttpProfile",
+    "cookiejs": "ewsgate.devicesim.profiles.cookiejs:CookieJsProfile",
 }
 
 
