@@ -190,6 +190,10 @@ class WebSocketBridge:
         except LocalProtocolError:  # its transport is gone (state changed under us)
             return
 
+    def pending(self, side: Side) -> bool:
+        """True if there are bytes to write to ``side``."""
+        return bool(self._legs[side].out)
+
     def data_to_send(self, side: Side) -> bytes:
         """Bytes to write to ``side`` now."""
         leg = self._legs[side]

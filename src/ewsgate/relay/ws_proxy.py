@@ -96,6 +96,11 @@ class WebSocketProxy:
 
     async def _flush(self) -> None:
         for side in Side:
+            if not self.bridge.pending(side):
+                # never wait for a side's lock with nothing to write to it: a read loop
+                # blocked behind the other direction's write would stop reading, and a
+                # device that writes before it reads would then never drain
+                continue
             async with self._locks[side]:
                 data = self.bridge.data_to_send(side)
                 if not data:
