@@ -9,7 +9,9 @@ client talks to the echo device directly (plain TCP), so the relay's cost is the
 Rows:
 
 * ``round trips/s``: one connection, one 32-byte text message at a time, echoed;
-* ``MB/s``: one connection, 64 KiB binary messages, up to 8 in flight.
+* ``MB/s``: one connection, 64 KiB binary messages, up to 8 in flight;
+* the relay process's CPU time per round trip and per MB (user + system, from ``/proc``):
+  the figure that holds still when the machine is shared, unlike the rates.
 
 Run: ``.venv/bin/python bench/ws_echo_bench.py [--seconds 3]``. Bounded: at most 30 s per row
 and 1,000,000 messages; both child processes are stopped in ``finally``.
@@ -170,7 +172,15 @@ class Client:
         self.sock.close()
 
 
-def _round_trips(client: Client, seconds: float) -> float:
+def _cpu(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` (0 when not measured)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _round_trips(client: Client, seconds: float) -> tuple[float, int]:
     count, started = 0, time.perf_counter()
     deadline = started + seconds
     while count < MAX_MESSAGES and time.perf_counter() < deadline:
@@ -178,10 +188,10 @@ def _round_trips(client: Client, seconds: float) -> float:
         while not client.receive_messages():
             pass
         count += 1
-    return count / (time.perf_counter() - started)
+    return count / (time.perf_counter() - started), count
 
 
-def _throughput(client: Client, seconds: float) -> float:
+def _throughput(client: Client, seconds: float) -> tuple[float, float]:
     payload = os.urandom(65536)
     sent = received = 0
     started = time.perf_counter()
@@ -193,7 +203,8 @@ def _throughput(client: Client, seconds: float) -> float:
         received += client.receive_messages()
     while received < sent:
         received += client.receive_messages()
-    return received * len(payload) / (time.perf_counter() - started) / 1e6
+    megabytes = received * len(payload) / 1e6
+    return megabytes / (time.perf_counter() - started), megabytes
 
 
 def main() -> int:
@@ -220,10 +231,10 @@ def main() -> int:
             client_ctx = ssl.create_default_context()
             ca.configure_trust(client_ctx)
             rows: dict[str, list[float]] = {}
-            for label, make in (
-                ("direct (TCP to the device)", lambda: Client(
+            for label, pid, make in (
+                ("direct (TCP to the device)", None, lambda: Client(
                     socket.create_connection(("127.0.0.1", device_port)), "10.0.0.5", [])),
-                ("through the relay (TLS, cookie)", lambda: Client(
+                ("through the relay (TLS, cookie)", procs[1].pid, lambda: Client(
                     client_ctx.wrap_socket(socket.create_connection(("127.0.0.1", relay_port)),
                                            server_hostname=f"s-{SESSION_ID}.{DOMAIN}"),
                     host, [("Cookie", _cookie()), ("Origin", f"https://{host}")])),
@@ -237,7 +248,13 @@ def main() -> int:
                 else:
                     raise RuntimeError(f"{label}: could not connect")
                 try:
-                    rows[label] = [_round_trips(client, seconds), _throughput(client, seconds)]
+                    cpu = _cpu(pid)
+                    rate, count = _round_trips(client, seconds)
+                    cpu_rt = (_cpu(pid) - cpu) / count * 1e6
+                    cpu = _cpu(pid)
+                    mbs, megabytes = _throughput(client, seconds)
+                    cpu_mb = (_cpu(pid) - cpu) / megabytes * 1e3
+                    rows[label] = [rate, mbs, cpu_rt, cpu_mb]
                 finally:
                     client.close()
         finally:
@@ -245,10 +262,12 @@ def main() -> int:
                 proc.terminate()
             for proc in procs:
                 proc.join(5)
-    print("| path | 32 B round trips/s | 64 KiB messages MB/s |")
-    print("|---|---|---|")
-    for label, (rate, mbs) in rows.items():
-        print(f"| {label} | {rate:.0f} | {mbs:.1f} |")
+    print("| path | 32 B round trips/s | 64 KiB messages MB/s | relay CPU µs / round trip "
+          "| relay CPU ms / MB |")
+    print("|---|---|---|---|---|")
+    for label, (rate, mbs, cpu_rt, cpu_mb) in rows.items():
+        relay_cpu = (f"{cpu_rt:.0f} | {cpu_mb:.2f}" if "relay" in label else " | ")
+        print(f"| {label} | {rate:.0f} | {mbs:.1f} | {relay_cpu} |")
     return 0
 
 

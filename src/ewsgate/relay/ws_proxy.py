@@ -92,7 +92,10 @@ class WebSocketProxy:
     async def _feed(self, side: Side, data: bytes | None) -> None:
         self.bridge.receive(side, data)
         await self._flush()
-        self._progress.set()
+        if self.bridge.stats.close_code is not None:
+            # the run loop cares only about the closing (its grace) and the end: no wake-up
+            # per message
+            self._progress.set()
 
     async def _flush(self) -> None:
         for side in Side:
