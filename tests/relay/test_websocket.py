@@ -270,3 +270,54 @@ async def test_end_session_closes_with_1008_even_if_the_browser_never_answers(
         assert device.close_codes() == [1008]
         after = await relay.fetch(sid, "GET", "/", cookie=cookie)
         assert after.status == 410
+
+
+@pytest.mark.parametrize("route,status", [
+    ("/hostile/ws/set-cookie", 101), ("/hostile/ws/no-accept", 502),
+    ("/hostile/ws/wrong-accept", 502), ("/hostile/ws/extension", 502),
+    ("/hostile/ws/raw", 101),
+])
+async def test_the_simulators_hostile_websocket_routes_are_held(
+        tmp_path: Path, portal: FakePortal, route: str, status: int) -> None:
+    """The device-side attack routes the ``hostile`` profile carries, through the relay."""
+    from ewsgate.devicesim.ews_server import serve_http
+    from ewsgate.devicesim.profiles.hostile_ws import HostileWebSockets
+    from ewsgate.devicesim.web import Router
+
+    router, hostile = Router(), HostileWebSockets()
+    hostile.register(router)
+    server = await serve_http(router.dispatch, "127.0.0.1", 0, scheme="http")
+    try:
+        async with Relay(tmp_path, portal) as relay:
+            sid = relay.add_device(server.port)
+            cookie = await relay.login(sid)
+            client = await WsClient.open(relay, sid, upgrade_request(relay, sid, cookie,
+                                                                     path=route))
+            try:
+                assert client.head.startswith(f"HTTP/1.1 {status} ".encode()), client.head
+                if status != 101:
+                    rest = await client.until_eof()
+                    assert b"hello" not in rest and b"after_switch" not in rest
+                    assert b"after_switch" not in client.head
+                    return
+                assert sorted(client.header_names()) == [
+                    b"connection", b"sec-websocket-accept", b"upgrade"]
+                hello = await client.next_event()
+                assert isinstance(hello, TextMessage) and hello.data == "hello"
+                await client.send(Message(data="ping me"))
+                await client.send_raw(b"GET /reboot HTTP/1.1\r\nHost: x\r\n\r\n")
+                close = await client.next_event()
+                while isinstance(close, TextMessage):
+                    close = await client.next_event()
+                assert isinstance(close, CloseConnection) and close.code == 1002
+            finally:
+                client.close()
+        if route == "/hostile/ws/raw":
+            for _ in range(100):  # what the device received after its 101: frames only
+                if len(hostile.received) >= 2 + 4 + 7 + 6:
+                    break
+                await asyncio.sleep(0.02)
+            assert b"reboot" not in hostile.received and b"HTTP" not in hostile.received
+            assert hostile.received[0] == 0x81 and hostile.received[1] & 0x80  # masked text
+    finally:
+        await server.close()

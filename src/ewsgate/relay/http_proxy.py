@@ -1106,7 +1106,7 @@ class _BrowserConnection:
                                    grace=self.config.websocket_close_grace)
         self.websocket = websocket
         try:
-            stats = await websocket.run(browser_tail, device_tail)
+            await websocket.run(browser_tail, device_tail)
         finally:
             with contextlib.suppress(Exception):
                 await stream.aclose()
