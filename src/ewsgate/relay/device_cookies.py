@@ -160,24 +160,17 @@ def cookie_shim(prefix: str) -> bytes:
 #: what may come before the place for the shim: a BOM, blanks, comments, one doctype
 _PREAMBLE = re.compile(rb"(?:\xef\xbb\xbf)?(?:\s+|<!--.*?-->)*(?:<!doctype[^>]*>)?",
                        re.IGNORECASE | re.DOTALL)
-_DOCUMENT_START = re.compile(rb"\s*(?:<!--.*?-->\s*)*<(?:html|head|body|meta|title|script)\b",
-                             re.IGNORECASE | re.DOTALL)
 _LOOKAHEAD = 1024
 
 
 class HtmlShimInjector:
     """Put ``snippet`` into a streamed HTML body once: after a leading doctype (and BOM,
     blanks, comments), so the document's mode is unchanged, and before any script of the page.
-
-    ``documents_only``: insert only if the body is plainly a whole document (a doctype or a
-    leading ``<html>``, ``<head>``…) — for requests that do not say they are navigations, so a
-    fragment fetched by script stays byte for byte what the device sent. An empty body stays
-    empty (HEAD, 204, 304).
+    An empty body stays empty (HEAD, 204, 304).
     """
 
-    def __init__(self, snippet: bytes, *, documents_only: bool = False) -> None:
+    def __init__(self, snippet: bytes) -> None:
         self._snippet = snippet
-        self._documents_only = documents_only
         self._pending = bytearray()
         self._done = False
 
@@ -204,7 +197,4 @@ class HtmlShimInjector:
                 return b""  # the preamble may go on in the next piece
         self._done = True
         self._pending.clear()
-        has_doctype = match is not None and b"<!doctype" in buffer[:end].lower()
-        if self._documents_only and not has_doctype and not _DOCUMENT_START.match(buffer):
-            return buffer
         return buffer[:end] + self._snippet + buffer[end:]
