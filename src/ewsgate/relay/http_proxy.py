@@ -46,8 +46,10 @@ Theory of operation (one browser connection, after TLS)::
   ``idle_timeout`` between requests, ``body_timeout`` for a body making no progress (long, for
   firmware uploads), ``response_timeout`` for the device's first response byte.
 - **Expiry**: once a connection is bound to a session, a watchdog on the relay's clock cancels
-  it at the session's end: in-flight responses and WebSockets are cut, and the next request on a
-  new connection gets the "session ended" page.
+  it at the session's end: in-flight responses are cut, WebSockets get close 1008 both ways and
+  a short grace, and the next request on a new connection gets the "session ended" page. A
+  session ended early reaches its connections the same way (:meth:`RelayProxy.end_session`,
+  called by the tunnel registry's session-end listeners).
 
 Every request that names a session is written to the access log with its outcome.
 """
