@@ -82,6 +82,8 @@ async def test_a_hostile_devices_cookies_never_reach_another_session(
                 shown = {key: await page.text_content(f"#{key}")
                          for key in ("who", "lang", "theme", "session-hidden")}
                 await page.screenshot(path=str(artifacts_dir / "relay-cookiejs-status.png"))
+                # what B's scripts see: B's device names only, not A's parent-domain cookie
+                script_view = await page.evaluate("document.cookie")
                 received_b = await _json(page, f"{b}/cookies.json")
                 await page.goto(f"{b}/logout.html")
                 await page.wait_for_selector("#logged-out")
@@ -95,6 +97,8 @@ async def test_a_hostile_devices_cookies_never_reach_another_session(
         await victim.close()
         await hostile_server.close()
     assert shown == {"who": "admin", "lang": "en", "theme": "blue", "session-hidden": "hidden"}
+    assert sorted(script_view.split("; ")) == [
+        "cookie_check=1", "ews_lang=en", "ews_theme=blue", "ews_user=admin"], script_view
     # B's device got exactly its own cookies, under its own names; nothing of A's
     assert set(received_b) == {"cookie_check", "ews_user", "ews_lang", "EWSSESSION"}
     assert received_b["ews_user"] == "admin"
