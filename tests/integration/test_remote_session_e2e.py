@@ -38,6 +38,7 @@ from websockets.sync.client import connect as ws_connect
 from websockets.typing import Origin
 
 from ewsgate.demo import DemoInfo, DemoStack
+from ewsgate.relay.device_cookies import DeviceCookies
 
 from .conftest import OpenedSession, localhost_client, open_session, sign_in
 
@@ -449,10 +450,13 @@ def test_device_cookie_domain_is_stripped(sessions: Callable[..., OpenedSession]
         device_cookies = [value for key, value in opened.client.get(
             f"{_origin(opened.url)}/app/api/status.json").headers.multi_items()
             if key == "set-cookie"]
-    assert any(c.startswith("rtlang=") for c in device_cookies), device_cookies
+    # the device's rtlang (Path=/app), in this session's namespace (docs/relay.md)
+    rtlang = f"{DeviceCookies(opened.id).prefix}{b'/app'.hex()}.rtlang"
+    assert any(c.startswith(rtlang + "=") for c in device_cookies), device_cookies
     for cookie in device_cookies:
         assert "domain=" not in cookie.lower(), cookie
-    stored = [c for c in opened.client.cookies.jar if c.name == "rtlang"]
+        assert cookie.startswith("__Host-") and "; Secure" in cookie, cookie
+    stored = [c for c in opened.client.cookies.jar if c.name == rtlang]
     assert stored and all(c.domain == host and not c.domain_specified for c in stored)
 
 

@@ -65,7 +65,7 @@ async def test_ending_a_session_cuts_its_live_connections(tmp_path: Path,
         assert answered.startswith(b"HTTP/1.1 200")  # kept alive, idle now
         loop = asyncio.get_running_loop()
         at = loop.time()
-        relay.proxy.end_session(sid, "ended by its owner")
+        await relay.proxy.end_session(sid, "ended by its owner")
         with pytest.raises((ConnectionError, asyncio.IncompleteReadError, OSError)):
             while True:
                 if not await asyncio.wait_for(reader.read(65536), 2):

@@ -130,3 +130,47 @@ async def test_device_page_through_the_tunnel_is_rewritten(
     finally:
         await client.close()
         await server.close()
+
+
+async def test_close_session_closes_open_websockets_with_1008_before_the_tunnel_drops(
+        tmp_path: Path, portal: FakePortal, printer: RunningDevice) -> None:
+    """Whoever calls ``TunnelRegistry.close_session`` (the portal's revocation, an
+    administrator) reaches the browser side: close 1008, sent while the tunnel still carries
+    the device's leg."""
+    from wsproto.events import CloseConnection, TextMessage
+
+    from .ws_peers import WsClient, upgrade_request
+
+    sid = new_session_id()
+    registry, server, client = await _tunnel(tmp_path, printer, sid)
+    tunnel_up_when_told: list[bool] = []
+
+    async def observe(session_id: str, reason: str) -> None:
+        tunnel_up_when_told.append(registry.lookup(session_id) is not None)
+
+    try:
+        async with Relay(tmp_path, portal, directory=registry) as relay:
+            registry.add_session_end_listener(observe)
+            cookie = await relay.login(sid)
+            ws = await WsClient.open(relay, sid, upgrade_request(
+                relay, sid, cookie, path="/app/ws/status"))
+            try:
+                assert ws.head.startswith(b"HTTP/1.1 101")
+                assert isinstance(await ws.next_event(), TextMessage)
+                closing = asyncio.create_task(
+                    registry.close_session(sid, "ended by an administrator"))
+                event = await ws.next_event()
+                while isinstance(event, TextMessage):
+                    event = await ws.next_event()
+                assert isinstance(event, CloseConnection) and event.code == 1008
+                assert event.reason == "ended by an administrator"
+                await ws.send(event.response())
+                assert await closing is True
+            finally:
+                ws.close()
+            assert tunnel_up_when_told == [True]
+            after = await relay.fetch(sid, "GET", "/", cookie=cookie)
+            assert after.status == 410
+    finally:
+        await client.close()
+        await server.close()

@@ -17,9 +17,10 @@ Theory of operation (one browser connection, after TLS)::
   Content-Length and chunked (chunked wins).
 - **Re-serialising** to the device: ``Host``, ``Origin`` and ``Referer`` are rewritten to the
   device's LAN view; hop-by-hop headers, ``X-Forwarded-*``/``Forwarded``/``X-Real-IP`` from the
-  client, ``Proxy-Authorization``, ``Expect`` and the relay's own cookies are stripped;
-  ``Accept-Encoding`` is limited to what the rewriter can decode. No forwarding headers are
-  added: the device has no use for them and they would tell it who the technician is.
+  client, ``Proxy-Authorization`` and ``Expect`` are stripped; of the cookies only this
+  session's device cookies pass, renamed back (:mod:`.device_cookies`); ``Accept-Encoding``
+  is limited to what the rewriter can decode. No forwarding headers are added: the device has
+  no use for them and they would tell it who the technician is.
   ``Authorization`` passes through (devices use HTTP Basic/Digest).
 - **Heads are validated once**: h11 gets each outgoing head with only the headers it acts on
   (``Host``, framing, the upgrade), and the other lines are appended serialised: lines h11
@@ -36,15 +37,19 @@ Theory of operation (one browser connection, after TLS)::
 - **Responses** are re-framed by h11 for the browser (chunked for HTTP/1.1 when the length is
   unknown, close-delimited for HTTP/1.0 clients), rewritten (:mod:`.rewrite`) and hardened
   (:mod:`.hardening`).
-- **WebSockets**: an ``Upgrade: websocket`` request whose ``Origin`` is the session origin is
-  forwarded; after the device's ``101`` both sides are spliced as raw bytes until either closes
-  or the session ends.
+- **WebSockets**: an ``Upgrade: websocket`` request whose ``Origin`` is the session origin and
+  whose handshake is valid (:mod:`.ws_handshake`) is forwarded with the relay's own key; a
+  device ``101`` that does not answer it gets the browser a 502. After the switch, frames are
+  parsed on both sides and re-framed (:mod:`.ws_bridge`, :mod:`.ws_proxy`): nothing but
+  WebSocket frames passes, and at the session's end both sides get close 1008.
 - **Timeouts**: ``header_timeout`` for a whole request head from its first byte (slow-loris),
   ``idle_timeout`` between requests, ``body_timeout`` for a body making no progress (long, for
   firmware uploads), ``response_timeout`` for the device's first response byte.
 - **Expiry**: once a connection is bound to a session, a watchdog on the relay's clock cancels
-  it at the session's end: in-flight responses and WebSockets are cut, and the next request on a
-  new connection gets the "session ended" page.
+  it at the session's end: in-flight responses are cut, WebSockets get close 1008 both ways and
+  a short grace, and the next request on a new connection gets the "session ended" page. A
+  session ended early reaches its connections the same way (:meth:`RelayProxy.end_session`,
+  called by the tunnel registry's session-end listeners).
 
 Every request that names a session is written to the access log with its outcome.
 """
@@ -66,6 +71,7 @@ import h11
 from ewsgate.relay.access_log import AccessLog
 from ewsgate.relay.browser_auth import Authenticator, Identity, RelayResponse
 from ewsgate.relay.clock import Clock
+from ewsgate.relay.device_cookies import DeviceCookies, HtmlShimInjector
 from ewsgate.relay.hardening import (
     check_request_site,
     dropped_response_header,
@@ -83,7 +89,6 @@ from ewsgate.relay.portal_sessions import SessionStatusSource
 from ewsgate.relay.redirects import REFUSED_PATH, MetaRefreshGuard, RedirectPolicy
 from ewsgate.relay.request_hygiene import check_header_fields, check_target, stripped
 from ewsgate.relay.rewrite import (
-    RESERVED_COOKIE_PREFIX,
     BodyDecoder,
     LanRewriter,
     StreamRewriter,
@@ -98,6 +103,15 @@ from ewsgate.relay.upstream import (
     SessionInfo,
     UpstreamUnavailable,
 )
+from ewsgate.relay.ws_handshake import (
+    BrowserHandshake,
+    HandshakeRefused,
+    browser_switch_headers,
+    check_browser_request,
+    check_device_switch,
+    device_handshake_lines,
+)
+from ewsgate.relay.ws_proxy import WebSocketProxy
 
 __all__ = ["MAX_SESSION_SECONDS", "ProxyConfig", "RelayProxy"]
 
@@ -141,13 +155,16 @@ class ProxyConfig:
     read_size: int = 64 * 1024
     #: no session lives longer than this on the relay, whatever its ticket says
     max_session_seconds: float = MAX_SESSION_SECONDS
+    #: how long a WebSocket's peers get to answer a close (then the connection is cut)
+    websocket_close_grace: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0 < self.max_session_seconds <= MAX_SESSION_SECONDS:
             raise ValueError(
                 f"max_session_seconds {self.max_session_seconds} is out of range: sessions may "
                 f"last at most {MAX_SESSION_SECONDS} s (30 minutes); choose a value up to that")
-        for name in ("header_timeout", "idle_timeout", "body_timeout", "response_timeout"):
+        for name in ("header_timeout", "idle_timeout", "body_timeout", "response_timeout",
+                     "websocket_close_grace"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.max_header_bytes < 1024:
@@ -230,8 +247,6 @@ class RelayProxy:
         self._ended: dict[str, float] = {}
         #: the end of every session seen live (to tell "ended" from "tunnel down")
         self._known_end: dict[str, float] = {}
-        #: live browser connections by session, cut at once when the session is ended
-        self._connections: dict[str, set[_BrowserConnection]] = {}
         #: why new sign-ins are refused now (the portal unreachable), or None; set by main
         self.sign_in_refusal: Callable[[], str | None] | None = None
         #: session id → when its browsers signed out (identities cached on connections and
@@ -241,6 +256,12 @@ class RelayProxy:
         self.server_names = ServerNames()
         #: where redirect chains from other sites were sent (they may land there too)
         self.landings = Landings()
+        #: browser connections bound to each session (to end them when the session ends)
+        self._bound: dict[str, set[_BrowserConnection]] = {}
+        subscribe = getattr(directory, "add_session_end_listener", None)
+        if callable(subscribe):
+            # the tunnel registry: whoever ends a session there ends its browser side here
+            subscribe(self.end_session)
 
     # -- session lifetime ----------------------------------------------------------------
 
@@ -266,12 +287,29 @@ class RelayProxy:
     def mark_ended(self, session_id: str) -> None:
         self._ended.setdefault(session_id, self.clock.now())
 
-    def end_session(self, session_id: str, reason: str = "ended") -> None:
-        """The session was ended (the registry's ``on_session_ended`` hook): cut every live
-        browser connection of it now; later requests get the *session ended* page."""
+    async def end_session(self, session_id: str,
+                          reason: str = "the Remote Technician session ended") -> None:
+        """End every browser connection of a session now (revoked, closed early or expired).
+
+        Open WebSockets get close 1008 both ways and ``websocket_close_grace`` to answer; every
+        connection is then cut, like at the session's expiry. The tunnel registry calls this
+        before it drops the session's tunnel, so the closes still reach the device.
+        """
         self.mark_ended(session_id)
-        for connection in list(self._connections.pop(session_id, ())):
-            connection.cut()
+        connections = list(self._bound.get(session_id, ()))
+        if connections:
+            await asyncio.gather(*(c.end(reason) for c in connections),
+                                 return_exceptions=True)
+
+    def _bind(self, session_id: str, connection: _BrowserConnection) -> None:
+        self._bound.setdefault(session_id, set()).add(connection)
+
+    def _unbind(self, session_id: str, connection: _BrowserConnection) -> None:
+        bound = self._bound.get(session_id)
+        if bound is not None:
+            bound.discard(connection)
+            if not bound:
+                del self._bound[session_id]
 
     async def missing_session_page(self, session_id: str) -> str:
         """Which page a session id without a live tunnel gets.
@@ -384,14 +422,18 @@ class _BrowserConnection:
         #: the browser's address, for refusals in the log and sign-in limits
         self.client: str | None = str(peer[0]) if isinstance(peer, tuple) and peer else None
 
+        #: the WebSocket upgrade being forwarded: the browser's handshake and the relay's key
+        self._handshake: tuple[BrowserHandshake, bytes] | None = None
+        #: the WebSocket this connection became, once switched
+        self.websocket: WebSocketProxy | None = None
+        self._ending: asyncio.Task[None] | None = None
+        #: the session's device-cookie namespace (:mod:`.device_cookies`)
+        self._device_cookies: DeviceCookies | None = None
+
     async def close(self) -> None:
         if self.session is not None:
-            live = self.proxy._connections.get(self.session.session_id)
-            if live is not None:
-                live.discard(self)
-                if not live:
-                    del self.proxy._connections[self.session.session_id]
-        if self._watchdog is not None:
+            self.proxy._unbind(self.session.session_id, self)
+        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
             self._watchdog.cancel()
         if self._out and not self.expired:
             with contextlib.suppress(Exception):
@@ -625,13 +667,14 @@ class _BrowserConnection:
             await self._page(exchange, await self.proxy.missing_session_page(session_id),
                              close=True)
             return
-        if now >= self.proxy.session_end(info):
+        if now >= self.proxy.session_end(info) or session_id in self.proxy._ended:
+            # expired, or ended here (end_session) before its tunnel is gone
             self.proxy.mark_ended(session_id)
             await self._page(exchange, "session_ended", close=True)
             return
         if self.session is None:
             self.session = info
-            self.proxy._connections.setdefault(session_id, set()).add(self)
+            self.proxy._bind(session_id, self)
             self._watchdog = asyncio.create_task(self._expire_at(self.proxy.session_end(info)))
         cookie_header = headers.get(b"cookie")
         path = target.decode("latin-1")
@@ -673,7 +716,25 @@ class _BrowserConnection:
                              detail=refusal.message, continue_to=path)
             return
         self._foreign_navigation = not websocket and foreign_navigation(headers)
+        self._handshake = None
+        if websocket:
+            handshake = check_browser_request(request.method, request.http_version,
+                                              request.headers)
+            if isinstance(handshake, HandshakeRefused):
+                await self._refuse_handshake(exchange, handshake)
+                return
+            self._handshake = (handshake, b"")
         await self._forward(request, info, identity, exchange, websocket)
+
+    async def _refuse_handshake(self, exchange: _Exchange, refused: HandshakeRefused) -> None:
+        exchange.detail = f"websocket_handshake_refused: {refused.reason}"[:300]
+        page = render("bad_request", portal_url=self.config.portal_url,
+                      detail=f"The WebSocket handshake was refused: {refused.reason}.",
+                      status=refused.status)
+        await self._respond(exchange, RelayResponse(
+            status=refused.status, body=page.body, outcome="refused", detail=exchange.detail,
+            headers=[(b"Content-Type", b"text/html; charset=utf-8"),
+                     (b"Cache-Control", b"no-store"), *refused.headers]), close=True)
 
     def _identify(self, session_id: str, cookie_header: bytes | None,
                   now: float) -> Identity | None:
@@ -689,6 +750,23 @@ class _BrowserConnection:
         self._identity = (cookie_header, identity) if identity is not None and \
             cookie_header is not None else None
         return identity
+
+    def _cookie_space(self, session_id: str) -> DeviceCookies:
+        space = self._device_cookies
+        if space is None or space.session_id != session_id:
+            space = self._device_cookies = DeviceCookies(session_id)
+        return space
+
+    def _shim_injector(self, content_type: str, session_id: str) -> HtmlShimInjector | None:
+        """The ``document.cookie`` shim for an HTML response, only for a navigation
+        (``Sec-Fetch-Dest`` document/iframe/frame): a fragment fetched by script, or a
+        response to a client that does not say, stays byte for byte what the device sent."""
+        if content_type.split(";", 1)[0].strip().lower() != "text/html":
+            return None
+        dest = self._fields.get(b"sec-fetch-dest")
+        if dest is None or dest.strip().lower() not in _DOCUMENT_DESTS:
+            return None
+        return HtmlShimInjector(self._cookie_space(session_id).shim())
 
     def _strings(self, info: SessionInfo) -> _SessionStrings:
         strings = self._origins
@@ -791,18 +869,24 @@ class _BrowserConnection:
 
     async def _expire_at(self, moment: float) -> None:
         await self.proxy.clock.sleep_until(moment)
+        await self.end("the Remote Technician session expired")
+
+    async def end(self, reason: str) -> None:
+        """The session ended: close a WebSocket with 1008 (short grace), then cut the
+        connection. Idempotent: a second caller waits for the first."""
+        if self._ending is None:
+            self._ending = asyncio.ensure_future(self._end(reason))
+        await asyncio.shield(self._ending)
+
+    async def _end(self, reason: str) -> None:
         if self.session is not None:
             self.proxy.mark_ended(self.session.session_id)
-        await self._cut()
-
-    def cut(self) -> None:
-        """End this connection now: the session was ended (see ``RelayProxy.end_session``)."""
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-        self._watchdog = asyncio.create_task(self._cut())
-
-    async def _cut(self) -> None:
         self.expired = True
+        if self.websocket is not None:
+            await self.websocket.end(reason)
+            if self.task is not None and not self.task.done():
+                # let the connection log the WebSocket and close by itself
+                await asyncio.wait({self.task}, timeout=self.config.websocket_close_grace)
         # cut the browser side at once; cancellation alone can be lost in a wait_for race
         self.writer.transport.abort()
         for _ in range(100):
@@ -842,17 +926,23 @@ class _BrowserConnection:
                 elif lower == b"transfer-encoding":
                     chunked = b"chunked"
                 continue
-            if lower in connection_tokens or stripped(lower):
+            if lower in connection_tokens or stripped(lower) or lower.startswith(
+                    b"sec-websocket-"):
                 continue
             lines += (name, b": ", value, b"\r\n")
         framing: list[tuple[bytes, bytes]] = [(b"Host", strings.device_host)]
-        if websocket:
+        if websocket and self._handshake is not None:
             framing += [(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")]
+            # the relay's own handshake with the device: a fresh key, no extensions
+            device_key, handshake_lines = device_handshake_lines(self._handshake[0])
+            self._handshake = (self._handshake[0], device_key)
+            lines.append(handshake_lines)
         if origin_seen == origin:
             lines += (b"Origin: ", device_origin, b"\r\n")
         if referer and (referer == origin or referer.startswith(origin + b"/")):
             lines += (b"Referer: ", device_origin, referer[len(origin):], b"\r\n")
-        cookie = _strip_relay_cookies(cookie)
+        # only this session's namespaced device cookies, renamed back (:mod:`.device_cookies`)
+        cookie = self._cookie_space(info.session_id).for_device(cookie, request.target)
         if cookie:
             lines += (b"Cookie: ", cookie, b"\r\n")
         lines.append(b"Accept-Encoding: gzip, deflate\r\n")
@@ -1009,7 +1099,19 @@ class _BrowserConnection:
         if isinstance(event, h11.InformationalResponse):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pump, self.config.header_timeout)
-            await self._switch_protocols(upstream, event, exchange)
+            if self._handshake is None:
+                raise h11.RemoteProtocolError("the device switched protocols unasked")
+            handshake, device_key = self._handshake
+            switch = check_device_switch(event.headers, device_key, handshake.protocols)
+            if isinstance(switch, str):
+                # no splice: the device's bytes after this 101 never reach the browser
+                await self._drop_upstream()
+                exchange.detail = f"bad_websocket_switch: {switch}"[:300]
+                await self._page(exchange, "bad_gateway", close=True, outcome="refused",
+                                 detail=f"It did not complete the WebSocket handshake: {switch}.")
+                return
+            await self._switch_protocols(upstream, browser_switch_headers(handshake, switch),
+                                         exchange)
             return
         framing, lines, transform = self._response_headers(event, rewriter, exchange)
         if lines is None:
@@ -1065,7 +1167,8 @@ class _BrowserConnection:
         if rewritable_content_type(content_type) and (
                 coding == "identity" or BodyDecoder.supports(coding)):
             transform = _BodyTransform(rewriter, coding,
-                                       policy.refusal if markup and policy else None)
+                                       policy.refusal if markup and policy else None,
+                                       self._shim_injector(content_type, exchange.session_id))
         framing: list[tuple[bytes, bytes]] = []
         out: list[bytes] = []
         for name, value, lower in items:
@@ -1104,7 +1207,8 @@ class _BrowserConnection:
                     exchange.detail, exchange.outcome = "link_to_internal_host", "refused"
                     return framing, None, None
             elif lower == b"set-cookie":
-                rewritten = rewriter.rewrite_set_cookie(text)
+                rewritten = self._cookie_space(exchange.session_id).namespaced(
+                    text, exchange.url.split("?", 1)[0])
                 if rewritten is None:
                     continue
                 text = rewritten
@@ -1145,49 +1249,32 @@ class _BrowserConnection:
                 await self._send(h11.EndOfMessage())
                 return
 
-    async def _switch_protocols(self, upstream: _Upstream, event: h11.InformationalResponse,
+    async def _switch_protocols(self, upstream: _Upstream, headers: list[tuple[bytes, bytes]],
                                 exchange: _Exchange) -> None:
-        headers = [(bytes(n), bytes(v)) for n, v in event.headers
-                   if bytes(n).lower() not in (b"content-security-policy",)]
+        """Answer the browser's handshake (``headers``: the allow-listed 101) and relay frames
+        until the WebSocket is over; its entry says messages and bytes each way and the close."""
         exchange.status = 101
         await self._send(h11.InformationalResponse(status_code=101, headers=headers))
         browser_tail, _ = self.conn.trailing_data
         device_tail, _ = upstream.conn.trailing_data
         stream = upstream.stream
-        self.upstream = None  # the stream now belongs to the splice
-
-        async def to_device() -> None:
-            if browser_tail:
-                exchange.bytes_in += len(browser_tail)
-                await stream.write(browser_tail)
-            while data := await self.reader.read(self.config.read_size):
-                exchange.bytes_in += len(data)
-                await stream.write(data)
-            await stream.write_eof()
-
-        async def to_browser() -> None:
-            if device_tail:
-                exchange.bytes_out += len(device_tail)
-                await self._write(device_tail)
-            while data := await stream.read(self.config.read_size):
-                exchange.bytes_out += len(data)
-                await self._write(data)
-
-        tasks = [asyncio.create_task(to_device()), asyncio.create_task(to_browser())]
+        self.upstream = None  # the stream now belongs to the WebSocket
+        websocket = WebSocketProxy(read_browser=self.reader.read, write_browser=self._write,
+                                   device=stream, read_size=self.config.read_size,
+                                   grace=self.config.websocket_close_grace)
+        self.websocket = websocket
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if tasks[1] in done:
-                await asyncio.wait([tasks[0]], timeout=1.0)
-            else:
-                await asyncio.wait([tasks[1]], timeout=self.config.idle_timeout)
+            await websocket.run(browser_tail, device_tail)
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(BaseException):
-                    await task
-            await stream.aclose()
-        exchange.detail = "websocket"
+            with contextlib.suppress(Exception):
+                await stream.aclose()
+            stats = websocket.stats
+            exchange.bytes_in, exchange.bytes_out = stats.bytes_in, stats.bytes_out
+            exchange.detail = stats.summary()[:300]
+            if websocket.bridge.ended:
+                exchange.outcome = "ended"
+            elif stats.error is not None:
+                exchange.outcome = "error"
         raise _CloseConnection
 
 
@@ -1195,18 +1282,23 @@ class _BodyTransform:
     """Decode (if compressed) and rewrite one response body as it streams."""
 
     def __init__(self, rewriter: LanRewriter, coding: str,
-                 refused: Callable[[str], str | None] | None = None) -> None:
-        """``refused``: for HTML, the redirect policy its ``<meta>`` refreshes are held to."""
+                 refused: Callable[[str], str | None] | None = None,
+                 inject: HtmlShimInjector | None = None) -> None:
+        """``refused``: for HTML, the redirect policy its ``<meta>`` refreshes are held to;
+        ``inject``: the device-cookie shim put at the start of navigated HTML."""
         self._decoder = BodyDecoder(coding) if coding != "identity" else None
         self._rewriter: StreamRewriter = rewriter.body_rewriter()
         self._guard = MetaRefreshGuard(refused) if refused is not None else None
+        self._inject = inject
 
     def feed(self, data: bytes) -> bytes:
         if self._decoder is None:
             out = self._rewriter.feed(data)
         else:
             out = b"".join(self._rewriter.feed(piece) for piece in self._decoder.decode(data))
-        return self._guard.feed(out) if self._guard is not None else out
+        if self._guard is not None:
+            out = self._guard.feed(out)
+        return self._inject.feed(out) if self._inject is not None and out else out
 
     def finish(self) -> bytes:
         tail = b""
@@ -1215,9 +1307,13 @@ class _BodyTransform:
         tail += self._rewriter.finish()
         if self._guard is not None:
             tail = self._guard.feed(tail) + self._guard.finish()
+        if self._inject is not None:
+            tail = (self._inject.feed(tail) if tail else b"") + self._inject.finish()
         return tail
 
 
+#: ``Sec-Fetch-Dest`` values of a navigation: the documents that get the cookie shim
+_DOCUMENT_DESTS = frozenset({b"document", b"iframe", b"frame", b"embed", b"object"})
 #: events whose bytes _send may hold back (a tuple: ``isinstance`` with a ``|`` union builds
 #: the union on every call)
 _HELD_EVENTS = (h11.Response, h11.Data)
@@ -1285,15 +1381,6 @@ def _first_values(headers: Any) -> dict[bytes, bytes]:
     for name, value in headers.raw_items():
         fields.setdefault(name.lower(), value)
     return fields
-
-
-def _strip_relay_cookies(cookie: bytes | None) -> bytes | None:
-    if not cookie:
-        return None
-    kept = [part.strip() for part in cookie.split(b";")
-            if part.strip() and not part.strip().lower().startswith(
-                RESERVED_COOKIE_PREFIX.encode())]
-    return b"; ".join(kept) or None
 
 
 _REFUSED_RESPONSE_TEXT = {

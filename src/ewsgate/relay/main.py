@@ -203,7 +203,6 @@ async def serve(settings: RelaySettings, stop: asyncio.Event) -> None:
     access_log = AccessLog(settings.data_dir / "access-log", shipper)
     proxy = RelayProxy(proxy_config, registry, auth, access_log, clock, sessions)
     proxy.sign_in_refusal = lambda: revocations.unreachable_reason(clock.now())
-    registry.on_session_ended(proxy.end_session)
     feed = RevocationFeed(settings.portal_url, settings.relay_id, settings.relay_secret, http,
                           registry, revocations, clock)
     following = asyncio.create_task(feed.run())

@@ -5,8 +5,8 @@ relay's id and secret), feeds the bytes to :class:`~ewsgate.revocations.SseDecod
 each event to :class:`~ewsgate.relay.revocation.Revocations` and carries out the decision:
 :meth:`TunnelRegistry.close_session` for every session to end, which closes the tunnel (GOAWAY
 ``SESSION_CLOSED``), makes the registry refuse the session's ticket from then on, and tells
-the browser proxy to cut the session's browser connections (the registry's
-``on_session_ended`` hook).
+the browser proxy to end the session's browser connections (the registry's session-end
+listeners: WebSockets get close 1008, then every connection is cut).
 
 A stream ends after ``stream_seconds`` (the portal closes it) or when nothing arrives for
 ``read_timeout`` seconds (the portal sends a heartbeat every few seconds); the feed then

@@ -24,6 +24,7 @@ PROFILES: dict[str, str] = {
     "konica": "ewsgate.devicesim.profiles.konica:KonicaProfile",
     "legacyhttp": "ewsgate.devicesim.profiles.legacyhttp:LegacyHttpProfile",
     "hostile": "ewsgate.devicesim.profiles.hostile:HostileProfile",
+    "cookiejs": "ewsgate.devicesim.profiles.cookiejs:CookieJsProfile",
 }
 
 
