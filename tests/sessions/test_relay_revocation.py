@@ -213,9 +213,13 @@ async def test_an_ended_session_is_sent_once_while_the_stream_is_open(
         owner = await _owner(portal, browser)
         sid = owner.session["session_id"]
         streaming = asyncio.ensure_future(http.get(
-            "/api/v1/relay/events?max_seconds=1.5",
+            "/api/v1/relay/events?max_seconds=3",
             auth=(str(world.relays["relay-x"]), world.relay_secrets["relay-x"])))
-        await asyncio.sleep(0.3)
+        for _ in range(200):  # until the stream has its snapshot and is subscribed
+            streams = portal.rt.revocation_streams
+            if streams is not None and streams._subscribers:
+                break
+            await asyncio.sleep(0.01)
         await _end(owner)
         response = await streaming
     events = SseDecoder().feed(response.content)
