@@ -45,6 +45,10 @@ BENCHES: tuple[Bench, ...] = (
           "Time to first page (POST → first byte of the device page through the session) and "
           "page/bulk throughput through the whole path, beside direct HTTP to the device and the "
           "OpenSSH reverse tunnel."),
+    Bench("websocket", "WebSocket echo through the relay's browser side",
+          "bench/ws_echo_bench.py", ("--seconds", "5"), ("--seconds", "2"), 300,
+          "Round trips and MB/s of a WebSocket echo through the relay (frames parsed both "
+          "ways), beside direct TCP to the echo device, with the relay's CPU per message."),
     Bench("control", "Control channel: idle installations on one portal",
           "bench/control_bench.py", ("--sizes", "100,1000,3000"), ("--sizes", "100,500"), 1200,
           "N agents' mTLS gRPC control streams held by one portal process."),

@@ -149,9 +149,12 @@ def cpu_s(procs: list[psutil.Process]) -> float:
 
 def make_credentials(tmp: Path, sessions: int) -> list[str]:
     sys.path.insert(0, str(REPO / "src"))
+    from cryptography.hazmat.primitives import serialization
+
     from ewsgate import pki
     from ewsgate.portal.oauth.keys import SigningKeys
     from ewsgate.portal.oauth.tokens import TokenIssuer
+    from ewsgate.revocations import cert_thumbprint
 
     now = dt.datetime.now(dt.UTC)
     ca = pki.create_ca("bench CA", now=now)
@@ -165,11 +168,13 @@ def make_credentials(tmp: Path, sessions: int) -> list[str]:
     keys = SigningKeys.open(tmp / "portal", lambda: dt.datetime.now(dt.UTC))
     (tmp / "jwks.json").write_text(json.dumps(keys.jwks()))
     issuer = TokenIssuer(keys, "https://portal.bench", lambda: dt.datetime.now(dt.UTC))
+    thumbprint = cert_thumbprint(inst.cert.public_bytes(serialization.Encoding.DER))
     return [issuer.tunnel_ticket(relay_id="bench-relay", installation_id="bench-installation",
                                  session_id=f"bench-{i}",
                                  expires_at=now + dt.timedelta(minutes=29),
                                  device={"ip": "127.0.0.1", "hostname": "",
-                                         "endpoints": [{"scheme": "http", "port": 1}]}).token
+                                         "endpoints": [{"scheme": "http", "port": 1}]},
+                                 certificate_thumbprint=thumbprint).token
             for i in range(sessions)]
 
 

@@ -161,7 +161,9 @@ async def _agent(cfg: dict[str, Any]) -> None:
     relay = json.loads((tmp / "relay.json").read_text())
     client = TunnelClient(TunnelClientConfig(
         cert_file=tmp / "agent.crt", key_file=tmp / "agent.key", relay_ca_file=tmp / "ca.crt",
-        dial_policy=DialPolicy(allow_loopback=ALLOW_LOOPBACK_FOR_TESTS)))
+        dial_policy=DialPolicy(allow_loopback=ALLOW_LOOPBACK_FOR_TESTS),
+        # wrk drives up to 256 connections through one session; a site agent caps at 32
+        max_device_connections=1024))
     device = DeviceTarget(ip="127.0.0.1",
                           endpoints=(DeviceEndpoint("http", cfg["origin_port"]),))
     for index, ticket in enumerate(cfg["tickets"][:cfg["sessions"]]):

@@ -20,6 +20,7 @@ from ewsgate import __version__
 from ewsgate.agent import options as agent_options
 from ewsgate.config import ConfigError, Option, load_config_file, resolve
 from ewsgate.devicesim import options as devicesim_options
+from ewsgate.fsmode import private_umask
 from ewsgate.portal import options as portal_options
 from ewsgate.relay import options as relay_options
 
@@ -62,6 +63,8 @@ COMMANDS: list[Command] = [
             portal_options.CREATE_RELAY, "ewsgate.portal.admin_cli:create_relay"),
     Command(("admin", "signing-keys"), "list, rotate or retire the portal's token signing keys",
             portal_options.SIGNING_KEYS, "ewsgate.portal.oauth.admin:signing_keys"),
+    Command(("admin", "rotate-kek"), "add a new key-encryption key for stored SNMP secrets and "
+            "re-seal them all with it", portal_options.DB, "ewsgate.portal.admin_cli:rotate_kek"),
     Command(("db", "upgrade"), "apply the database migrations (Alembic) up to the newest",
             portal_options.DB, "ewsgate.portal.admin_cli:db_upgrade"),
 ]
@@ -139,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         print(f"ewsgate {' '.join(command.path)}: not implemented yet", file=sys.stderr)
         return 2
+    # keys, databases, logs, demo.json: everything ewsgate writes is its user's only
+    earlier = private_umask()
     try:
         return int(handler(values) or 0)
     except ConfigError as exc:
@@ -146,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        os.umask(earlier)  # main() called in-process (tests) leaves the caller's umask alone
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from ewsgate.fsmode import private_dir, write_private_file
 from ewsgate.supervisor import ProcessFailed, Supervisor, wait_for_port
 
 __all__ = ["DEMO_PROFILES", "DemoDevice", "DemoInfo", "DemoStack", "run"]
@@ -223,7 +224,8 @@ class DemoStack:
                     f"{self.data_dir} is not empty and holds no earlier demo; choose an empty "
                     "or new --data-dir")
             shutil.rmtree(self.data_dir)
-        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir / "logs")
+        private_dir(self.data_dir)
 
     def start(self) -> DemoInfo:
         self._fresh_data_dir()
@@ -232,7 +234,7 @@ class DemoStack:
         relay_dir = self.data_dir / "relay"
         agent_dir = self.data_dir / "agent"
         for directory in (portal_dir, relay_dir, agent_dir):
-            directory.mkdir(parents=True, exist_ok=True)
+            private_dir(directory)
         portal_url = f"http://{HOST}:{self.portal_port}"
         portal_db = ["--data-dir", str(portal_dir)]
 
@@ -319,7 +321,8 @@ class DemoStack:
                                         f"{self.supervisor.log_dir / 'agent.log'}")
                 time.sleep(0.2)
 
-        (self.data_dir / "demo.json").write_text(json.dumps(asdict(info), indent=2))
+        # it lists the seeded logins: the user's only (0600)
+        write_private_file(self.data_dir / "demo.json", json.dumps(asdict(info), indent=2))
         self.info = info
         return info
 

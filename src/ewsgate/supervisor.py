@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from ewsgate.fsmode import private_dir
+
 __all__ = ["ManagedProcess", "ProcessFailed", "Supervisor", "free_port", "wait_for_port"]
 
 
@@ -74,7 +76,7 @@ class Supervisor:
 
     def __init__(self, log_dir: Path, *, env: Mapping[str, str] | None = None) -> None:
         self.log_dir = log_dir
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.log_dir)
         base = {key: value for key, value in os.environ.items() if not key.startswith("EWSGATE_")}
         self.env = {**base, **(env or {})}
         self.processes: list[ManagedProcess] = []
@@ -85,7 +87,8 @@ class Supervisor:
         """Run ``python -m ewsgate <command…>``; with ``wait_port``, wait until it listens."""
         args = [sys.executable, "-m", module, *command]
         log_path = self.log_dir / f"{name}.log"
-        log = log_path.open("ab")
+        # logs hold what the processes print (URLs, sometimes secrets): the user's only
+        log = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
         popen = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**self.env, **(env or {})}, start_new_session=True,

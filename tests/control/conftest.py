@@ -107,12 +107,13 @@ async def new_installation(db: Database, *, enabled: bool = True) -> int:
 
 
 async def new_token(db: Database, ca: pki.CertificateAuthority, installation_id: int, *,
-                    lifetime: dt.timedelta = dt.timedelta(hours=24)) -> str:
+                    lifetime: dt.timedelta = dt.timedelta(hours=24),
+                    purpose: str = "enrol") -> str:
     secret = "ewse_" + uuid.uuid4().hex + uuid.uuid4().hex
     async with db.transaction() as session:
         now = utc_now()
         session.add(EnrolmentToken(installation_id=installation_id, token_hash=hash_token(secret),
-                                   created_at=now, expires_at=now + lifetime))
+                                   created_at=now, expires_at=now + lifetime, purpose=purpose))
     return pki.compose_enrolment_token(secret, ca.cert)
 
 

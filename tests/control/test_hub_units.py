@@ -137,3 +137,15 @@ async def test_result_from_another_installation_is_ignored():
         assert type(exc).__name__ == "CommandTimedOut"
     else:
         raise AssertionError("a result from another installation was accepted")
+
+
+async def test_disconnect_for_a_replaced_certificate_cuts_only_the_stream_that_presented_it():
+    """After a re-enrolment the old certificate's stream ends at once; a stream that already
+    presents the new certificate is left alone."""
+    hub = ControlHub(MemoryRecords(), clock=lambda: NOW)
+    old = connection(1)
+    await hub.attach(old)
+    assert hub.disconnect(1, "replaced", cert_serial="cd") is False
+    assert old.closing is None
+    assert hub.disconnect(1, "replaced by a new enrolment", cert_serial="ab") is True
+    assert old.closing is not None and "new enrolment" in old.closing.message

@@ -134,3 +134,38 @@ async def test_chromium_refuses_the_legacy_tls_device(device_factory, browser) -
     with pytest.raises(Exception, match="ERR_SSL_VERSION_OR_CIPHER_MISMATCH"):
         await page.goto(device.url("https", "/general/status.html"))
     await context.close()
+
+
+async def test_cookiejs_login_writes_and_reads_its_cookies_in_script(device_factory,
+                                                                    browser) -> None:
+    device = await device_factory("cookiejs")
+    page = await browser.new_page()
+    await page.goto(device.url("http", "/"))
+    await page.wait_for_selector("#login-form", state="visible")
+    await page.fill("#user", "admin")
+    await page.fill("#password", "admin")
+    await page.select_option("#language", "de")
+    await page.click("#login")
+    await page.wait_for_url("**/app/status.html")
+    assert await page.text_content("#who") == "admin"
+    assert await page.text_content("#lang") == "de"
+    assert await page.text_content("#theme") == "blue"
+    assert await page.text_content("#session-hidden") == "hidden"
+    cookies = {c["name"]: c for c in await page.context.cookies()}
+    assert cookies["ews_theme"]["path"] == "/app" and cookies["EWSSESSION"]["httpOnly"]
+    await page.goto(device.url("http", "/logout.html"))
+    await page.wait_for_selector("#logged-out")
+    assert "ews_user" not in {c["name"] for c in await page.context.cookies()}
+
+
+async def test_cookiejs_refuses_a_login_whose_script_cookies_did_not_arrive(
+        device_factory, browser) -> None:
+    device = await device_factory("cookiejs")
+    context = await browser.new_context(java_script_enabled=False)
+    page = await context.new_page()
+    await page.goto(device.url("http", "/login.html"))
+    assert await page.is_hidden("#login-form")  # the form appears only from script
+    response = await page.request.post(device.url("http", "/login.cgi"),
+                                       form={"user": "admin", "password": "admin"})
+    assert "did not arrive" in await response.text()
+    await context.close()

@@ -12,6 +12,7 @@ import pytest
 
 from ewsgate.devicesim.profiles import PROFILES
 from ewsgate.devicesim.profiles.brother import PASSWORD as BROTHER_PASSWORD
+from ewsgate.devicesim.profiles.cookiejs import PASSWORD as COOKIEJS_PASSWORD
 from ewsgate.devicesim.profiles.konica import ADMIN_PASSWORD
 from ewsgate.devicesim.tls import legacy_client_context
 
@@ -33,6 +34,9 @@ PAGES = {
     "konica": ("/wcd/index.html", "/wcd/admin/system.html", "/wcd/admin/firmware.html",
                "/wcd/admin/log.html"),
     "legacyhttp": ("/status.html", "/settings.html", "/firmware.html", "/logs.html"),
+    "hostile": ("/status.html", "/settings.html", "/firmware.html", "/logs.html"),
+    "cookiejs": ("/app/status.html", "/app/settings.html", "/app/firmware.html",
+                 "/app/logs.html"),
 }
 
 
@@ -53,6 +57,11 @@ async def log_in(profile: str, client: httpx.AsyncClient) -> None:
         client.auth = httpx.BasicAuth("admin", "admin")
     elif profile == "konica":
         await client.post("/wcd/login.cgi", data={"password": ADMIN_PASSWORD})
+    elif profile == "cookiejs":
+        # what the login page's script writes before it posts
+        client.cookies.set("cookie_check", "1")
+        client.cookies.set("ews_user", "admin")
+        await client.post("/login.cgi", data={"user": "admin", "password": COOKIEJS_PASSWORD})
 
 
 def hidden_inputs(html: str) -> dict[str, str]:

@@ -25,6 +25,8 @@ from typing import Any
 
 from playwright.sync_api import Frame, Page, expect
 
+from ewsgate.relay.device_cookies import NAMESPACE_PREFIX
+
 __all__ = ["LANDING", "STEPS", "Firmware", "SessionTab", "log_paths"]
 
 #: a selector that shows the profile's first page has rendered (time to first page stops here)
@@ -39,6 +41,16 @@ LANDING: dict[str, str] = {
     "legacyhttp": "#status",
 }
 
+
+
+def device_cookies(cookies: list[Any]) -> dict[str, Any]:
+    """The browser's cookies set by a device, by the device's own name: the relay keeps them
+    as ``__Host-dev.<session tag>.<path>.<name>`` (docs/relay.md, device cookies)."""
+    found: dict[str, Any] = {}
+    for cookie in cookies:
+        if cookie["name"].startswith(NAMESPACE_PREFIX):
+            found.setdefault(cookie["name"].split(".", 3)[3], cookie)
+    return found
 
 @dataclass(frozen=True)
 class Firmware:
@@ -148,7 +160,7 @@ def brother(tab: SessionTab, firmware: Firmware) -> list[str]:
     page.click("#login")
     page.wait_for_load_state("load")
     expect(page.locator("#LogBox")).to_have_count(0)
-    cookies = {c["name"]: c for c in page.context.cookies(tab.origin)}
+    cookies = device_cookies(page.context.cookies(tab.origin))
     assert "AuthCookie" in cookies, cookies
     tab.shot("logged-in")
     settings = "/general/contact.html"
@@ -170,8 +182,8 @@ def ricoh(tab: SessionTab, firmware: Firmware) -> list[str]:
     tab.shot("login-form")
     work.locator("#login").click()
     page.wait_for_url("**/web/entry/en/websys/webArch/mainFrame.cgi", timeout=15_000)
-    assert any(c["name"] == "wimsesid" and c["value"] != "--"
-               for c in page.context.cookies(tab.origin))
+    wimsesid = device_cookies(page.context.cookies(tab.origin)).get("wimsesid")
+    assert wimsesid is not None and wimsesid["value"] != "--"
     menu = page.frame_locator("frame[name=menu]")
     menu.get_by_text("Device Information").click()
     frame = _frame(page, "work", "deviceInfo.cgi")
@@ -220,7 +232,7 @@ def absolute(tab: SessionTab, firmware: Firmware) -> list[str]:
         page.click(link)
         page.wait_for_load_state("load")
         assert page.url.startswith(tab.origin + "/app/index.html"), page.url
-    cookies = {c["name"]: c for c in page.context.cookies(tab.url("/app/index.html"))}
+    cookies = device_cookies(page.context.cookies(tab.url("/app/index.html")))
     assert "rtlang" in cookies, cookies          # Domain=<device-ip> was rewritten by the relay
     page.get_by_role("link", name="Compressed page").click()
     page.wait_for_load_state("load")

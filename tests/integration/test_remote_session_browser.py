@@ -26,6 +26,7 @@ import trustme
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from ewsgate.demo import DemoInfo
+from ewsgate.relay.device_cookies import DeviceCookies
 
 from .conftest import OpenedSession, open_session
 
@@ -241,16 +242,19 @@ def test_device_domain_cookie_stays_host_only_in_the_browser(
     try:
         _device_page_in_tab(context, demo, opened)
         host = urlsplit(opened.url).hostname
-        cookies = [c for c in context.cookies() if c["name"] == "rtlang"]
+        # the device's rtlang, held in this session's namespace (docs/relay.md)
+        rtlang = f"{DeviceCookies(opened.id).prefix}{b'/app'.hex()}.rtlang"
+        cookies = [c for c in context.cookies() if c["name"] == rtlang]
         assert cookies, context.cookies()
         # host-only: Chromium reports the host without a leading dot, and only for this host
         assert all(c["domain"] == host for c in cookies), cookies
-        assert not [c for c in context.cookies() if c["name"] == "rtlang"
+        assert not [c for c in context.cookies() if c["name"].endswith(".rtlang")
                     and c["domain"] != host], context.cookies()
+        assert not [c for c in context.cookies() if c["name"] == "rtlang"]
         # and the browser never sends it to another session's host
         port = urlsplit(opened.url).port
         for elsewhere in (f"https://s-{'b' * 32}.rt.localhost:{port}/app/",
                           f"https://rt.localhost:{port}/app/", f"{demo.portal_url}/app/"):
-            assert not [c for c in context.cookies(elsewhere) if c["name"] == "rtlang"]
+            assert not [c for c in context.cookies(elsewhere) if c["name"].endswith(".rtlang")]
     finally:
         _end(demo, opened)

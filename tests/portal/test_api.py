@@ -312,3 +312,53 @@ async def test_login_only_accepts_json(client: httpx.AsyncClient, world: World) 
                                  headers={"Content-Type": "text/plain"})
     _error(response, 422, "invalid_input")
     assert "set-cookie" not in response.headers
+
+
+async def test_a_jobs_tunnel_reports_are_listed_to_those_who_see_the_job(
+        client: httpx.AsyncClient, db: Database, world: World) -> None:
+    import datetime as dt
+
+    from ewsgate.portal.store.models import TunnelReport
+
+    async with db.transaction() as s:
+        s.add(TunnelReport(job_id=world.job["A1"], session_id="sess", installation_id=None,
+                           at=dt.datetime.now(dt.UTC), kind="relay_cut",
+                           code="ENHANCE_YOUR_CALM", budget="early_resets", count=1,
+                           detail="the relay kept breaking the agent's rules"))
+    viewer = await _token(db, world, "viewer@A")
+    listed = await client.get(f"/api/v1/jobs/{world.job['A1']}/tunnel-reports", headers=viewer)
+    assert listed.status_code == 200
+    assert [(r["kind"], r["budget"]) for r in listed.json()] == [("relay_cut", "early_resets")]
+    _error(await client.get(f"/api/v1/jobs/{world.job['B']}/tunnel-reports", headers=viewer),
+           404, "not_found")
+
+
+async def test_reenrolment_needs_an_explicit_replacement_and_is_in_the_history(
+        client: httpx.AsyncClient, db: Database, world: World) -> None:
+    from ewsgate.portal.store.models import Installation
+
+    admin = await _token(db, world, "admin")
+    sid = world.installation["A1"]
+    url = f"/api/v1/installations/{sid}/enrolment-tokens"
+    first = await client.post(url, headers=admin)
+    assert first.status_code == 201 and first.json()["purpose"] == "enrol"
+    _error(await client.post(url, headers=admin, json={"purpose": "replace"}), 409,
+           "installation_not_enrolled")
+    async with db.transaction() as s:  # as an enrolment does
+        installation = await s.get(Installation, sid)
+        assert installation is not None
+        installation.cert_serial, installation.cert_not_after = "ab12", WORLD_NOW
+    refused = _error(await client.post(url, headers=admin), 409, "installation_enrolled")
+    assert "replace" in refused["message"]
+    replace = await client.post(url, headers=admin, json={"purpose": "replace"})
+    assert replace.status_code == 201 and replace.json()["purpose"] == "replace"
+    _error(await client.post(url, headers=await _token(db, world, "user@A")), 403, "forbidden")
+    history = await client.get(url, headers=admin)
+    assert history.status_code == 200
+    rows = history.json()
+    assert [r["purpose"] for r in rows] == ["replace", "enrol"]
+    assert rows[0]["revoked_at"] is None and rows[1]["revoked_at"] is not None
+    assert {r["created_by_email"] for r in rows} == {world.emails["admin"]}
+    assert all("token" not in key for r in rows for key in r)
+    _error(await client.get(url, headers=await _token(db, world, "viewer@dealer")), 403,
+           "forbidden")

@@ -466,3 +466,25 @@ def test_signing_key_rotation_and_retirement_are_audited(tmp_path: Any) -> None:
                  f"--retire={first.target_id}"]) == 0
     retired = asyncio.run(entries())[-1]
     assert (retired.action, retired.target_id) == ("signing_key.retire", first.target_id)
+
+
+def test_key_encryption_key_rotation_is_audited(tmp_path: Any) -> None:
+    import asyncio
+
+    from ewsgate.cli import main
+
+    assert main(["admin", "rotate-kek", "--data-dir", str(tmp_path)]) == 0
+
+    async def entries() -> list[AuditEvent]:
+        database = Database(f"sqlite+aiosqlite:///{tmp_path / 'portal.sqlite3'}", pool=False)
+        try:
+            return await _events(database)
+        finally:
+            await database.dispose()
+
+    (entry,) = asyncio.run(entries())
+    assert (entry.action, entry.actor_type) == ("key_encryption_key.rotate", "system")
+    assert entry.after_state is not None and entry.after_state["resealed_rows"] == 0
+    assert entry.target_id == entry.after_state["kid"]
+    key_files = "".join(p.read_text() for p in (tmp_path / "keys").iterdir())
+    assert all(line not in repr(entry.after_state) for line in key_files.split() if len(line) > 8)

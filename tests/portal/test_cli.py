@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -186,3 +187,54 @@ def test_portal_process_serves_the_api(empty_database_url: str, tmp_path: Path) 
             process.kill()
             process.wait()
     assert process.returncode in (0, -15)
+
+
+def test_rotate_kek_reseals_every_snmp_secret_with_a_new_key(
+        empty_database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sqlalchemy import text
+
+    from ewsgate.portal.store.keyring import load_or_create_keyring
+    from ewsgate.portal.store.models import Customer, Dealer, Device, Installation
+
+    data = tmp_path / "data"
+    args = ["--data-dir", str(data), "--database-url", empty_database_url]
+    assert main(["db", "upgrade", *args]) == 0
+    now = datetime.now(UTC)
+
+    async def seed() -> None:
+        database = Database(empty_database_url, pool=False,
+                            keyring=load_or_create_keyring(data))
+        try:
+            async with database.transaction() as s:
+                dealer = Dealer(name="D", created_at=now)
+                s.add(dealer)
+                await s.flush()
+                customer = Customer(dealer_id=dealer.id, name="C", created_at=now)
+                s.add(customer)
+                await s.flush()
+                site = Installation(customer_id=customer.id, name="S", created_at=now)
+                s.add(site)
+                await s.flush()
+                s.add(Device(installation_id=site.id, name="P", ip="10.0.0.5", ews_endpoints=[],
+                             snmp_version="3", snmp_v3_user="tech", snmp_v3_auth_key="auth-key-1",
+                             created_at=now, updated_at=now))
+        finally:
+            await database.dispose()
+
+    async def raw() -> str:
+        database = Database(empty_database_url, pool=False)
+        try:
+            async with database.engine.connect() as connection:
+                return str((await connection.execute(
+                    text("SELECT snmp_v3_auth_key FROM devices"))).scalar_one())
+        finally:
+            await database.dispose()
+
+    asyncio.run(seed())
+    assert asyncio.run(raw()).startswith("ewsk1:0001:")
+    capsys.readouterr()
+    assert main(["admin", "rotate-kek", *args]) == 0
+    out = capsys.readouterr().out
+    assert "0002 is now current" in out and "re-sealed 1 rows" in out
+    assert asyncio.run(raw()).startswith("ewsk1:0002:")
+    assert sorted(p.name for p in (data / "keys").iterdir()) == ["kek-0001.key", "kek-0002.key"]

@@ -258,12 +258,13 @@ async def test_enrolment_token_is_single_use_and_expires(db: Database, world: Wo
     async with db.transaction() as s:
         issued = await installations.create_enrolment_token(
             s, admin, world.installation["A"], lifetime=timedelta(hours=1), clock=clock)
+        # another installation's token (one token per installation is valid at a time)
         stale = await installations.create_enrolment_token(
-            s, admin, world.installation["A"], lifetime=timedelta(hours=1), clock=clock)
+            s, admin, world.installation["A1"], lifetime=timedelta(hours=1), clock=clock)
     assert issued.token.startswith("ewse_") and issued.token not in issued.record.token_hash
     async with db.transaction() as s:
-        installation = await installations.redeem_enrolment_token(s, issued.token, clock=clock)
-    assert installation.id == world.installation["A"]
+        redeemed = await installations.redeem_enrolment_token(s, issued.token, clock=clock)
+    assert redeemed.installation.id == world.installation["A"]
     for token, code in ((issued.token, "enrolment_token_used"),
                         ("ewse_nonsense", "enrolment_token_invalid")):
         with pytest.raises(AuthenticationFailed) as caught:

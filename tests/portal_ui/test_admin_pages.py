@@ -161,3 +161,35 @@ async def test_the_last_administrator_cannot_deactivate_themself(client, seeded)
         "email": seeded.email["admin"]})
     assert response.status_code == 409
     assert "last" in response.text and "administrator" in response.text
+
+
+async def test_an_enrolled_installation_offers_a_certificate_replacement(client, seeded, ui_db):
+    db = ui_db
+    from sqlalchemy import select
+
+    from ewsgate.portal.store.models import EnrolmentToken, Installation
+
+    await sign_in(client, seeded.email["admin"])
+    page = await client.get("/installations")
+    created = await client.post("/installations", data={
+        "csrf_token": csrf_of(page.text), "name": "Replaced office",
+        "customer_id": str(seeded.customer["bluebell"])})
+    assert created.status_code == 201
+    async with db.transaction() as session:
+        installation = await session.scalar(
+            select(Installation).where(Installation.name == "Replaced office"))
+        installation.cert_serial = "0a1b"
+        installation_id = installation.id
+    page = await client.get("/installations")
+    assert "Replace certificate" in page.text
+    plain = await client.post(f"/installations/{installation_id}/enrolment-token",
+                              data={"csrf_token": csrf_of(page.text)})
+    assert plain.status_code == 409 and "replace" in plain.text
+    replaced = await client.post(f"/installations/{installation_id}/enrolment-token",
+                                 data={"csrf_token": csrf_of(page.text), "purpose": "replace"})
+    assert replaced.status_code == 201 and "replacement token" in replaced.text
+    async with db.transaction() as session:
+        tokens = (await session.scalars(select(EnrolmentToken).where(
+            EnrolmentToken.installation_id == installation_id))).all()
+    assert sorted(t.purpose for t in tokens) == ["enrol", "replace"]
+    assert [t.purpose for t in tokens if t.revoked_at is None] == ["replace"]

@@ -308,3 +308,24 @@ async def test_job_page_log_downloads_work_with_the_session_cookie(ui_db, seeded
         assert download.status_code == 200
         assert download.headers["content-type"].startswith("text/csv")
         assert "/info_configuration.html" in download.text
+
+
+async def test_a_jobs_page_shows_what_the_agent_reported_about_the_relay(client, seeded, ui_db):
+    from ewsgate.portal.services import jobs
+    from ewsgate.portal.store.models import Device, TunnelReport
+
+    async with ui_db.transaction() as s:
+        device = await s.get(Device, seeded.device["reception"])
+        job = await jobs.create_job(s, type="open_device_web_page", device=device,
+                                    user_id=seeded.user["tech"])
+        s.add(TunnelReport(job_id=job.id, session_id="sess", installation_id=None, at=NOW,
+                           kind="protocol_violation", code="ENHANCE_YOUR_CALM",
+                           budget="early_resets", count=4,
+                           detail="<script>alert(1)</script> the relay flooded"))
+        job_id = job.id
+    await sign_in(client, seeded.email["viewer"])
+    detail = await client.get(f"/jobs/{job_id}")
+    assert "Relay reports from the agent" in detail.text
+    assert "protocol violation" in detail.text and "budget early_resets" in detail.text
+    assert "<script>alert(1)</script>" not in detail.text  # a peer's text, escaped
+    assert "&lt;script&gt;" in detail.text

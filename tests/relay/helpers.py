@@ -274,12 +274,18 @@ class FakePortal:
 
 
 @functools.lru_cache(maxsize=1)
-def make_tls() -> tuple[ssl.SSLContext, ssl.SSLContext, Any]:
+def _tls_material() -> tuple[Any, Any]:
     """A CA and a ``*.rt.localhost`` certificate, made once per run (key generation is slow)."""
     import trustme
 
     ca = trustme.CA()
-    cert = ca.issue_cert(f"*.{DOMAIN}", DOMAIN)
+    return ca, ca.issue_cert(f"*.{DOMAIN}", DOMAIN)
+
+
+@functools.lru_cache(maxsize=1)
+def make_tls() -> tuple[ssl.SSLContext, ssl.SSLContext, Any]:
+    """Server and client contexts for the CA and certificate of :func:`_tls_material`."""
+    ca, cert = _tls_material()
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(server)
     client = ssl.create_default_context()
@@ -335,6 +341,10 @@ class Relay:
         self.log = AccessLog(self.tmp / "spool", None)
         self.proxy = RelayProxy(self.config, self.directory, self.auth, self.log, self.clock,
                                 self.sessions)
+        # a context of its own, so the relay's server-name callback is this relay's
+        self.server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        _tls_material()[1].configure_cert(self.server_ctx)
+        self.proxy.server_names.install(self.server_ctx)
         self.server = await asyncio.start_server(self.proxy.handle, sock=sock,
                                                  ssl=self.server_ctx)
         return self

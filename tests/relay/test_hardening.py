@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ewsgate.relay.hardening import check_request_site, harden_response_headers
+from ewsgate.relay.hardening import HSTS, check_request_site, harden_response_headers
 
 ORIGIN = "https://s-aaaa.rt.example.com"
 
@@ -49,7 +49,11 @@ def test_device_headers_are_dropped_and_ours_added() -> None:
     assert b"content-type" in names and b"set-cookie" in names
     assert names.count(b"content-security-policy") == 1
     assert not any(n.startswith(b"access-control") for n in names)
-    assert b"service-worker-allowed" not in names and b"strict-transport-security" not in names
+    assert b"service-worker-allowed" not in names
+    # the device's HSTS never passes; the only one is the relay's own (issue 10, item 7)
+    assert (b"Strict-Transport-Security", b"max-age=1") not in out
+    assert names.count(b"strict-transport-security") == 1
+    assert dict(out)[b"Strict-Transport-Security"] == HSTS
     csp = dict(out)[b"Content-Security-Policy"].decode()
     for directive in ("default-src 'self'", "connect-src 'self' wss://s-aaaa.rt.example.com",
                       "form-action 'self'", "frame-ancestors 'self'", "base-uri 'self'",

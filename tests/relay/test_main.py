@@ -40,3 +40,21 @@ def test_a_session_maximum_above_30_minutes_is_refused(tmp_path: Path, capsys,
                  "--relay-id", "1", "--relay-secret", "s", "--max-session", value])
     assert code == 2
     assert "30-minute ceiling" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["http://portal.example", "http://10.0.0.8:8000",
+                                 "http://[2001:db8::1]:8000", "http://127.0.0.1.example.com"])
+def test_a_plain_http_portal_url_off_this_host_is_refused_at_start(tmp_path, capsys, url):
+    code = main(["relay", "--portal-url", url, "--data-dir", str(tmp_path),
+                 "--relay-id", "1", "--relay-secret", "s"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "in the clear" in err and "https://" in err and "loopback" in err
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "http://[::1]:8000",
+                                 "http://localhost:8000", "https://portal.example"])
+def test_https_or_loopback_http_portal_urls_pass_the_check(url):
+    from ewsgate.relay.portal_url import require_secure_portal_url
+
+    assert require_secure_portal_url(url) == url

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from ewsgate.relay.device_cookies import DeviceCookies
+
 from .helpers import FakePortal, RawServer, Relay, Seen, device_app
 
 pytestmark = pytest.mark.integration
@@ -177,8 +179,11 @@ async def test_request_headers_are_rewritten_to_the_devices_view(
             "ewsgate.relay.upstream", fromlist=["Endpoint"]).Endpoint("http", 8080),))
         cookie = await relay.login(sid)
         origin = f"https://{relay.host(sid)}"
+        # the device's cookie as the browser holds it (namespaced for this session by the
+        # relay, docs/relay.md); a cookie outside the namespace is not the device's: stripped
+        device_cookie = f"{DeviceCookies(sid).prefix}.AuthCookie=dev1"
         response = await relay.fetch(sid, "POST", "/form", body=b"a=1", cookie=(
-            cookie + "; AuthCookie=dev1"), headers=[
+            cookie + f"; {device_cookie}; Stray=1"), headers=[
             ("Origin", origin), ("Referer", origin + "/page?x=1"),
             ("Sec-Fetch-Site", "same-origin"), ("X-Forwarded-For", "6.6.6.6"),
             ("X-Forwarded-Host", "evil.example"), ("Forwarded", "for=6.6.6.6"),
@@ -243,8 +248,12 @@ async def test_device_cookies_become_host_only(tmp_path: Path, portal: FakePorta
         sid = relay.add_device(device.port)
         cookie = await relay.login(sid)
         response = await relay.fetch(sid, "GET", "/", cookie=cookie)
+        # host-only and confined to this session: __Host- (no Domain possible), Secure,
+        # Path=/, the device's name and path kept inside this session's namespace
+        space = DeviceCookies(sid).prefix
         assert response.all("set-cookie") == [
-            "AuthCookie=abc; Path=/; HttpOnly", "wimsesid=1; path=/web", "x=1"]
+            f"{space}.AuthCookie=abc; Path=/; Secure; HttpOnly",
+            f"{space}{b'/web'.hex()}.wimsesid=1; Path=/; Secure", f"{space}.x=1; Path=/; Secure"]
 
 
 async def test_redirect_headers_are_rewritten(tmp_path: Path, portal: FakePortal) -> None:

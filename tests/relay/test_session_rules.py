@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 from pathlib import Path
 
-import h11
 import pytest
+from wsproto.events import CloseConnection, Message, TextMessage
 
 from ewsgate.relay.clock import ManualClock
 from ewsgate.relay.http_proxy import ProxyConfig
 
 from .helpers import FakePortal, RawServer, Relay, Seen, device_app
+from .ws_peers import WsClient, WsDevice
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +50,7 @@ async def test_cross_site_post_is_refused(tmp_path: Path, portal: FakePortal,
 
 async def test_other_sessions_cannot_load_subresources(tmp_path: Path, portal: FakePortal) -> None:
     seen = Seen()
-    async with RawServer(device_app({"/reset": _ok}, seen)) as device, \
+    async with RawServer(device_app({"/reset": _ok, "/": _ok}, seen)) as device, \
             Relay(tmp_path, portal) as relay:
         sid = relay.add_device(device.port)
         cookie = await relay.login(sid)
@@ -60,11 +59,19 @@ async def test_other_sessions_cannot_load_subresources(tmp_path: Path, portal: F
             ("Sec-Fetch-Site", "same-site"), ("Sec-Fetch-Mode", "no-cors"),
             ("Sec-Fetch-Dest", "image")])
         assert r.status == 403 and not seen.requests
-        # a link from the portal (top-level navigation) is fine
-        r = await relay.fetch(sid, "GET", "/reset", cookie=cookie, headers=[
+        # a link from the portal (top-level navigation to the start page, the only page the
+        # portal links to) is fine
+        r = await relay.fetch(sid, "GET", "/", cookie=cookie, headers=[
             ("Sec-Fetch-Site", "same-site"), ("Sec-Fetch-Mode", "navigate"),
             ("Sec-Fetch-Dest", "document")])
         assert r.status == 200
+        # ... and a navigation from another site to a deeper path gets the explaining page
+        # (issue 10, item 5: test_cross_site_navigation.py has the rest)
+        r = await relay.fetch(sid, "GET", "/reset", cookie=cookie, headers=[
+            ("Sec-Fetch-Site", "same-site"), ("Sec-Fetch-Mode", "navigate"),
+            ("Sec-Fetch-Dest", "document")])
+        assert r.status == 403 and b"cross_site_navigation" in r.body
+        assert [req.target for req, _ in seen.requests] == [b"/"]
         # service worker scripts are refused outright
         r = await relay.fetch(sid, "GET", "/sw.js", cookie=cookie, headers=[
             ("Sec-Fetch-Site", "same-origin"), ("Service-Worker", "script"),
@@ -73,33 +80,8 @@ async def test_other_sessions_cannot_load_subresources(tmp_path: Path, portal: F
 
 
 def _ws_device(seen: Seen):
-    """A device that upgrades /panel to a WebSocket-like echo (raw bytes after the 101)."""
-
-    async def handler(reader, writer) -> None:
-        conn = h11.Connection(h11.SERVER)
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await reader.read(65536))
-                continue
-            if isinstance(event, h11.Request):
-                seen.requests.append((event, b""))
-                key = dict(event.headers)[b"sec-websocket-key"]
-                accept = base64.b64encode(hashlib.sha1(
-                    key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-            if event is h11.PAUSED or isinstance(event, h11.EndOfMessage):
-                break
-        writer.write(conn.send(h11.InformationalResponse(status_code=101, headers=[
-            ("Upgrade", "websocket"), ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", accept)])))
-        tail, _ = conn.trailing_data
-        if tail:
-            writer.write(b"echo:" + tail)
-        while data := await reader.read(65536):
-            writer.write(b"echo:" + data)
-            await writer.drain()
-
-    return handler
+    """A device that upgrades /panel to a WebSocket echo (frames, as RFC 6455 says)."""
+    return WsDevice(seen=seen).handler
 
 
 def _upgrade(relay: Relay, sid: str, cookie: str, origin: str | None) -> bytes:
@@ -141,10 +123,14 @@ async def test_websocket_passes_through_and_closes_at_expiry(
         assert b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head
         request, _ = seen.requests[-1]
         assert dict(request.headers)[b"origin"] == b"http://10.0.0.5"
-        writer.write(b"\x81\x05hello")
-        await writer.drain()
-        assert await asyncio.wait_for(reader.readexactly(12), 5) == b"echo:\x81\x05hello"
+        # frames, parsed by the relay on both sides: a masked text frame echoed by the device
+        client = WsClient(reader, writer)
+        await client.send(Message(data="hello"))
+        echoed = await client.next_event()
+        assert isinstance(echoed, TextMessage) and echoed.data == "hello"
         clock.advance(601)  # the session's end, on the relay's clock
+        close = await client.next_event()  # closed with 1008 (policy), not cut (1006)
+        assert isinstance(close, CloseConnection) and close.code == 1008
         with contextlib.suppress(ConnectionError):
             assert await asyncio.wait_for(reader.read(100), 5) == b""
         writer.close()

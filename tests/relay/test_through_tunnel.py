@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from ewsgate import pki
 from ewsgate.agent.dialer import ALLOW_LOOPBACK_FOR_TESTS, DeviceEndpoint, DeviceTarget, DialPolicy
@@ -25,6 +26,7 @@ from ewsgate.portal.oauth.tokens import TokenIssuer
 from ewsgate.relay.registry import TunnelRegistry
 from ewsgate.relay.tickets import StaticKeySource, TicketVerifier
 from ewsgate.relay.tunnel_server import TunnelServer, TunnelServerConfig
+from ewsgate.revocations import cert_thumbprint
 
 from .helpers import FakePortal, Relay, new_session_id
 
@@ -70,7 +72,8 @@ async def _tunnel(tmp: Path, device: RunningDevice, sid: str
         relay_id="relay-1", installation_id="inst-1", session_id=sid,
         expires_at=now + dt.timedelta(minutes=10),
         device={"ip": "127.0.0.1", "hostname": device.config.hostname,
-                "endpoints": [{"scheme": "http", "port": device.http.port}]}).token
+                "endpoints": [{"scheme": "http", "port": device.http.port}]},
+        certificate_thumbprint=cert_thumbprint(agent_cert.cert.public_bytes(Encoding.DER))).token
     client = TunnelClient(TunnelClientConfig(
         cert_file=tmp / "agent.crt", key_file=tmp / "agent.key", relay_ca_file=tmp / "ca.crt",
         dial_policy=DialPolicy(allow_loopback=ALLOW_LOOPBACK_FOR_TESTS)))
@@ -124,6 +127,50 @@ async def test_device_page_through_the_tunnel_is_rewritten(
             frame = await asyncio.wait_for(reader.read(2), 10)
             assert frame[0] & 0x0F == 0x1  # a text frame from the device
             writer.close()
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_close_session_closes_open_websockets_with_1008_before_the_tunnel_drops(
+        tmp_path: Path, portal: FakePortal, printer: RunningDevice) -> None:
+    """Whoever calls ``TunnelRegistry.close_session`` (the portal's revocation, an
+    administrator) reaches the browser side: close 1008, sent while the tunnel still carries
+    the device's leg."""
+    from wsproto.events import CloseConnection, TextMessage
+
+    from .ws_peers import WsClient, upgrade_request
+
+    sid = new_session_id()
+    registry, server, client = await _tunnel(tmp_path, printer, sid)
+    tunnel_up_when_told: list[bool] = []
+
+    async def observe(session_id: str, reason: str) -> None:
+        tunnel_up_when_told.append(registry.lookup(session_id) is not None)
+
+    try:
+        async with Relay(tmp_path, portal, directory=registry) as relay:
+            registry.add_session_end_listener(observe)
+            cookie = await relay.login(sid)
+            ws = await WsClient.open(relay, sid, upgrade_request(
+                relay, sid, cookie, path="/app/ws/status"))
+            try:
+                assert ws.head.startswith(b"HTTP/1.1 101")
+                assert isinstance(await ws.next_event(), TextMessage)
+                closing = asyncio.create_task(
+                    registry.close_session(sid, "ended by an administrator"))
+                event = await ws.next_event()
+                while isinstance(event, TextMessage):
+                    event = await ws.next_event()
+                assert isinstance(event, CloseConnection) and event.code == 1008
+                assert event.reason == "ended by an administrator"
+                await ws.send(event.response())
+                assert await closing is True
+            finally:
+                ws.close()
+            assert tunnel_up_when_told == [True]
+            after = await relay.fetch(sid, "GET", "/", cookie=cookie)
+            assert after.status == 410
     finally:
         await client.close()
         await server.close()

@@ -28,6 +28,7 @@ import httpcore
 import httpx
 import pytest
 import uvicorn
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from ewsgate.agent.control_client import CommandContext
 from ewsgate.agent.dialer import ALLOW_LOOPBACK_FOR_TESTS, DialPolicy
@@ -40,8 +41,9 @@ from ewsgate.portal.context import PortalConfig
 from ewsgate.portal.control.hub import Progress
 from ewsgate.portal.services.relays import register_relay
 from ewsgate.portal.services.users import issue_api_token
-from ewsgate.portal.store.models import Device, Relay
+from ewsgate.portal.store.models import Device, Installation, Relay
 from ewsgate.relay.portal_certificate import fetch_relay_certificates
+from ewsgate.revocations import cert_thumbprint
 from sessions.rt_http import FakeControlServer
 from sessions.rt_world import PASSWORD, RtWorld
 
@@ -153,6 +155,10 @@ async def e2e(rt: RtWorld, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     (agent_dir / "cert.pem").write_bytes(issued.cert_pem)
     (agent_dir / "key.pem").write_bytes(key_to_pem(issued.key))
     (agent_dir / "ca.pem").write_bytes(ca.cert_pem)
+    async with rt.db.transaction() as s:  # what enrolment records: tickets are bound to it
+        installation = await s.get(Installation, rt.installation)
+        assert installation is not None
+        installation.cert_thumbprint = cert_thumbprint(issued.cert.public_bytes(Encoding.DER))
     tunnels = TunnelClient(TunnelClientConfig(
         cert_file=agent_dir / "cert.pem", key_file=agent_dir / "key.pem",
         relay_ca_file=agent_dir / "ca.pem",
@@ -164,7 +170,7 @@ async def e2e(rt: RtWorld, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     app = create_app(PortalConfig(data_dir=tmp_path / "portal", database_url=rt.db.url,
                                   public_url=portal_url),
                      database=rt.db,
-                     background=[FakeControlServer(AgentShim(session_handlers(
+                     background=[FakeControlServer(shim := AgentShim(session_handlers(
                          tunnels, address_policy=tunnels.config.dial_policy.address_policy)),
                          ca)])
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -204,7 +210,7 @@ async def e2e(rt: RtWorld, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
                                     limiter=ctx.login_limiter)
         yield {"portal_url": portal_url, "token": token, "ca_pem": relay_dir / "ca.pem",
                "portal_cookie": (ctx.config.auth.cookie_name, signed_in.cookie_value),
-               "tmp": tmp_path}
+               "tmp": tmp_path, "agent": shim, "tunnels": tunnels}
     finally:
         await tunnels.close()
         for process in processes:
@@ -277,7 +283,10 @@ async def test_open_device_web_page_end_to_end(rt: RtWorld, e2e: dict[str, Any])
             assert ended.json()["status"] == "ended"
 
             async def closed() -> bool:
-                answer = await browser.get(session["url"])
+                try:
+                    answer = await browser.get(session["url"])
+                except (httpx.RemoteProtocolError, httpx.ReadError):
+                    return False  # the relay cut the ended session's kept-alive connection
                 return answer.status_code == 410
 
             await _until(closed, 20)

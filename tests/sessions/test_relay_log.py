@@ -101,3 +101,17 @@ async def test_only_the_pinned_relay_writes_and_an_all_rejected_batch_stores_not
             {"index": 1, "code": "invalid_entry", "message": "an entry must be a JSON object"}]}
     assert await _ingest(rt, []) == {"accepted": 0, "duplicates": 0, "rejected": []}
     assert await _stored(rt, job_id) == []
+
+
+async def test_control_characters_from_the_relay_are_stored_escaped(rt: RtWorld) -> None:
+    """A relay (or the device behind it) choosing the detail text cannot put terminal escapes
+    or forged lines into the job log or its export."""
+    sid, job_id = await _session(rt)
+    hostile = "\x1b[2J\x1b]0;owned\x07\nERROR forged\r" + "x" * 10_000
+    result = await _ingest(rt, [_entry(sid, 1, detail=hostile, url="/a\x1bb")])
+    assert result["accepted"] == 1
+    [entry] = await _stored(rt, job_id)
+    assert "\x1b" not in entry.detail and "\n" not in entry.detail and "\x07" not in entry.detail
+    assert entry.detail.startswith("\\x1b[2J\\x1b]0;owned\\x07\\x0aERROR forged\\x0d")
+    assert len(entry.detail) <= 4000 and entry.detail.endswith("…")
+    assert entry.url == "/a\\x1bb"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from ewsgate import pki
 from ewsgate.agent.dialer import (
@@ -33,6 +34,7 @@ from ewsgate.portal.oauth.tokens import TokenIssuer
 from ewsgate.relay.registry import TunnelRegistry
 from ewsgate.relay.tickets import StaticKeySource, TicketVerifier
 from ewsgate.relay.tunnel_server import TunnelServer, TunnelServerConfig
+from ewsgate.revocations import cert_thumbprint
 
 PORTAL = "https://portal.test"
 RELAY_ID = "relay-1"
@@ -130,6 +132,8 @@ class World:
     ca_file: Path
     clients: list[TunnelClient] = field(default_factory=list)
     counter: int = 0
+    #: x5t#S256 of agent_cert: the tickets' cnf binding
+    agent_thumbprint: str = ""
 
     def device(self, *extra: DeviceEndpoint) -> DeviceTarget:
         return DeviceTarget(ip="127.0.0.1",
@@ -137,7 +141,7 @@ class World:
 
     def ticket(self, session_id: str, *, relay_id: str = RELAY_ID,
                installation: str = INSTALLATION, ttl: float = 600,
-               device: DeviceTarget | None = None) -> str:
+               device: DeviceTarget | None = None, thumbprint: str | None = None) -> str:
         dev = device or self.device()
         now = dt.datetime.now(dt.UTC)
         return self.issuer.tunnel_ticket(
@@ -145,6 +149,7 @@ class World:
             expires_at=now + dt.timedelta(seconds=ttl),
             device={"ip": dev.ip, "hostname": dev.hostname,
                     "endpoints": [{"scheme": e.scheme, "port": e.port} for e in dev.endpoints]},
+            certificate_thumbprint=thumbprint or self.agent_thumbprint,
         ).token
 
     def client(self, *, cert: Path | None = None, key: Path | None = None,
@@ -195,7 +200,8 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     w = World(tmp=tmp_path, ca=ca, issuer=issuer, registry=registry, server=server,
               verifier=verifier, relay_port=port, origin=origin,
               agent_cert=tmp_path / "agent.crt", agent_key=tmp_path / "agent.key",
-              ca_file=ca_file)
+              ca_file=ca_file,
+              agent_thumbprint=cert_thumbprint(inst.cert.public_bytes(Encoding.DER)))
     try:
         yield w
     finally:

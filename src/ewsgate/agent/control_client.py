@@ -48,6 +48,7 @@ from ewsgate.agent.proxy import ProxyConfig
 from ewsgate.agent.state import AgentIdentity, AgentState
 from ewsgate.proto import control_pb2 as pb
 from ewsgate.proto import control_pb2_grpc as pb_grpc
+from ewsgate.textsafe import safe_text
 
 __all__ = [
     "Backoff",
@@ -62,6 +63,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 RENEW_KIND = "RenewCertificate"
+#: most messages kept for the next stream while the portal is unreachable
+_MAX_OUTBOX = 10_000
 
 
 class CommandFailure(Exception):
@@ -239,10 +242,11 @@ class ControlClient:
             except _Reconnect as exc:
                 self.last_error = str(exc)
             except grpc.aio.AioRpcError as exc:
-                self.last_error = f"{exc.code().name}: {exc.details()}"
+                self.last_error = safe_text(f"{exc.code().name}: {exc.details()}")
                 if exc.code() in (grpc.StatusCode.PERMISSION_DENIED,
                                   grpc.StatusCode.UNAUTHENTICATED):
-                    log.error("the portal refuses this installation: %s", exc.details())
+                    log.error("the portal refuses this installation: %s",
+                              safe_text(exc.details()))
             except (OSError, TimeoutError, ValueError, pki.PkiError) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
             finally:
@@ -384,6 +388,22 @@ class ControlClient:
         self._control.append(message)
         self._wakeup.set()
 
+    def send_tunnel_report(self, *, session_id: str, kind: str, code: str, detail: str,
+                           count: int, budget: str = "") -> None:
+        """Queue a :class:`~ewsgate.agent.tunnel_reports.TunnelReport` for the portal (the
+        ledger rate-limits them). Queued while the stream is down and sent when it is back,
+        like command results."""
+        if len(self._outbox) >= _MAX_OUTBOX:
+            # bounded: a long outage must not grow memory for ever, and never at the expense
+            # of a command result
+            log.warning("control stream down too long: tunnel report on session %s dropped "
+                        "(%s %s x%d)", session_id, kind, code, count)
+            return
+        self._outbox.append(pb.AgentMessage(tunnel_report=pb.TunnelReport(
+            version=1, session_id=session_id, kind=kind, code=code, detail=detail,
+            count=count, budget=budget, sent_unix_ms=self._now_ms_local())))
+        self._wakeup.set()
+
     def _send_result(self, result: pb.CommandResult) -> None:
         self._outbox.append(pb.AgentMessage(result=result))
         self._wakeup.set()
@@ -404,7 +424,8 @@ class ControlClient:
             if not isinstance(payload, dict):
                 refusal = "bad_payload"
         if refusal is not None:
-            log.warning("command %s (%s) refused: %s", command.id, command.kind, refusal)
+            log.warning("command %s (%s) refused: %s", safe_text(command.id, limit=64),
+                        safe_text(command.kind, limit=64), refusal)
             self._send_result(pb.CommandResult(
                 command_id=command.id, status=pb.CommandResult.REFUSED, error_code=refusal,
                 error_message=_REFUSALS.get(refusal, refusal).format(kind=command.kind)))

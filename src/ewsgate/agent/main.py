@@ -64,7 +64,7 @@ def enroll(values: dict[str, Any]) -> int:
 
 async def _run(state: AgentState, proxy_flag: str | None, *,
                site_subnets: tuple[Any, ...] = (),
-               allow_loopback_devices: bool = False) -> int:
+               allow_loopback_devices: bool = False, max_device_connections: int = 32) -> int:
     from ewsgate.agent.address_policy import ALLOW_LOOPBACK_FOR_TESTS, AddressPolicy
     from ewsgate.agent.commands import default_handlers
     from ewsgate.agent.control_client import ClientConfig, ControlClient
@@ -83,7 +83,11 @@ async def _run(state: AgentState, proxy_flag: str | None, *,
     tunnels = TunnelClient(TunnelClientConfig(
         cert_file=state.cert_path, key_file=state.key_path, relay_ca_file=state.ca_path,
         proxy=config.proxy.url if config.proxy else None,
-        dial_policy=DialPolicy(addresses=addresses)))
+        dial_policy=DialPolicy(addresses=addresses),
+        max_device_connections=max_device_connections),
+        reporter=lambda report: client.send_tunnel_report(
+            session_id=report.session_id, kind=report.kind, code=report.code,
+            detail=report.detail, count=report.count, budget=report.budget))
     if allow_loopback_devices:
         log.warning("devices on loopback addresses may be dialled (one-machine demo entry): "
                     "a one-machine demo or test set-up, never a site")
@@ -127,7 +131,9 @@ def run(values: dict[str, Any], *, allow_loopback_devices: bool = False) -> int:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(_run(state, values.get("proxy"),
                                    site_subnets=tuple(values.get("site_subnets") or ()),
-                                   allow_loopback_devices=allow_loopback_devices))
+                                   allow_loopback_devices=allow_loopback_devices,
+                                   max_device_connections=int(
+                                       values.get("max_device_connections") or 32)))
     except StateError as exc:
         print(f"ewsgate agent run: {exc.code}: {exc}", file=sys.stderr)
         return 1

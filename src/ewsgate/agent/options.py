@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ewsgate.agent.address_policy import parse_site_subnets
-from ewsgate.config import Option, parse_host_port, parse_path, parse_url
+from ewsgate.config import Option, parse_host_port, parse_path, parse_positive_int, parse_url
 
 __all__ = ["ENROLL", "RUN"]
 
@@ -29,9 +29,14 @@ SITE_SUBNETS = Option("site-subnets", "the site's device subnets, comma-separate
                       "SNMP, no ARP priming, no TCP -- to an address outside them (default: "
                       "any address the address policy allows)", parse=parse_site_subnets,
                       metavar="CIDR,...")
+MAX_DEVICE_CONNECTIONS = Option(
+    "max-device-connections", "device connections one Remote Technician session may hold at "
+    "once; the relay's streams beyond it are refused (REFUSED_STREAM) and reported to the "
+    "portal", parse=parse_positive_int, default=32, metavar="N")
 
 RUN: list[Option] = [
     DATA_DIR,
     PROXY,
     SITE_SUBNETS,
+    MAX_DEVICE_CONNECTIONS,
 ]

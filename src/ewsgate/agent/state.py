@@ -105,7 +105,7 @@ class AgentState:
                 "control_address": str(identity.control_address),
                 "server_name": identity.server_name,
                 "enrolled_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-        _write(self.info_path, json.dumps(info, indent=2).encode() + b"\n")
+        _write(self.info_path, json.dumps(info, indent=2).encode() + b"\n", 0o600)
 
     def save_renewal(self, key_pem: bytes, cert_pem: bytes, ca_pem: bytes) -> None:
         """Replace key and certificate after a renewal (crash-safe, see the module docstring)."""

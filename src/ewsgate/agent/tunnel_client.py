@@ -13,7 +13,12 @@ For each ``OpenSession`` whose device identity check passed, the control handler
    is valid; it stops for good on SESSION_EXPIRED, SESSION_CLOSED, TICKET_REFUSED or a changed
    device certificate;
 4. enforces its own hard cap: the session ends at ``min(expires_at, started_at + 30 min +
-   margin)`` by the agent's clock, whatever the relay does. The clock is injected.
+   margin)`` by the agent's clock, whatever the relay does. The clock is injected;
+5. never dials for a stream the relay already reset, and holds at most
+   ``max_device_connections`` device connections at once (:mod:`.stream_guard`); refusals
+   and the relay's protocol violations go to the portal as rate-limited tunnel reports, and a
+   relay that keeps violating is cut: the session ends ``ENHANCE_YOUR_CALM``
+   (:mod:`.tunnel_reports`).
 
 State of a session::
 
@@ -35,7 +40,13 @@ from enum import Enum
 from pathlib import Path
 
 from ewsgate.agent.device_tls import DeviceCertChanged
-from ewsgate.agent.dialer import DeviceDialer, DeviceTarget, DialPolicy
+from ewsgate.agent.dialer import DestinationRefused, DeviceDialer, DeviceTarget, DialPolicy
+from ewsgate.agent.stream_guard import (
+    DEFAULT_MAX_DEVICE_CONNECTIONS,
+    DeviceSlots,
+    dial_unless_reset,
+)
+from ewsgate.agent.tunnel_reports import ReportLedger, TunnelReport
 from ewsgate.aio.connection import TunnelConnection
 from ewsgate.aio.errors import TunnelError, map_exceptions
 from ewsgate.aio.net import open_socket
@@ -98,6 +109,10 @@ class TunnelClientConfig:
     reconnect_max: float = 10.0
     #: how often the hard cap is checked against the clock
     watchdog_interval: float = 0.2
+    #: device connections one session may hold at once; streams beyond are REFUSED_STREAM
+    max_device_connections: int = DEFAULT_MAX_DEVICE_CONNECTIONS
+    #: tunnel connections closed for the relay's violations before the session is cut
+    max_violations: int = 3
 
     def __post_init__(self) -> None:
         if not 0 < self.max_session <= 30 * 60.0 or not 0 <= self.cap_margin <= 300:
@@ -118,6 +133,8 @@ class TunnelSession:
         #: the agent's own hard cap, in epoch seconds
         self.deadline = min(spec.expires_at, started + cfg.max_session + cfg.cap_margin)
         self.dialer = DeviceDialer(spec.device, cfg.dial_policy)
+        self.slots = DeviceSlots(cfg.max_device_connections)
+        self.ledger = ReportLedger(spec.session_id, max_violations=cfg.max_violations)
         self.connection: TunnelConnection | None = None
         self.admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -144,6 +161,8 @@ class TunnelSession:
             self.admitted.exception()  # mark retrieved: open_session may already be gone
         if not self.ended.done():
             self.ended.set_result(None)
+        for report in self.ledger.flush():
+            self.client.report(report)
         for task in self._tasks:
             if task is not asyncio.current_task():
                 task.cancel()
@@ -194,7 +213,8 @@ class TunnelSession:
         sock = await open_socket(spec.relay_host, spec.relay_port, cfg.proxy, cfg.connect_within)
         conn = TunnelConnection(Role.DIALER, config=cfg.protocol,
                                 credential=encode_credential(spec.ticket, self.generation),
-                                on_stream=self._serve_stream, clock=self.client.monotonic)
+                                on_stream=self._serve_stream, clock=self.client.monotonic,
+                                on_violation=self._on_violation)
         with map_exceptions(f"TLS to the relay {spec.relay_host}:{spec.relay_port}"):
             try:
                 await loop.create_connection(
@@ -209,27 +229,62 @@ class TunnelSession:
         return conn
 
     async def _serve_stream(self, stream: TunnelStream) -> None:
+        if not self.slots.take():
+            stream.reset(ErrorCode.REFUSED_STREAM, self.slots.refusal())
+            self._report("stream_refused", "REFUSED_STREAM", self.slots.refusal())
+            return
         try:
-            splice = await self.dialer.connect(stream)
+            await self._serve_device(stream)
+        finally:
+            self.slots.release()
+
+    async def _serve_device(self, stream: TunnelStream) -> None:
+        try:
+            splice = await dial_unless_reset(stream, self.dialer.connect)
         except DeviceCertChanged as exc:
             stream.reset(ErrorCode.DEVICE_CERT_CHANGED, exc.message)
             self.end(SessionState.FAILED, ErrorCode.DEVICE_CERT_CHANGED, exc.message)
             return
-        if stream.error is not None:
-            if splice.transport is not None:
-                splice.transport.abort()
+        except DestinationRefused as exc:
+            stream.reset(ErrorCode.DESTINATION_REFUSED, exc.message)
+            self._report("destination_refused", "DESTINATION_REFUSED", exc.message)
+            return
+        if splice is None:  # the relay reset the stream before or during the connect
             return
         stream.accept()
         splice.start()
         await splice.done
+
+    def _on_violation(self, code: ErrorCode | int, reason: str, budget: str) -> None:
+        """The relay broke the tunnel protocol (the core reset a stream or closed the
+        connection): report it, and cut the relay if it keeps doing it."""
+        name = code.name if isinstance(code, ErrorCode) else str(code)
+        connection = self.connection
+        fatal = connection is not None and connection.violation is not None
+        self._report("protocol_violation", name, reason, fatal=fatal, budget=budget)
+
+    def _report(self, kind: str, code: str, detail: str, *, fatal: bool = False,
+                budget: str = "") -> None:
+        reports, cut = self.ledger.record(kind, code, detail, self.client.monotonic(),
+                                          fatal=fatal, budget=budget)
+        for report in reports:
+            self.client.report(report)
+        if cut is not None:
+            log.warning("session %s: %s", self.spec.session_id, cut)
+            # not from inside the adapter's dispatch: end the session on the next loop turn
+            asyncio.get_running_loop().call_soon(
+                self.end, SessionState.FAILED, ErrorCode.ENHANCE_YOUR_CALM, cut)
 
 
 class TunnelClient:
     """All tunnels of one agent. The control-channel handlers call this."""
 
     def __init__(self, config: TunnelClientConfig, *, clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 reporter: Callable[[TunnelReport], None] | None = None) -> None:
         self.config = config
+        #: where reports about a relay's misbehaviour go (the control stream)
+        self.reporter = reporter
         #: wall clock (epoch seconds): session expiry and the hard cap
         self.clock = clock
         #: monotonic clock: keepalive
@@ -266,6 +321,16 @@ class TunnelClient:
             return False
         session.end(SessionState.ENDED, ErrorCode.SESSION_CLOSED, reason)
         return True
+
+    def report(self, report: TunnelReport) -> None:
+        """Hand a report to the control stream (logged as well; never raises)."""
+        log.warning("session %s: %s %s x%d: %s", report.session_id, report.kind, report.code,
+                    report.count, report.detail)
+        if self.reporter is not None:
+            try:
+                self.reporter(report)
+            except Exception:
+                log.exception("tunnel report could not be queued")
 
     def session(self, session_id: str) -> TunnelSession | None:
         return self._sessions.get(session_id)

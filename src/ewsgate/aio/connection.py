@@ -11,7 +11,10 @@
   DATA is framed, so ``TunnelStream.drain`` blocks; inbound, the peer can never send more than
   the windows we granted, so nothing is paused on the read side and memory stays bounded.
 * A keepalive timer calls ``core.tick(clock())`` with an injected clock; a dead peer ends the
-  connection.
+  connection, and the same time refills the core's abuse budgets.
+* A peer that breaks the protocol or floods (GOAWAY ``ENHANCE_YOUR_CALM`` from the core) is
+  reported to ``on_violation`` and recorded in :attr:`TunnelConnection.violation`; a stream
+  reset before its handler's task first ran never reaches the handler.
 
 Cancellation, cleanup and the mapping of transport failures to :class:`TunnelError` live here,
 never in the core.
@@ -48,11 +51,18 @@ from ewsgate.tunnel import (
     WindowUpdated,
 )
 
-__all__ = ["TunnelConnection", "set_nodelay"]
+__all__ = ["TunnelConnection", "ViolationHandler", "set_nodelay"]
 
 log = logging.getLogger(__name__)
 
 StreamHandler = Callable[[TunnelStream], Awaitable[None]]
+#: ``on_violation(code, reason, budget)``: the peer broke the protocol or exhausted an abuse
+#: budget (``budget`` names it, else ""); the core has already reset the stream or closed
+#: the connection
+ViolationHandler = Callable[[ErrorCode | int, str, str], None]
+#: codes of a connection this end closed that are not the peer's fault
+_NOT_A_VIOLATION = (ErrorCode.NO_ERROR, ErrorCode.KEEPALIVE_TIMEOUT, ErrorCode.INTERNAL_ERROR,
+                    ErrorCode.CANCEL)
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -61,6 +71,10 @@ def set_nodelay(transport: asyncio.BaseTransport) -> None:
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+
+#: how long a connection we closed for the peer's fault keeps reading (and discarding), so
+#: that the GOAWAY reaches the peer instead of being lost to a TCP reset
+LINGER = 0.5
 
 #: size of the receive buffer TLS decrypts into (a BufferedProtocol: no allocation per read)
 READ_BUFFER = 256 * 1024
@@ -93,11 +107,15 @@ class TunnelConnection(asyncio.BufferedProtocol):
     def __init__(self, role: Role, *, config: ProtocolConfig | None = None,
                  credential: bytes = b"", on_stream: StreamHandler | None = None,
                  clock: Callable[[], float] = time.monotonic, tick_interval: float = 1.0,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 on_violation: ViolationHandler | None = None) -> None:
         self.loop = loop or asyncio.get_running_loop()
         self.core = Connection(role, config, credential)
         self.role = role
         self._on_stream = on_stream
+        self._on_violation = on_violation
+        #: why this end closed the connection for the peer's fault (None: it did not)
+        self.violation: ConnectionTerminated | None = None
         self._clock = clock
         self._tick_interval = tick_interval
         self._transport: asyncio.Transport | None = None
@@ -340,15 +358,29 @@ class TunnelConnection(asyncio.BufferedProtocol):
             if stream is not None:
                 text = event.reason or "stream reset"
                 stream.on_reset(StreamResetError(text, event.error_code, event.remote))
+            if not event.remote:  # the core reset it: the peer broke that stream's rules
+                self._violated(event.error_code, event.reason, "")
         elif isinstance(event, HelloReceived):
             if not self.hello.done():
                 self.hello.set_result(event)
         elif isinstance(event, GoawayReceived):
             log.info("tunnel peer sent GOAWAY (%s): %s", event.error_code, event.reason)
         elif isinstance(event, ConnectionTerminated):
+            if not event.remote and event.error_code not in _NOT_A_VIOLATION:
+                self.violation = event
+                log.warning("tunnel peer %s: closed with %s: %s", "flooded" if event.budget
+                            else "broke the protocol", event.error_code, event.reason)
+                self._violated(event.error_code, event.reason, event.budget)
             self._flush()
             # record why before closing: closing a TLS transport may report EOF synchronously
             self._finish(TunnelClosedError(event.reason or "tunnel closed", event.error_code))
+
+    def _violated(self, code: ErrorCode | int, reason: str, budget: str) -> None:
+        if self._on_violation is not None:
+            try:
+                self._on_violation(code, reason, budget)
+            except Exception:
+                log.exception("tunnel violation handler failed")
 
     def _on_stream_opened(self, event: StreamOpened) -> None:
         stream = TunnelStream(self, event.stream_id, event.port_index, event.metadata)
@@ -361,6 +393,10 @@ class TunnelConnection(asyncio.BufferedProtocol):
         task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, stream: TunnelStream, handler: StreamHandler) -> None:
+        if stream.error is not None:
+            # reset (or the connection closed) between OPEN and this task's first step, e.g.
+            # OPEN and RESET in one read: the handler -- a device dial -- never runs
+            return
         try:
             await handler(stream)
         except TunnelError as exc:
@@ -410,6 +446,12 @@ class TunnelConnection(asyncio.BufferedProtocol):
                 waiter.set_result(None)
         for task in list(self._tasks):
             task.cancel()
+        if self.violation is not None and self._transport is not None:
+            # Our GOAWAY says why; closing a socket with unread bytes in its receive buffer
+            # sends a TCP RST, and a peer's kernel drops what it had not read yet -- our GOAWAY
+            # with it. So keep reading (the closed core discards it) for a moment first.
+            self.loop.call_later(LINGER, self._close_transport)
+            return
         self._close_transport()
 
     def _close_transport(self) -> None:

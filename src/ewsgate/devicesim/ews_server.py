@@ -339,12 +339,18 @@ class _HttpConnection:
                 b"This address speaks WebSocket only (send Upgrade: websocket)\n"))
             return
         await self._drain_request()
-        headers: list[tuple[str, str]] = [
-            ("Upgrade", "websocket"), ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", generate_accept_token(key.encode()).decode("ascii"))]
+        headers: list[tuple[str, str]] = [("Upgrade", "websocket"), ("Connection", "Upgrade")]
+        if response.accept != "missing":
+            # "wrong": the answer to another key (a hostile or broken device)
+            answered = key if response.accept == "computed" else "dGhlIHNhbXBsZSBub25jZQ=="
+            headers.append(("Sec-WebSocket-Accept",
+                            generate_accept_token(answered.encode()).decode("ascii")))
         await self._send(h11.InformationalResponse(status_code=101,
                                                    headers=headers + response.headers))
         leftover, _closed = self.conn.trailing_data
+        if response.raw is not None:
+            await response.raw(leftover, self.reader, self.writer)
+            return
         socket = _WebSocket(self.reader, self.writer, leftover)
         reader_task = asyncio.create_task(socket.pump())
         try:

@@ -159,6 +159,12 @@ class WebSocketResponse:
 
     session: Callable[[WebSocket], Awaitable[None]]
     headers: list[tuple[str, str]] = field(default_factory=list)
+    #: ``Sec-WebSocket-Accept`` in the 101: ``computed`` (RFC 6455), ``missing`` or ``wrong``
+    #: (hostile devices)
+    accept: str = "computed"
+    #: instead of ``session``: the raw connection after the 101 (bytes already read, reader,
+    #: writer), for a device that does not speak frames
+    raw: Callable[[bytes, Any, Any], Awaitable[None]] | None = None
 
 
 Handler = Callable[[Request], Awaitable[Response | WebSocketResponse]]

@@ -18,13 +18,14 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 
 from ewsgate.config import ConfigError
-from ewsgate.portal.services import NotFound, ServiceError, relays, users
+from ewsgate.portal.services import NotFound, ServiceError, audit, relays, users
 from ewsgate.portal.services.access import actor_for
 from ewsgate.portal.services.validation import clean_email, clean_int
 from ewsgate.portal.store.db import Database, DatabaseUrlError, default_database_url, upgrade
 from ewsgate.portal.store.models import User
 
-__all__ = ["create_relay", "create_token", "create_user", "database_url_of", "db_upgrade"]
+__all__ = ["create_relay", "create_token", "create_user", "database_url_of", "db_upgrade",
+           "rotate_kek"]
 
 T = TypeVar("T")
 
@@ -132,6 +133,42 @@ def create_relay(values: dict[str, Any]) -> int:
         print(f'domain = "{relay.public_domain}"')
 
     return _run(values, work, show)
+
+
+def rotate_kek(values: dict[str, Any]) -> int:
+    """Add a new key-encryption key to ``DATA_DIR/keys`` and re-seal every stored SNMP secret
+    with it. Older key files stay (values sealed with them still open); once this has run on
+    the database they may be removed."""
+    from ewsgate.portal.store.keyring import KeyringError, rotate
+    from ewsgate.portal.store.sealed import reseal_all
+
+    data_dir = Path(values.get("data_dir") or "./data/portal")
+
+    async def main() -> tuple[str, int]:
+        url = database_url_of(values)
+        await upgrade(url)
+        keyring = rotate(data_dir)
+        database = Database(url, pool=False, keyring=keyring)
+        try:
+            count = await reseal_all(database.engine)
+            async with database.transaction() as session:
+                await audit.record(session, "key_encryption_key.rotate", actor=audit.SYSTEM,
+                                   target_id=keyring.current,
+                                   after={"kid": keyring.current, "resealed_rows": count})
+            return keyring.current, count
+        finally:
+            await database.dispose()
+
+    try:
+        current, count = asyncio.run(main())
+    except DatabaseUrlError as exc:
+        raise ConfigError(f"--database-url: {exc}") from None
+    except KeyringError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"key-encryption key {current} is now current in {data_dir / 'keys'}; re-sealed "
+          f"{count} rows. Copy {data_dir / 'keys'} to every portal replica.")
+    return 0
 
 
 def _redacted(url: str) -> str:

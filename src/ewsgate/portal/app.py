@@ -56,7 +56,12 @@ def create_app(config: PortalConfig, *, database: Database | None = None,
     tests pass their own, and a fake ``clock``. ``ui=False`` leaves out the web pages.
     """
     owns = database is None
-    ctx = PortalContext(config=config, database=database or Database(config.database_url),
+    if database is None:
+        from ewsgate.portal.store.keyring import load_or_create_keyring
+
+        database = Database(config.database_url,
+                            keyring=load_or_create_keyring(config.data_dir))
+    ctx = PortalContext(config=config, database=database,
                         clock=clock, background=list(background), owns_database=owns)
     app = FastAPI(title="ewsgate portal API", version=__version__, description=_DESCRIPTION,
                   openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None,

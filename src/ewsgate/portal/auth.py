@@ -42,6 +42,7 @@ from ewsgate.portal.services.credentials import (
 )
 from ewsgate.portal.services.errors import AuthenticationFailed, RateLimited
 from ewsgate.portal.services.users import API_TOKEN_PREFIX
+from ewsgate.portal.sessions.revocation import end_user_sessions
 from ewsgate.portal.store.models import ApiToken, User, WebSession
 from ewsgate.portal.store.types import Clock, utc_now
 
@@ -237,17 +238,20 @@ async def purge_expired_sessions(session: AsyncSession, *, settings: AuthSetting
 
 async def logout(session: AsyncSession, cookie_value: str | None, *,
                  clock: Clock = utc_now) -> None:
-    """End the web session of ``cookie_value`` (no error if there is none)."""
+    """End the web session of ``cookie_value`` (no error if there is none), and with it the
+    user's live Remote Technician sessions: signing out of the portal signs out everywhere."""
     if cookie_value:
-        record = await session.scalar(
-            select(WebSession).where(WebSession.token_hash == hash_secret(cookie_value)))
+        digest = hash_secret(cookie_value)
+        record = await session.scalar(select(WebSession).where(WebSession.token_hash == digest))
         user = await session.get(User, record.user_id) if record is not None else None
         if record is not None and user is not None:
             await audit.record(session, "auth.sign_out", actor=audit.Principal(
                 "user", str(user.id), user.email), target_id=user.id, dealer_id=user.dealer_id,
                 detail=f"web session {record.id}", clock=clock)
-        await session.execute(
-            delete(WebSession).where(WebSession.token_hash == hash_secret(cookie_value)))
+        await session.execute(delete(WebSession).where(WebSession.token_hash == digest))
+        if record is not None:
+            await end_user_sessions(session, record.user_id, "the user signed out of the portal",
+                                    clock())
 
 
 def check_csrf(info: SessionInfo, presented: str | None) -> bool:

@@ -71,8 +71,11 @@ async def serve(config: PortalConfig, *, ready: Callable[[str], None] | None = N
     """Migrate, build the app and serve until cancelled or signalled."""
     import uvicorn
 
+    from ewsgate.fsmode import private_dir
     from ewsgate.portal.app import context_of, create_app
     from ewsgate.portal.store.db import upgrade
+    from ewsgate.portal.store.keyring import KeyringError
+    from ewsgate.portal.store.sealed import reseal_all
 
     sock = bind_socket(config)
     host, port = sock.getsockname()[:2]
@@ -80,9 +83,18 @@ async def serve(config: PortalConfig, *, ready: Callable[[str], None] | None = N
     url = f"http://{shown_host}:{port}"
     if not config.values.get("public_url"):  # --listen ...:0 → the port actually bound
         config = replace(config, public_url=url)
+    private_dir(config.data_dir)
     await upgrade(config.database_url)
     app = create_app(config)
     ctx = context_of(app)
+    try:
+        resealed = await reseal_all(ctx.database.engine)
+    except KeyringError as exc:
+        raise ConfigError(f"{exc}. Every portal replica needs the same {config.data_dir}/keys "
+                          "(copy it from the portal that sealed them, like the CA)") from None
+    if resealed:
+        log.info("sealed the SNMP secrets of %d stored rows with key %s", resealed,
+                 ctx.database.keyring.current)
     ctx.background.extend(background_services(ctx))
     server = uvicorn.Server(uvicorn.Config(
         app, http="httptools", loop="none", lifespan="on", log_level="info",

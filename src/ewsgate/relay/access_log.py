@@ -40,6 +40,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from ewsgate.relay.log_redaction import log_detail, log_url
+
 __all__ = [
     "AccessEntry",
     "AccessLog",
@@ -66,7 +68,9 @@ def redact_url(url: str) -> str:
     The callback ``/.ewsgate/callback?code=…&state=…`` carries a one-time authorization code and
     the state bound to the PKCE verifier; the log is read by people who must not be able to
     replay either, so the values become ``…`` and the parameter names stay (so the log still
-    shows that a callback carried them). Device URLs are recorded as sent.
+    shows that a callback carried them). Device URLs are left as they are here;
+    :meth:`AccessLog.record` applies :func:`ewsgate.relay.log_redaction.log_url`, which also
+    redacts secrets in device URLs, escapes control characters and marks a cut.
     """
     path, mark, query = url.partition("?")
     if not mark or not path.startswith(_RELAY_PATH_PREFIX):
@@ -90,7 +94,8 @@ class AccessEntry:
     #: the portal user (e-mail) the session cookie names; None before sign-in
     user: str | None
     method: str
-    #: the request target as the browser sent it (path and query), at most 2048 characters
+    #: the request target as the browser sent it (path and query), secrets redacted, control
+    #: characters escaped, cut at 2048 characters with a ``…[+N bytes]`` marker
     url: str
     #: the status sent to the browser; None if none was sent (connection dropped)
     status: int | None
@@ -239,9 +244,9 @@ class AccessLog:
         seq = self._next_seq.get(session_id, 1)
         self._next_seq[session_id] = seq + 1
         entry = AccessEntry(session_id=session_id, seq=seq, time=round(time, 3), user=user,
-                            method=method[:16], url=redact_url(url)[:2048], status=status,
+                            method=method[:16], url=log_url(url), status=status,
                             bytes_in=bytes_in, bytes_out=bytes_out, duration_ms=duration_ms,
-                            outcome=outcome, detail=detail[:500] if detail else None)
+                            outcome=outcome, detail=log_detail(detail))
         line = _ENCODER.encode(entry.to_json()).encode("utf-8") + b"\n"
         os.write(self._fd, line)
         self._size += len(line)

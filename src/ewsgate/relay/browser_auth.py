@@ -17,12 +17,17 @@ Theory of operation::
             ◀─303 /x + Set-Cookie __Host-ewsgate_rt=<relay-signed value> (expires with session)
 
 - The **verifier** never leaves the relay: it is kept in memory keyed by ``state``, bound to the
-  session, single-use and short-lived; the pending table is bounded (oldest dropped first).
+  session, single-use and short-lived. Pending sign-ins are capped per session and
+  rate-limited per client address, and nothing pending is ever evicted to make room
+  (:mod:`.sign_in_limits`).
 - The **session cookie** is the relay's own, not the portal's token: ``v1.<payload>.<mac>`` with
   payload ``{"sid", "sub", "email", "exp"}`` (base64url JSON) and an HMAC-SHA256 under a key in
   the relay's data directory. It is ``__Host-`` (Secure, Path=/, no Domain: host-only, so it
   never reaches another session's host), HttpOnly, SameSite=Lax, and expires with the session.
   A cookie for session A shown on session B's host fails the ``sid`` check.
+- **Signing out** (``/.ewsgate/logout``, :meth:`BrowserAuth.sign_out`) records the moment per
+  session; a cookie issued (``iat``, milliseconds) before it is refused from then on, so a copy
+  of the cookie taken before the sign-out does not keep the session open.
 - **Tokens in query strings are never read**: only the callback's ``code``/``state``/``iss``
   are, and only on the callback path.
 - The return target is the path first asked for, stored server-side and re-checked to be a
@@ -38,7 +43,6 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -50,6 +54,7 @@ from joserfc.jwk import KeySet
 
 from ewsgate.relay.clock import Clock
 from ewsgate.relay.portal_sessions import SessionStatusSource
+from ewsgate.relay.sign_in_limits import PendingSignIns
 
 __all__ = [
     "CALLBACK_PATH",
@@ -79,6 +84,8 @@ class Identity:
     user_id: str
     email: str
     expires_at: float
+    #: when the cookie was issued (epoch seconds); 0 for cookies without ``iat``
+    issued_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +107,13 @@ class Authenticator(Protocol):
         """The identity a valid cookie for this session names, or None."""
         ...
 
-    def begin(self, session_id: str, target: str) -> RelayResponse:
-        """Start sign-in: the redirect to the portal, remembering ``target``."""
+    def begin(self, session_id: str, target: str, client: str | None = None) -> RelayResponse:
+        """Start sign-in: the redirect to the portal, remembering ``target``; ``client`` is
+        the browser's address (sign-ins are rate-limited per address)."""
+        ...
+
+    def sign_out(self, session_id: str) -> None:
+        """End every browser's hold on the session: cookies issued until now are refused."""
         ...
 
     async def callback(self, session_id: str, target: str, cookie_header: bytes | None,
@@ -133,7 +145,12 @@ class OAuthClientConfig:
     jwks_uri: str = ""
     #: how long a started sign-in may take before its state is forgotten
     state_ttl: float = 300.0
+    #: all pending sign-ins together (memory safety: a full table refuses, it never evicts)
     max_pending: int = 10_000
+    #: pending sign-ins per session
+    max_pending_per_session: int = 16
+    #: sign-ins one client address (an IPv6 /64) may start per minute
+    sign_ins_per_minute: int = 20
 
     def __post_init__(self) -> None:
         if len(self.cookie_key) < 32:
@@ -201,7 +218,11 @@ class BrowserAuth:
         self._clock = clock
         self._keys = keys
         self._http = http
-        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self._pending: PendingSignIns[_Pending] = PendingSignIns(
+            clock, ttl=config.state_ttl, per_session=config.max_pending_per_session,
+            per_client_per_minute=config.sign_ins_per_minute, max_total=config.max_pending)
+        #: session id → when its browsers were signed out (cookies issued before are refused)
+        self._signed_out: dict[str, float] = {}
 
     # -- the cookie ----------------------------------------------------------------------
 
@@ -213,7 +234,8 @@ class BrowserAuth:
     def make_cookie_value(self, identity: Identity) -> str:
         payload = _b64url(json.dumps({
             "sid": identity.session_id, "sub": identity.user_id, "email": identity.email,
-            "exp": int(identity.expires_at)}, separators=(",", ":")).encode("utf-8"))
+            "exp": int(identity.expires_at), "iat": int(identity.issued_at * 1000)},
+            separators=(",", ":")).encode("utf-8"))
         return f"v1.{payload}.{self._mac(payload)}"
 
     def identify(self, session_id: str, cookie_header: bytes | None) -> Identity | None:
@@ -233,30 +255,44 @@ class BrowserAuth:
         exp = claims.get("exp")
         if not isinstance(exp, int) or exp <= self._clock.now():
             return None
+        iat = claims.get("iat")
+        issued_at = iat / 1000 if isinstance(iat, int) else 0.0
+        signed_out = self._signed_out.get(session_id)
+        if signed_out is not None and issued_at <= signed_out:
+            return None
         return Identity(session_id=session_id, user_id=str(claims.get("sub")),
-                        email=str(claims.get("email")), expires_at=float(exp))
+                        email=str(claims.get("email")), expires_at=float(exp),
+                        issued_at=issued_at)
+
+    def sign_out(self, session_id: str) -> None:
+        now = self._clock.now()
+        if len(self._signed_out) > 100_000:
+            # a sign-out matters only while the session's cookies can live (30 minutes)
+            for sid in [s for s, at in self._signed_out.items() if at < now - 3600]:
+                del self._signed_out[sid]
+        self._signed_out[session_id] = now
 
     # -- starting sign-in ----------------------------------------------------------------
 
     def redirect_uri(self, session_id: str) -> str:
         return f"https://{self._session_host(session_id)}{CALLBACK_PATH}"
 
-    def _forget_stale(self) -> None:
-        now = self._clock.now()
-        while self._pending:
-            state, pending = next(iter(self._pending.items()))
-            if now - pending.created < self.config.state_ttl and (
-                    len(self._pending) <= self.config.max_pending):
-                break
-            self._pending.pop(state)
-
-    def begin(self, session_id: str, target: str) -> RelayResponse:
-        self._forget_stale()
+    def begin(self, session_id: str, target: str, client: str | None = None) -> RelayResponse:
         state = secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(48)  # 64 characters of [A-Za-z0-9_-]
         challenge = _b64url(hashlib.sha256(verifier.encode("ascii")).digest())
-        self._pending[state] = _Pending(session_id, verifier, safe_target(target),
-                                        self._clock.now())
+        refused = self._pending.add(state, session_id, client, _Pending(
+            session_id, verifier, safe_target(target), self._clock.now()))
+        if refused is not None:
+            from ewsgate.relay.session_pages import render
+
+            page = render("sign_in_limited", portal_url=self.config.portal_url,
+                          detail=refused.message)
+            return RelayResponse(
+                status=page.status, outcome="refused", detail=refused.code, body=page.body,
+                headers=[(b"Content-Type", b"text/html; charset=utf-8"),
+                         (b"Cache-Control", b"no-store"),
+                         (b"Retry-After", str(refused.retry_after).encode("ascii"))])
         query = urlencode({
             "response_type": "code",
             "client_id": self.config.relay_id,
@@ -294,7 +330,8 @@ class BrowserAuth:
             return values[0] if values and len(values) == 1 else None
 
         state = one("state")
-        pending = self._pending.pop(state, None) if state else None
+        item = self._pending.pop(state) if state else None
+        pending = item[2] if item is not None else None
         if pending is None or pending.session_id != session_id:
             return self._refuse("unknown_state", "This sign-in link is unknown, used or "
                                 "expired. Reload the device page to sign in again.")
@@ -332,7 +369,7 @@ class BrowserAuth:
         expires_at = min(session_end, self._clock.now() + 30 * 60)
         identity = Identity(session_id=session_id, user_id=str(claims["sub"]),
                             email=str(claims.get("email") or claims["sub"]),
-                            expires_at=expires_at)
+                            expires_at=expires_at, issued_at=self._clock.now())
         max_age = max(1, int(expires_at - self._clock.now()))
         cookie = (f"{SESSION_COOKIE}={self.make_cookie_value(identity)}; Secure; HttpOnly; "
                   f"SameSite=Lax; Path=/; Max-Age={max_age}")

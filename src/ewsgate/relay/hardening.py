@@ -16,7 +16,8 @@ Responses (:func:`harden_response_headers`):
 - added: :func:`content_security_policy` (below), ``X-Content-Type-Options: nosniff``,
   ``Referrer-Policy: same-origin``, ``Cross-Origin-Opener-Policy: same-origin``,
   ``Cross-Origin-Resource-Policy: same-origin``, ``X-Frame-Options: SAMEORIGIN`` (for browsers
-  without ``frame-ancestors``) and a ``Permissions-Policy`` turning off powerful features.
+  without ``frame-ancestors``), a ``Permissions-Policy`` turning off powerful features and
+  ``Strict-Transport-Security`` (:data:`HSTS`).
 
 The CSP confines fetches, forms, frames, WebSockets and ``<base>`` to the session origin.
 ``script-src`` allows ``'unsafe-inline'`` and ``'unsafe-eval'`` because embedded web servers are
@@ -43,6 +44,7 @@ import functools
 from dataclasses import dataclass
 
 __all__ = [
+    "HSTS",
     "SAFE_METHODS",
     "Refusal",
     "check_request_site",
@@ -54,6 +56,10 @@ __all__ = [
 ]
 
 SAFE_METHODS = frozenset({b"GET", b"HEAD"})
+#: HSTS on every session origin: each session host is used once, so a day covers the session
+#: (30 minutes at most) and its ended page; ``includeSubDomains`` belongs on the relay's parent
+#: domain, which the operator serves (docs/relay.md)
+HSTS = b"max-age=86400"
 
 _DROP_PREFIXES = (b"access-control-",)
 _DROP = frozenset({
@@ -105,6 +111,7 @@ def _security_headers(session_host: str) -> tuple[tuple[bytes, bytes], ...]:
         (b"X-Frame-Options", b"SAMEORIGIN"),
         (b"Permissions-Policy",
          b"camera=(), microphone=(), geolocation=(), usb=(), serial=(), hid=(), payment=()"),
+        (b"Strict-Transport-Security", HSTS),
     )
 
 

@@ -17,9 +17,10 @@ Theory of operation (one browser connection, after TLS)::
   Content-Length and chunked (chunked wins).
 - **Re-serialising** to the device: ``Host``, ``Origin`` and ``Referer`` are rewritten to the
   device's LAN view; hop-by-hop headers, ``X-Forwarded-*``/``Forwarded``/``X-Real-IP`` from the
-  client, ``Proxy-Authorization``, ``Expect`` and the relay's own cookies are stripped;
-  ``Accept-Encoding`` is limited to what the rewriter can decode. No forwarding headers are
-  added: the device has no use for them and they would tell it who the technician is.
+  client, ``Proxy-Authorization`` and ``Expect`` are stripped; of the cookies only this
+  session's device cookies pass, renamed back (:mod:`.device_cookies`); ``Accept-Encoding``
+  is limited to what the rewriter can decode. No forwarding headers are added: the device has
+  no use for them and they would tell it who the technician is.
   ``Authorization`` passes through (devices use HTTP Basic/Digest).
 - **Heads are validated once**: h11 gets each outgoing head with only the headers it acts on
   (``Host``, framing, the upgrade), and the other lines are appended serialised: lines h11
@@ -36,15 +37,19 @@ Theory of operation (one browser connection, after TLS)::
 - **Responses** are re-framed by h11 for the browser (chunked for HTTP/1.1 when the length is
   unknown, close-delimited for HTTP/1.0 clients), rewritten (:mod:`.rewrite`) and hardened
   (:mod:`.hardening`).
-- **WebSockets**: an ``Upgrade: websocket`` request whose ``Origin`` is the session origin is
-  forwarded; after the device's ``101`` both sides are spliced as raw bytes until either closes
-  or the session ends.
+- **WebSockets**: an ``Upgrade: websocket`` request whose ``Origin`` is the session origin and
+  whose handshake is valid (:mod:`.ws_handshake`) is forwarded with the relay's own key; a
+  device ``101`` that does not answer it gets the browser a 502. After the switch, frames are
+  parsed on both sides and re-framed (:mod:`.ws_bridge`, :mod:`.ws_proxy`): nothing but
+  WebSocket frames passes, and at the session's end both sides get close 1008.
 - **Timeouts**: ``header_timeout`` for a whole request head from its first byte (slow-loris),
   ``idle_timeout`` between requests, ``body_timeout`` for a body making no progress (long, for
   firmware uploads), ``response_timeout`` for the device's first response byte.
 - **Expiry**: once a connection is bound to a session, a watchdog on the relay's clock cancels
-  it at the session's end: in-flight responses and WebSockets are cut, and the next request on a
-  new connection gets the "session ended" page.
+  it at the session's end: in-flight responses are cut, WebSockets get close 1008 both ways and
+  a short grace, and the next request on a new connection gets the "session ended" page. A
+  session ended early reaches its connections the same way (:meth:`RelayProxy.end_session`,
+  called by the tunnel registry's session-end listeners).
 
 Every request that names a session is written to the access log with its outcome.
 """
@@ -57,6 +62,7 @@ import logging
 import re
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,31 +71,53 @@ import h11
 from ewsgate.relay.access_log import AccessLog
 from ewsgate.relay.browser_auth import Authenticator, Identity, RelayResponse
 from ewsgate.relay.clock import Clock
+from ewsgate.relay.device_cookies import DeviceCookies, HtmlShimInjector
 from ewsgate.relay.hardening import (
     check_request_site,
     dropped_response_header,
     security_header_block,
     security_headers,
 )
+from ewsgate.relay.log_redaction import log_detail, log_url
+from ewsgate.relay.navigation import (
+    Landings,
+    check_navigation,
+    foreign_navigation,
+    same_origin_path,
+)
 from ewsgate.relay.portal_sessions import SessionStatusSource
+from ewsgate.relay.redirects import REFUSED_PATH, MetaRefreshGuard, RedirectPolicy
+from ewsgate.relay.request_hygiene import check_header_fields, check_target, stripped
 from ewsgate.relay.rewrite import (
-    RESERVED_COOKIE_PREFIX,
     BodyDecoder,
     LanRewriter,
     StreamRewriter,
     rewritable_content_type,
 )
+from ewsgate.relay.server_names import ServerNames
 from ewsgate.relay.session_pages import render
+from ewsgate.relay.sign_out import LOGOUT_PATH, clearing_headers, sign_out_allowed
 from ewsgate.relay.upstream import (
     ByteStream,
     SessionDirectory,
     SessionInfo,
     UpstreamUnavailable,
 )
+from ewsgate.relay.ws_handshake import (
+    BrowserHandshake,
+    HandshakeRefused,
+    browser_switch_headers,
+    check_browser_request,
+    check_device_switch,
+    device_handshake_lines,
+)
+from ewsgate.relay.ws_proxy import WebSocketProxy
 
 __all__ = ["MAX_SESSION_SECONDS", "ProxyConfig", "RelayProxy"]
 
 log = logging.getLogger(__name__)
+#: every refusal with the client's address (the job's log entry carries the code)
+refusals = logging.getLogger("ewsgate.relay.refusals")
 
 MAX_SESSION_SECONDS = 30 * 60
 RELAY_PATH_PREFIX = "/.ewsgate/"
@@ -127,13 +155,16 @@ class ProxyConfig:
     read_size: int = 64 * 1024
     #: no session lives longer than this on the relay, whatever its ticket says
     max_session_seconds: float = MAX_SESSION_SECONDS
+    #: how long a WebSocket's peers get to answer a close (then the connection is cut)
+    websocket_close_grace: float = 2.0
 
     def __post_init__(self) -> None:
         if not 0 < self.max_session_seconds <= MAX_SESSION_SECONDS:
             raise ValueError(
                 f"max_session_seconds {self.max_session_seconds} is out of range: sessions may "
                 f"last at most {MAX_SESSION_SECONDS} s (30 minutes); choose a value up to that")
-        for name in ("header_timeout", "idle_timeout", "body_timeout", "response_timeout"):
+        for name in ("header_timeout", "idle_timeout", "body_timeout", "response_timeout",
+                     "websocket_close_grace"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.max_header_bytes < 1024:
@@ -179,6 +210,8 @@ class _Exchange:
     outcome: str = "ok"
     detail: str | None = None
     logged: bool = False
+    #: the browser's address (written into refusals' detail)
+    client: str | None = None
 
 
 class _CloseConnection(Exception):
@@ -214,6 +247,21 @@ class RelayProxy:
         self._ended: dict[str, float] = {}
         #: the end of every session seen live (to tell "ended" from "tunnel down")
         self._known_end: dict[str, float] = {}
+        #: why new sign-ins are refused now (the portal unreachable), or None; set by main
+        self.sign_in_refusal: Callable[[], str | None] | None = None
+        #: session id → when its browsers signed out (identities cached on connections and
+        #: issued before that are no longer taken)
+        self.signed_out: dict[str, float] = {}
+        #: install on the browser listener's TLS context so early refusals find their session
+        self.server_names = ServerNames()
+        #: where redirect chains from other sites were sent (they may land there too)
+        self.landings = Landings()
+        #: browser connections bound to each session (to end them when the session ends)
+        self._bound: dict[str, set[_BrowserConnection]] = {}
+        subscribe = getattr(directory, "add_session_end_listener", None)
+        if callable(subscribe):
+            # the tunnel registry: whoever ends a session there ends its browser side here
+            subscribe(self.end_session)
 
     # -- session lifetime ----------------------------------------------------------------
 
@@ -234,9 +282,34 @@ class RelayProxy:
             self._known_end.pop(sid, None)
             self._first_seen.pop(sid, None)
             self._ended.pop(sid, None)
+            self.signed_out.pop(sid, None)
 
     def mark_ended(self, session_id: str) -> None:
         self._ended.setdefault(session_id, self.clock.now())
+
+    async def end_session(self, session_id: str,
+                          reason: str = "the Remote Technician session ended") -> None:
+        """End every browser connection of a session now (revoked, closed early or expired).
+
+        Open WebSockets get close 1008 both ways and ``websocket_close_grace`` to answer; every
+        connection is then cut, like at the session's expiry. The tunnel registry calls this
+        before it drops the session's tunnel, so the closes still reach the device.
+        """
+        self.mark_ended(session_id)
+        connections = list(self._bound.get(session_id, ()))
+        if connections:
+            await asyncio.gather(*(c.end(reason) for c in connections),
+                                 return_exceptions=True)
+
+    def _bind(self, session_id: str, connection: _BrowserConnection) -> None:
+        self._bound.setdefault(session_id, set()).add(connection)
+
+    def _unbind(self, session_id: str, connection: _BrowserConnection) -> None:
+        bound = self._bound.get(session_id)
+        if bound is not None:
+            bound.discard(connection)
+            if not bound:
+                del self._bound[session_id]
 
     async def missing_session_page(self, session_id: str) -> str:
         """Which page a session id without a live tunnel gets.
@@ -295,12 +368,18 @@ class RelayProxy:
         if exchange.logged or self.access_log is None:
             return
         exchange.logged = True
+        detail = exchange.detail
+        if exchange.outcome == "refused":
+            # the job's entry has no client field (the portal's schema); the relay's log has
+            refusals.info("refused %s %s %s: status %s, %s, client %s", exchange.session_id,
+                          exchange.method[:16], log_url(exchange.url), exchange.status,
+                          log_detail(detail), exchange.client)
         self.access_log.record(
             session_id=exchange.session_id, time=exchange.wall, user=exchange.user,
             method=exchange.method, url=exchange.url, status=exchange.status,
             bytes_in=exchange.bytes_in, bytes_out=exchange.bytes_out,
             duration_ms=int((time.monotonic() - exchange.started) * 1000),
-            outcome=exchange.outcome, detail=exchange.detail)
+            outcome=exchange.outcome, detail=detail)
 
 
 class _BrowserConnection:
@@ -323,6 +402,11 @@ class _BrowserConnection:
         #: the request being answered; logged before its response's last bytes leave
         self._exchange: _Exchange | None = None
         self._rewriter: LanRewriter | None = None
+        self._redirects: RedirectPolicy | None = None
+        #: the request being forwarded is a navigation from another site (let in)
+        self._foreign_navigation = False
+        #: the device's ``Location`` the relay passed on in the current response
+        self._location: str | None = None
         #: browser-bound bytes held back by _send until _flush
         self._out: list[bytes] = []
         self._out_size = 0
@@ -334,9 +418,22 @@ class _BrowserConnection:
         self._origins: _SessionStrings | None = None
         #: the current request's headers: the first value for each lower-case name
         self._fields: dict[bytes, bytes] = {}
+        peer = writer.get_extra_info("peername")
+        #: the browser's address, for refusals in the log and sign-in limits
+        self.client: str | None = str(peer[0]) if isinstance(peer, tuple) and peer else None
+
+        #: the WebSocket upgrade being forwarded: the browser's handshake and the relay's key
+        self._handshake: tuple[BrowserHandshake, bytes] | None = None
+        #: the WebSocket this connection became, once switched
+        self.websocket: WebSocketProxy | None = None
+        self._ending: asyncio.Task[None] | None = None
+        #: the session's device-cookie namespace (:mod:`.device_cookies`)
+        self._device_cookies: DeviceCookies | None = None
 
     async def close(self) -> None:
-        if self._watchdog is not None:
+        if self.session is not None:
+            self.proxy._unbind(self.session.session_id, self)
+        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
             self._watchdog.cancel()
         if self._out and not self.expired:
             with contextlib.suppress(Exception):
@@ -445,10 +542,12 @@ class _BrowserConnection:
         await self._simple_error(status, "bad_request",
                                  f"The request was malformed and refused: {exc}.")
 
-    async def _simple_error(self, status: int, kind: str, detail: str) -> None:
+    async def _simple_error(self, status: int, kind: str, detail: str,
+                            request: h11.Request | None = None) -> None:
         """A relay page on a connection that is then closed (no session context needed)."""
         if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
+        self._log_refusal(status, kind, detail, request)
         page = render(kind, portal_url=self.config.portal_url, detail=detail, status=status)
         host = self.config.session_host(self.session.session_id) if self.session else (
             self.config.domain)
@@ -460,6 +559,29 @@ class _BrowserConnection:
             await self._send(h11.Response(status_code=status, headers=headers))
             await self._send(h11.Data(data=page.body))
             await self._send(h11.EndOfMessage())
+
+    def _log_refusal(self, status: int, kind: str, detail: str,
+                     request: h11.Request | None) -> None:
+        """Log a refusal made before the request named a session: under the session the
+        connection's ``Host`` or TLS server name names, else in the relay's own log."""
+        session_id = self._host[1] if self._host is not None else None
+        if session_id is None:
+            server_name = self.proxy.server_names.name_of(
+                self.writer.get_extra_info("ssl_object"))
+            if server_name is not None:
+                session_id = self.config.session_id_for_host(
+                    server_name.encode("ascii", "replace"))
+        method = request.method.decode("latin-1") if request is not None else "-"
+        url = request.target.decode("latin-1") if request is not None else "-"
+        if session_id is None or self.proxy.access_log is None:
+            log.warning("refused %d (%s) from %s before any session was named: %s %s: %s",
+                        status, kind, self.client, method, url[:200], detail[:300])
+            return
+        self.proxy.log(_Exchange(
+            session_id=session_id, method=method, url=url, started=time.monotonic(),
+            wall=self.proxy.clock.now(), status=status, outcome="refused",
+            detail=f"{kind} before parsing, client {self.client}: {detail}",
+            client=self.client))
 
     # -- request loop --------------------------------------------------------------------
 
@@ -487,7 +609,7 @@ class _BrowserConnection:
             # h11 caps a head still arriving; one that came in a single read is measured here
             await self._simple_error(431, "bad_request", (
                 f"The request head is {head_size} bytes; the limit is "
-                f"{self.config.max_header_bytes}."))
+                f"{self.config.max_header_bytes}."), request)
             raise _CloseConnection
         # the first value of each header by lower-case name, looked up below instead of
         # scanning the head once per header name
@@ -497,10 +619,11 @@ class _BrowserConnection:
             self._host = (host, self.config.session_id_for_host(host))
         session_id = self._host[1]
         if session_id is None:
-            await self._simple_error(404, "not_a_session_host", "")
+            await self._simple_error(404, "not_a_session_host", "", request)
             raise _CloseConnection
         exchange = _Exchange(session_id=session_id, method=method.decode("latin-1"),
-                             url=target, started=time.monotonic(), wall=self.proxy.clock.now())
+                             url=target, started=time.monotonic(), wall=self.proxy.clock.now(),
+                             client=self.client)
         self._exchange = exchange
         try:
             await self._handle_session_request(request, session_id, exchange)
@@ -533,18 +656,25 @@ class _BrowserConnection:
             await self._page(exchange, "bad_request", close=True, detail=(
                 "Only origin-form request targets (a path) are accepted."))
             return
+        refusal = check_target(target) or check_header_fields(request.headers.raw_items())
+        if refusal is not None:
+            exchange.detail = refusal.code
+            await self._page(exchange, "bad_request", close=True, detail=refusal.message)
+            return
         info = self.proxy.directory.lookup(session_id)
         now = self.proxy.clock.now()
-        if info is None:
+        if info is None or session_id in self.proxy._ended:
             await self._page(exchange, await self.proxy.missing_session_page(session_id),
                              close=True)
             return
-        if now >= self.proxy.session_end(info):
+        if now >= self.proxy.session_end(info) or session_id in self.proxy._ended:
+            # expired, or ended here (end_session) before its tunnel is gone
             self.proxy.mark_ended(session_id)
             await self._page(exchange, "session_ended", close=True)
             return
         if self.session is None:
             self.session = info
+            self.proxy._bind(session_id, self)
             self._watchdog = asyncio.create_task(self._expire_at(self.proxy.session_end(info)))
         cookie_header = headers.get(b"cookie")
         path = target.decode("latin-1")
@@ -553,9 +683,19 @@ class _BrowserConnection:
             return
         identity = self._identify(session_id, cookie_header, now)
         if identity is None:
+            if await self._sign_in_refused(exchange):
+                return
             if request.method in (b"GET", b"HEAD"):
-                await self._respond(exchange, self.proxy.auth.begin(session_id, path),
-                                    close=False)
+                # another site must not start a sign-in that returns to a deep path either
+                refusal = check_navigation(headers, target,
+                                           self.proxy.landings.allowed(session_id, path, now))
+                if refusal is not None:
+                    exchange.detail = refusal.code
+                    await self._page(exchange, "cross_site_navigation", close=False,
+                                     detail=refusal.message, continue_to=path)
+                    return
+                await self._respond(exchange, self.proxy.auth.begin(
+                    session_id, path, client=self.client), close=False)
             else:
                 await self._page(exchange, "not_signed_in", close=True)
             return
@@ -569,7 +709,32 @@ class _BrowserConnection:
             await self._page(exchange, "cross_site_refused", close=True, detail=refusal.message,
                              outcome="refused")
             return
+        landed = self.proxy.landings.allowed(session_id, path, now)
+        if not websocket and (refusal := check_navigation(headers, target, landed)) is not None:
+            exchange.detail = refusal.code
+            await self._page(exchange, "cross_site_navigation", close=False,
+                             detail=refusal.message, continue_to=path)
+            return
+        self._foreign_navigation = not websocket and foreign_navigation(headers)
+        self._handshake = None
+        if websocket:
+            handshake = check_browser_request(request.method, request.http_version,
+                                              request.headers)
+            if isinstance(handshake, HandshakeRefused):
+                await self._refuse_handshake(exchange, handshake)
+                return
+            self._handshake = (handshake, b"")
         await self._forward(request, info, identity, exchange, websocket)
+
+    async def _refuse_handshake(self, exchange: _Exchange, refused: HandshakeRefused) -> None:
+        exchange.detail = f"websocket_handshake_refused: {refused.reason}"[:300]
+        page = render("bad_request", portal_url=self.config.portal_url,
+                      detail=f"The WebSocket handshake was refused: {refused.reason}.",
+                      status=refused.status)
+        await self._respond(exchange, RelayResponse(
+            status=refused.status, body=page.body, outcome="refused", detail=exchange.detail,
+            headers=[(b"Content-Type", b"text/html; charset=utf-8"),
+                     (b"Cache-Control", b"no-store"), *refused.headers]), close=True)
 
     def _identify(self, session_id: str, cookie_header: bytes | None,
                   now: float) -> Identity | None:
@@ -578,12 +743,30 @@ class _BrowserConnection:
         the session and the time)."""
         cached = self._identity
         if cached is not None and cookie_header is not None and cached[0] == cookie_header \
-                and cached[1].session_id == session_id and now < cached[1].expires_at:
+                and cached[1].session_id == session_id and now < cached[1].expires_at \
+                and cached[1].issued_at > self.proxy.signed_out.get(session_id, -1.0):
             return cached[1]
         identity = self.proxy.auth.identify(session_id, cookie_header)
         self._identity = (cookie_header, identity) if identity is not None and \
             cookie_header is not None else None
         return identity
+
+    def _cookie_space(self, session_id: str) -> DeviceCookies:
+        space = self._device_cookies
+        if space is None or space.session_id != session_id:
+            space = self._device_cookies = DeviceCookies(session_id)
+        return space
+
+    def _shim_injector(self, content_type: str, session_id: str) -> HtmlShimInjector | None:
+        """The ``document.cookie`` shim for an HTML response, only for a navigation
+        (``Sec-Fetch-Dest`` document/iframe/frame): a fragment fetched by script, or a
+        response to a client that does not say, stays byte for byte what the device sent."""
+        if content_type.split(";", 1)[0].strip().lower() != "text/html":
+            return None
+        dest = self._fields.get(b"sec-fetch-dest")
+        if dest is None or dest.strip().lower() not in _DOCUMENT_DESTS:
+            return None
+        return HtmlShimInjector(self._cookie_space(session_id).shim())
 
     def _strings(self, info: SessionInfo) -> _SessionStrings:
         strings = self._origins
@@ -596,21 +779,63 @@ class _BrowserConnection:
                           cookie_header: bytes | None, exchange: _Exchange) -> None:
         route = path.split("?", 1)[0]
         if route == "/.ewsgate/callback" and request.method == b"GET":
+            if await self._sign_in_refused(exchange):
+                return
             response = await self.proxy.auth.callback(
                 info.session_id, path, cookie_header, self.proxy.session_end(info))
+            if response.status == 303 and foreign_navigation(self._fields):
+                # back to the page first asked for, at the end of a chain through the portal
+                target = dict(response.headers).get(b"Location", b"/").decode("latin-1")
+                self.proxy.landings.allow(info.session_id, target, self.proxy.clock.now())
             await self._respond(exchange, response, close=False)
+            return
+        if route == LOGOUT_PATH:
+            await self._sign_out(info, cookie_header, exchange)
+            return
+        if route == REFUSED_PATH:
+            exchange.detail = "navigation_refused_page"
+            await self._page(exchange, "navigation_refused", close=False)
             return
         await self._page(exchange, "session_not_found", close=False, status=404,
                          detail="This relay address does not exist.")
+
+    async def _sign_in_refused(self, exchange: _Exchange) -> bool:
+        """Refuse a new sign-in while the portal is unreachable (it may have revoked it)."""
+        check = self.proxy.sign_in_refusal
+        reason = check() if check is not None else None
+        if reason is None:
+            return False
+        exchange.detail = "portal_unreachable"
+        await self._page(exchange, "portal_unreachable", close=True, detail=reason,
+                         outcome="refused")
+        return True
+
+    async def _sign_out(self, info: SessionInfo, cookie_header: bytes | None,
+                        exchange: _Exchange) -> None:
+        if not sign_out_allowed(self._fields.get(b"sec-fetch-site")):
+            exchange.detail = "cross_site_sign_out_refused"
+            await self._page(exchange, "cross_site_refused", close=True, outcome="refused",
+                             detail="Only the session's own pages may sign you out of it.")
+            return
+        self.proxy.auth.sign_out(info.session_id)
+        self.proxy.signed_out[info.session_id] = self.proxy.clock.now()
+        self._identity = None
+        exchange.detail = "signed_out"
+        await self._page(exchange, "signed_out", close=True, outcome="auth",
+                         extra_headers=clearing_headers(cookie_header))
 
     # -- answering from the relay --------------------------------------------------------
 
     async def _page(self, exchange: _Exchange, kind: str, *, close: bool,
                     detail: str | None = None, status: int | None = None,
-                    outcome: str | None = None) -> None:
-        page = render(kind, portal_url=self.config.portal_url, detail=detail, status=status)
+                    outcome: str | None = None, continue_to: str | None = None,
+                    extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        page = render(kind, portal_url=self.config.portal_url, detail=detail, status=status,
+                      continue_to=continue_to)
         headers = [(b"Content-Type", b"text/html; charset=utf-8"),
-                   (b"Cache-Control", b"no-store")]
+                   (b"Cache-Control", b"no-store"), *(extra_headers or ())]
+        if kind == "session_ended" and extra_headers is None:
+            headers += clearing_headers(self._fields.get(b"cookie"))
         if kind == "not_signed_in":
             headers.append((b"WWW-Authenticate", b'Cookie realm="Remote Technician"'))
         response = RelayResponse(status=page.status, headers=headers, body=page.body,
@@ -644,9 +869,24 @@ class _BrowserConnection:
 
     async def _expire_at(self, moment: float) -> None:
         await self.proxy.clock.sleep_until(moment)
+        await self.end("the Remote Technician session expired")
+
+    async def end(self, reason: str) -> None:
+        """The session ended: close a WebSocket with 1008 (short grace), then cut the
+        connection. Idempotent: a second caller waits for the first."""
+        if self._ending is None:
+            self._ending = asyncio.ensure_future(self._end(reason))
+        await asyncio.shield(self._ending)
+
+    async def _end(self, reason: str) -> None:
         if self.session is not None:
             self.proxy.mark_ended(self.session.session_id)
         self.expired = True
+        if self.websocket is not None:
+            await self.websocket.end(reason)
+            if self.task is not None and not self.task.done():
+                # let the connection log the WebSocket and close by itself
+                await asyncio.wait({self.task}, timeout=self.config.websocket_close_grace)
         # cut the browser side at once; cancellation alone can be lost in a wait_for race
         self.writer.transport.abort()
         for _ in range(100):
@@ -686,17 +926,23 @@ class _BrowserConnection:
                 elif lower == b"transfer-encoding":
                     chunked = b"chunked"
                 continue
-            if lower in connection_tokens or lower.startswith(b"x-forwarded-"):
+            if lower in connection_tokens or stripped(lower) or lower.startswith(
+                    b"sec-websocket-"):
                 continue
             lines += (name, b": ", value, b"\r\n")
         framing: list[tuple[bytes, bytes]] = [(b"Host", strings.device_host)]
-        if websocket:
+        if websocket and self._handshake is not None:
             framing += [(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")]
+            # the relay's own handshake with the device: a fresh key, no extensions
+            device_key, handshake_lines = device_handshake_lines(self._handshake[0])
+            self._handshake = (self._handshake[0], device_key)
+            lines.append(handshake_lines)
         if origin_seen == origin:
             lines += (b"Origin: ", device_origin, b"\r\n")
         if referer and (referer == origin or referer.startswith(origin + b"/")):
             lines += (b"Referer: ", device_origin, referer[len(origin):], b"\r\n")
-        cookie = _strip_relay_cookies(cookie)
+        # only this session's namespaced device cookies, renamed back (:mod:`.device_cookies`)
+        cookie = self._cookie_space(info.session_id).for_device(cookie, request.target)
         if cookie:
             lines += (b"Cookie: ", cookie, b"\r\n")
         lines.append(b"Accept-Encoding: gzip, deflate\r\n")
@@ -846,19 +1092,39 @@ class _BrowserConnection:
             return
         if self._rewriter is None:
             self._rewriter = LanRewriter(info.device, self.config.session_host(info.session_id))
+            self._redirects = RedirectPolicy(
+                session_name=f"s-{info.session_id}.{self.config.domain}",
+                session_port=self.config.public_port, relay_domain=self.config.domain)
         rewriter = self._rewriter
         if isinstance(event, h11.InformationalResponse):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pump, self.config.header_timeout)
-            await self._switch_protocols(upstream, event, exchange)
+            if self._handshake is None:
+                raise h11.RemoteProtocolError("the device switched protocols unasked")
+            handshake, device_key = self._handshake
+            switch = check_device_switch(event.headers, device_key, handshake.protocols)
+            if isinstance(switch, str):
+                # no splice: the device's bytes after this 101 never reach the browser
+                await self._drop_upstream()
+                exchange.detail = f"bad_websocket_switch: {switch}"[:300]
+                await self._page(exchange, "bad_gateway", close=True, outcome="refused",
+                                 detail=f"It did not complete the WebSocket handshake: {switch}.")
+                return
+            await self._switch_protocols(upstream, browser_switch_headers(handshake, switch),
+                                         exchange)
             return
         framing, lines, transform = self._response_headers(event, rewriter, exchange)
         if lines is None:
             await self._page(exchange, "bad_gateway", close=True, outcome="refused",
-                             detail="It redirected the browser to an internal address outside "
-                             "this session.")
+                             detail=_REFUSED_RESPONSE_TEXT.get(
+                                 exchange.detail or "", _REFUSED_RESPONSE_TEXT[""]))
             return
         exchange.status = event.status_code
+        if self._foreign_navigation and 300 <= event.status_code < 400 and self._location:
+            # the device sends a chain from another site on: let the chain land there
+            landing = same_origin_path(self._strings(info).origin, exchange.url, self._location)
+            if landing is not None:
+                self.proxy.landings.allow(info.session_id, landing, self.proxy.clock.now())
         await self._send(h11.Response(status_code=event.status_code, headers=framing,
                                       reason=event.reason), lines)
         await self._stream_response_body(upstream, transform, exchange)
@@ -883,6 +1149,7 @@ class _BrowserConnection:
         is not validated and normalised again for the browser.
         """
         items = _raw_items(response.headers)
+        self._location = None
         first: dict[bytes, bytes] = {}
         for _name, value, lower in items:
             first.setdefault(lower, value)
@@ -891,9 +1158,17 @@ class _BrowserConnection:
         coding = (first.get(b"content-encoding") or b"identity").decode(
             "latin-1").strip().lower()
         transform: _BodyTransform | None = None
+        policy = self._redirects
+        markup = _markup(content_type)
+        if markup and coding != "identity" and not BodyDecoder.supports(coding):
+            # a page the relay cannot read could hide a <meta> refresh (issue 10, item 4)
+            exchange.detail, exchange.outcome = "markup_in_unreadable_coding", "refused"
+            return [], None, None
         if rewritable_content_type(content_type) and (
                 coding == "identity" or BodyDecoder.supports(coding)):
-            transform = _BodyTransform(rewriter, coding)
+            transform = _BodyTransform(rewriter, coding,
+                                       policy.refusal if markup and policy else None,
+                                       self._shim_injector(content_type, exchange.session_id))
         framing: list[tuple[bytes, bytes]] = []
         out: list[bytes] = []
         for name, value, lower in items:
@@ -914,17 +1189,26 @@ class _BrowserConnection:
             if lower in (b"location", b"content-location"):
                 text = rewriter.rewrite_location(text)
                 if lower == b"location":
-                    foreign = rewriter.leaves_session(text)
+                    foreign = rewriter.leaves_session(text) or (
+                        policy.refusal(text) if policy else None)
                     if foreign is not None:
                         exchange.detail = "redirect_to_internal_host"
                         exchange.outcome = "refused"
                         return framing, None, None
+                    self._location = text
             elif lower == b"refresh":
                 text = rewriter.rewrite_refresh(text)
+                if policy is not None and policy.refresh_refusal(text) is not None:
+                    exchange.detail, exchange.outcome = "refresh_to_internal_host", "refused"
+                    return framing, None, None
             elif lower == b"link":
                 text = rewriter.rewrite_link(text)
+                if policy is not None and policy.link_refusal(text) is not None:
+                    exchange.detail, exchange.outcome = "link_to_internal_host", "refused"
+                    return framing, None, None
             elif lower == b"set-cookie":
-                rewritten = rewriter.rewrite_set_cookie(text)
+                rewritten = self._cookie_space(exchange.session_id).namespaced(
+                    text, exchange.url.split("?", 1)[0])
                 if rewritten is None:
                     continue
                 text = rewritten
@@ -965,74 +1249,84 @@ class _BrowserConnection:
                 await self._send(h11.EndOfMessage())
                 return
 
-    async def _switch_protocols(self, upstream: _Upstream, event: h11.InformationalResponse,
+    async def _switch_protocols(self, upstream: _Upstream, headers: list[tuple[bytes, bytes]],
                                 exchange: _Exchange) -> None:
-        headers = [(bytes(n), bytes(v)) for n, v in event.headers
-                   if bytes(n).lower() not in (b"content-security-policy",)]
+        """Answer the browser's handshake (``headers``: the allow-listed 101) and relay frames
+        until the WebSocket is over; its entry says messages and bytes each way and the close."""
         exchange.status = 101
         await self._send(h11.InformationalResponse(status_code=101, headers=headers))
         browser_tail, _ = self.conn.trailing_data
         device_tail, _ = upstream.conn.trailing_data
         stream = upstream.stream
-        self.upstream = None  # the stream now belongs to the splice
-
-        async def to_device() -> None:
-            if browser_tail:
-                exchange.bytes_in += len(browser_tail)
-                await stream.write(browser_tail)
-            while data := await self.reader.read(self.config.read_size):
-                exchange.bytes_in += len(data)
-                await stream.write(data)
-            await stream.write_eof()
-
-        async def to_browser() -> None:
-            if device_tail:
-                exchange.bytes_out += len(device_tail)
-                await self._write(device_tail)
-            while data := await stream.read(self.config.read_size):
-                exchange.bytes_out += len(data)
-                await self._write(data)
-
-        tasks = [asyncio.create_task(to_device()), asyncio.create_task(to_browser())]
+        self.upstream = None  # the stream now belongs to the WebSocket
+        websocket = WebSocketProxy(read_browser=self.reader.read, write_browser=self._write,
+                                   device=stream, read_size=self.config.read_size,
+                                   grace=self.config.websocket_close_grace)
+        self.websocket = websocket
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if tasks[1] in done:
-                await asyncio.wait([tasks[0]], timeout=1.0)
-            else:
-                await asyncio.wait([tasks[1]], timeout=self.config.idle_timeout)
+            await websocket.run(browser_tail, device_tail)
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(BaseException):
-                    await task
-            await stream.aclose()
-        exchange.detail = "websocket"
+            with contextlib.suppress(Exception):
+                await stream.aclose()
+            stats = websocket.stats
+            exchange.bytes_in, exchange.bytes_out = stats.bytes_in, stats.bytes_out
+            exchange.detail = stats.summary()[:300]
+            if websocket.bridge.ended:
+                exchange.outcome = "ended"
+            elif stats.error is not None:
+                exchange.outcome = "error"
         raise _CloseConnection
 
 
 class _BodyTransform:
     """Decode (if compressed) and rewrite one response body as it streams."""
 
-    def __init__(self, rewriter: LanRewriter, coding: str) -> None:
+    def __init__(self, rewriter: LanRewriter, coding: str,
+                 refused: Callable[[str], str | None] | None = None,
+                 inject: HtmlShimInjector | None = None) -> None:
+        """``refused``: for HTML, the redirect policy its ``<meta>`` refreshes are held to;
+        ``inject``: the device-cookie shim put at the start of navigated HTML."""
         self._decoder = BodyDecoder(coding) if coding != "identity" else None
         self._rewriter: StreamRewriter = rewriter.body_rewriter()
+        self._guard = MetaRefreshGuard(refused) if refused is not None else None
+        self._inject = inject
 
     def feed(self, data: bytes) -> bytes:
         if self._decoder is None:
-            return self._rewriter.feed(data)
-        return b"".join(self._rewriter.feed(piece) for piece in self._decoder.decode(data))
+            out = self._rewriter.feed(data)
+        else:
+            out = b"".join(self._rewriter.feed(piece) for piece in self._decoder.decode(data))
+        if self._guard is not None:
+            out = self._guard.feed(out)
+        return self._inject.feed(out) if self._inject is not None and out else out
 
     def finish(self) -> bytes:
         tail = b""
         if self._decoder is not None:
             tail = self._rewriter.feed(self._decoder.flush())
-        return tail + self._rewriter.finish()
+        tail += self._rewriter.finish()
+        if self._guard is not None:
+            tail = self._guard.feed(tail) + self._guard.finish()
+        if self._inject is not None:
+            tail = (self._inject.feed(tail) if tail else b"") + self._inject.finish()
+        return tail
 
 
+#: ``Sec-Fetch-Dest`` values of a navigation: the documents that get the cookie shim
+_DOCUMENT_DESTS = frozenset({b"document", b"iframe", b"frame", b"embed", b"object"})
 #: events whose bytes _send may hold back (a tuple: ``isinstance`` with a ``|`` union builds
 #: the union on every call)
 _HELD_EVENTS = (h11.Response, h11.Data)
+_MARKUP_TYPES = frozenset({"text/html", "application/xhtml+xml", "text/xml",
+                           "application/xml", "image/svg+xml"})
+
+
+def _markup(content_type: str) -> bool:
+    """HTML, or XML that may carry XHTML elements (a ``<meta>`` refresh works there too)."""
+    main = content_type.split(";", 1)[0].strip().lower()
+    return main in _MARKUP_TYPES or main.endswith("+xml")
+
+
 _REWRITTEN_RESPONSE_HEADERS = frozenset({
     b"location", b"content-location", b"refresh", b"link", b"set-cookie"})
 
@@ -1089,15 +1383,11 @@ def _first_values(headers: Any) -> dict[bytes, bytes]:
     return fields
 
 
-def _strip_relay_cookies(cookie: bytes | None) -> bytes | None:
-    if not cookie:
-        return None
-    kept = [part.strip() for part in cookie.split(b";")
-            if part.strip() and not part.strip().lower().startswith(
-                RESERVED_COOKIE_PREFIX.encode())]
-    return b"; ".join(kept) or None
-
-
+_REFUSED_RESPONSE_TEXT = {
+    "": "It redirected the browser to an internal address outside this session.",
+    "markup_in_unreadable_coding": "It sent a page in a compression the relay cannot read "
+    "(only gzip and deflate were offered), so the relay could not check it.",
+}
 _DETAIL_TEXT = {
     "device_closed_without_response": "The device closed the connection without answering.",
 }
@@ -1112,4 +1402,6 @@ def _outcome_for(kind: str) -> str:
         "auth_failed": "refused",
         "misdirected": "refused",
         "bad_request": "refused",
+        "navigation_refused": "refused",
+        "cross_site_navigation": "refused",
     }.get(kind, "error")

@@ -7,6 +7,8 @@ Theory of operation: one asyncio process with two TLS listeners and shared state
     browsers ──HTTPS (wildcard *.DOMAIN)──▶ RelayProxy (per Host s-<id>.DOMAIN) ┘
                                               │ BrowserAuth (OAuth 2.1 + PKCE to the portal)
                                               └▶ AccessLog spool ──batches──▶ portal
+    portal ──SSE /api/v1/relay/events──▶ RevocationFeed ──close_session──▶ TunnelRegistry
+                                              (Revocations: admission, sign-in refusal)
 
 The relay holds no database credentials: it knows the portal's URL, its own relay id and secret
 (what ``ewsgate admin create-relay`` printed, from flags or ``DATA_DIR/relay.json``), the portal's
@@ -38,18 +40,24 @@ from typing import Any
 import httpx
 
 from ewsgate.config import ConfigError, HostPort
+from ewsgate.fsmode import private_dir
 from ewsgate.relay.access_log import AccessLog, PortalLogShipper
 from ewsgate.relay.browser_auth import BrowserAuth, OAuthClientConfig
 from ewsgate.relay.clock import SystemClock
 from ewsgate.relay.http_proxy import MAX_SESSION_SECONDS, ProxyConfig, RelayProxy
 from ewsgate.relay.portal_sessions import PortalSessions
+from ewsgate.relay.portal_url import require_secure_portal_url
 from ewsgate.relay.registry import TunnelRegistry
+from ewsgate.relay.revocation import DEFAULT_UNREACHABLE_AFTER, Revocations
+from ewsgate.relay.revocation_feed import RevocationFeed
 from ewsgate.relay.tickets import JwksKeySource, TicketVerifier
 from ewsgate.relay.tunnel_server import TunnelServer, TunnelServerConfig
 
 __all__ = ["RelaySettings", "run", "serve"]
 
 log = logging.getLogger("ewsgate.relay")
+#: the portal sends a heartbeat every 5 s: a shorter bound would refuse work between two
+MIN_UNREACHABLE_AFTER = 10.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,7 @@ class RelaySettings:
     max_session: float
     header_timeout: float
     body_timeout: float
+    portal_unreachable_after: float = DEFAULT_UNREACHABLE_AFTER
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> RelaySettings:
@@ -98,6 +107,12 @@ class RelaySettings:
             raise ConfigError(f"--max-session {max_session:g}s is above the 30-minute ceiling; "
                               "choose 30m or less")
 
+        unreachable = float(values.get("portal_unreachable_after") or DEFAULT_UNREACHABLE_AFTER)
+        if unreachable < MIN_UNREACHABLE_AFTER:
+            raise ConfigError(f"--portal-unreachable-after {unreachable:g}s is shorter than the "
+                              f"portal's heartbeat allows; choose {MIN_UNREACHABLE_AFTER:g}s or "
+                              "more (the default is 30s)")
+
         def path(key: str, default: str) -> Path:
             chosen: Path = values.get(key) or data_dir / default
             return chosen
@@ -105,7 +120,8 @@ class RelaySettings:
         default_ca = data_dir / "ca.pem"
         settings = cls(
             listen=listen, tunnel_listen=values["tunnel_listen"],
-            domain=str(values["domain"]).lower().strip("."), portal_url=values["portal_url"],
+            domain=str(values["domain"]).lower().strip("."),
+            portal_url=require_secure_portal_url(values["portal_url"]),
             data_dir=data_dir, relay_id=str(relay_id), relay_secret=str(relay_secret),
             tls_cert=path("tls_cert", "browser-cert.pem"), tls_key=path("tls_key",
                                                                         "browser-key.pem"),
@@ -117,6 +133,7 @@ class RelaySettings:
             max_session=max_session,
             header_timeout=float(values.get("header_timeout") or 10.0),
             body_timeout=float(values.get("body_timeout") or 300.0),
+            portal_unreachable_after=unreachable,
         )
         for flag, file in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key),
                            ("--tunnel-cert", settings.tunnel_cert),
@@ -155,17 +172,18 @@ def cookie_key(data_dir: Path) -> bytes:
 
 async def serve(settings: RelaySettings, stop: asyncio.Event) -> None:
     """Run the relay until ``stop`` is set."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(settings.data_dir)
     clock = SystemClock()
     verify: Any = str(settings.portal_ca) if settings.portal_ca else True
     keys = JwksKeySource(settings.portal_url, verify=verify)
     registry = TunnelRegistry(clock)
+    revocations = Revocations(unreachable_after=settings.portal_unreachable_after)
     tunnels = TunnelServer(
         TunnelServerConfig(host=settings.tunnel_listen.host, port=settings.tunnel_listen.port,
                            cert_file=settings.tunnel_cert, key_file=settings.tunnel_key,
                            client_ca_file=settings.client_ca),
         TicketVerifier(relay_id=settings.relay_id, portal_url=settings.portal_url, keys=keys),
-        registry)
+        registry, revocations=revocations)
     proxy_config = ProxyConfig(domain=settings.domain, portal_url=settings.portal_url,
                                public_port=settings.public_port,
                                header_timeout=settings.header_timeout,
@@ -184,11 +202,17 @@ async def serve(settings: RelaySettings, stop: asyncio.Event) -> None:
                                verify=verify)
     access_log = AccessLog(settings.data_dir / "access-log", shipper)
     proxy = RelayProxy(proxy_config, registry, auth, access_log, clock, sessions)
+    proxy.sign_in_refusal = lambda: revocations.unreachable_reason(clock.now())
+    feed = RevocationFeed(settings.portal_url, settings.relay_id, settings.relay_secret, http,
+                          registry, revocations, clock)
+    following = asyncio.create_task(feed.run())
     shipping = asyncio.create_task(access_log.run())
     tunnel_host, tunnel_port = await tunnels.start()
+    browser_tls = browser_tls_context(settings.tls_cert, settings.tls_key)
+    proxy.server_names.install(browser_tls)
     server = await asyncio.start_server(
         proxy.handle, settings.listen.host, settings.listen.port,
-        ssl=browser_tls_context(settings.tls_cert, settings.tls_key),
+        ssl=browser_tls,
         ssl_handshake_timeout=settings.header_timeout, limit=64 * 1024)
     bound = server.sockets[0].getsockname()
     log.info("relay %s: browsers on https://s-<id>.%s:%s (listening on %s:%s), agents on %s:%s",
@@ -200,6 +224,9 @@ async def serve(settings: RelaySettings, stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         server.close()
+        following.cancel()
+        with contextlib.suppress(BaseException):
+            await following
         await tunnels.close()
         shipping.cancel()
         with contextlib.suppress(BaseException):

@@ -48,4 +48,7 @@ RELAY: list[Option] = [
            parse=parse_duration, default=10.0, metavar="DURATION"),
     Option("body-timeout", "longest pause allowed in a request or response body (firmware "
            "uploads)", parse=parse_duration, default=300.0, metavar="DURATION"),
+    Option("portal-unreachable-after", "after this long without word from the portal's "
+           "revocation stream, refuse new tunnels and sign-ins (live sessions run to their "
+           "expiry)", parse=parse_duration, default=30.0, metavar="DURATION"),
 ]

@@ -13,12 +13,18 @@ remembered until its expiry so the agent cannot reconnect into it.
 
 A newer connection for the same session (a reconnect, higher generation) replaces the older
 one, which is closed with ``SUPERSEDED``.
+
+Session-end listeners (:meth:`TunnelRegistry.add_session_end_listener`; the browser proxy is
+one) are awaited, for at most ``end_grace`` seconds, *before* the tunnel is dropped, whether the
+session expired or someone called :meth:`TunnelRegistry.close_session`: an open WebSocket's
+close 1008 still reaches the device through the tunnel.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +36,10 @@ from ewsgate.relay.tickets import TunnelTicket
 from ewsgate.relay.upstream import ByteStream, SessionInfo, UpstreamUnavailable
 from ewsgate.tunnel import ErrorCode
 
-__all__ = ["LiveTunnel", "TunnelByteStream", "TunnelRegistry"]
+__all__ = ["LiveTunnel", "SessionEndListener", "TunnelByteStream", "TunnelRegistry"]
+
+#: called with (session id, reason) when a session ends here, before its tunnel is dropped
+SessionEndListener = Callable[[str, str], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +52,8 @@ class LiveTunnel:
     connection: TunnelConnection
     info: SessionInfo
     watchdog: asyncio.Task[None] | None = field(default=None, repr=False)
+    #: when this connection was admitted (relay clock)
+    registered_at: float = 0.0
 
 
 class TunnelByteStream:
@@ -67,9 +78,12 @@ class TunnelByteStream:
 class TunnelRegistry:
     """Live tunnels by session id. One registry per relay process."""
 
-    def __init__(self, clock: Clock | None = None, open_within: float = 15.0) -> None:
+    def __init__(self, clock: Clock | None = None, open_within: float = 15.0,
+                 end_grace: float = 3.0) -> None:
         self.clock: Clock = clock or SystemClock()
         self._open_within = open_within
+        self._end_grace = end_grace
+        self._end_listeners: list[SessionEndListener] = []
         self._live: dict[str, LiveTunnel] = {}
         #: session ids closed early -> their expiry (refuse reconnects until then)
         self._closed: dict[str, float] = {}
@@ -139,7 +153,7 @@ class TunnelRegistry:
                                device=info.device, installation_id=info.installation_id,
                                started_at=old.info.started_at)
             self._drop(old, ErrorCode.SUPERSEDED, "replaced by a newer tunnel for the session")
-        live = LiveTunnel(ticket=ticket, connection=connection, info=info)
+        live = LiveTunnel(ticket=ticket, connection=connection, info=info, registered_at=now)
         live.watchdog = asyncio.get_running_loop().create_task(self._watch(live))
         self._live[ticket.session_id] = live
         self._notify()
@@ -153,6 +167,7 @@ class TunnelRegistry:
         finally:
             expiry.cancel()
         if expiry in done and not live.connection.is_closed:
+            await self._announce_end(live.info.session_id, "the session expired")
             log.info("session %s expired: dropping its tunnel", live.info.session_id)
             live.connection.close(ErrorCode.SESSION_EXPIRED,
                                   "the session expired; start a new one from the portal")
@@ -165,6 +180,7 @@ class TunnelRegistry:
         """End a session now; returns False if it had no live tunnel. Waits at most 2 s."""
         self._closed[session_id] = max(self.clock.now() + 3600.0,
                                        self._closed.get(session_id, 0.0))
+        await self._announce_end(session_id, reason)
         live = self._live.get(session_id)
         if live is None:
             return False
@@ -177,6 +193,23 @@ class TunnelRegistry:
         except TimeoutError:
             log.warning("tunnel of session %s did not close within 2 s", session_id)
         return True
+
+    def add_session_end_listener(self, listener: SessionEndListener) -> None:
+        """Call ``listener(session_id, reason)`` whenever a session ends on this relay."""
+        self._end_listeners.append(listener)
+
+    async def _announce_end(self, session_id: str, reason: str) -> None:
+        if not self._end_listeners:
+            return
+        calls = [asyncio.ensure_future(listener(session_id, reason))
+                 for listener in self._end_listeners]
+        done, pending = await asyncio.wait(calls, timeout=self._end_grace)
+        for call in pending:
+            call.cancel()
+        for call in done:
+            if not call.cancelled() and call.exception() is not None:
+                log.warning("a session-end listener failed for %s: %s", session_id,
+                            call.exception())
 
     async def close_all(self, reason: str = "the relay is shutting down") -> None:
         for live in list(self._live.values()):
@@ -192,6 +225,11 @@ class TunnelRegistry:
 
     def tunnel(self, session_id: str) -> LiveTunnel | None:
         return self._live.get(session_id)
+
+    @property
+    def live_tunnels(self) -> list[LiveTunnel]:
+        """Every admitted tunnel not yet dropped."""
+        return list(self._live.values())
 
     def _drop(self, live: LiveTunnel, code: ErrorCode, reason: str) -> None:
         if self._live.get(live.info.session_id) is live:

@@ -84,16 +84,38 @@ _PAGES: dict[str, tuple[int, str, str, str]] = {
         "happening, check the device.", "Go to the portal"),
     "bad_request": (
         400, "Bad request", "", "Go to the portal"),
+    "portal_unreachable": (
+        503, "Remote Technician is unavailable for a moment",
+        "This relay cannot reach the portal, so it cannot start or resume a session now.",
+        "Go to the portal"),
     "misdirected": (
         421, "Wrong connection for this address",
         "This connection belongs to another session address. Reload the page.",
         "Go to the portal"),
+    "navigation_refused": (
+        403, "The device's redirect was stopped",
+        "The device's page tried to send your browser to an internal address outside this "
+        "session (another host on the device's network, your own computer or another "
+        "session). The relay stopped it. Go back, or open the device's start page from the "
+        "portal again.", "Go to the portal"),
+    "cross_site_navigation": (
+        403, "Opened from another site", "", "Go to the portal"),
+    "sign_in_limited": (
+        429, "Too many sign-ins", "", "Go to the portal"),
+    "signed_out": (
+        200, "Signed out of this Remote Technician session",
+        "This browser no longer holds the session: its cookie was removed and the relay will "
+        "not accept it again. The session itself goes on until it ends in the portal; open the "
+        "device from the portal to sign in again.", "Go to the portal"),
 }
 
 
 def render(kind: str, *, portal_url: str, detail: str | None = None,
-           status: int | None = None) -> Page:
-    """The page ``kind`` (a key of the table above); ``detail`` replaces or follows the text."""
+           status: int | None = None, continue_to: str | None = None) -> Page:
+    """The page ``kind`` (a key of the table above); ``detail`` replaces or follows the text.
+
+    ``continue_to``: a same-origin path the person may open on purpose (a second link).
+    """
     default_status, title, message, label = _PAGES[kind]
     text = message
     if detail:
@@ -101,6 +123,11 @@ def render(kind: str, *, portal_url: str, detail: str | None = None,
         text = f"{message} {escaped}" if message else escaped
     action = (f'<p><a class="button" href="{html.escape(portal_url, quote=True)}">'
               f"{html.escape(label)}</a></p>")
+    if continue_to and continue_to.startswith("/") and not continue_to.startswith("//"):
+        shown = html.escape(continue_to[:200])
+        action = (f'<p>If you meant to open <code>{shown}</code> on this device, continue: '
+                  f'<a id="continue" href="{html.escape(continue_to, quote=True)}">open it'
+                  f"</a>.</p>{action}")
     body = _TEMPLATE.format(title=html.escape(title), message=text, action=action,
                             code=html.escape(kind))
     return Page(status or default_status, kind, body.encode("utf-8"))

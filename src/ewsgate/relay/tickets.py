@@ -15,12 +15,15 @@ Replays and reconnects. One ticket serves the whole session, so an agent whose c
 dropped reconnects with the same ticket and the next *connection generation* ``gen``. The relay
 remembers, per ``jti`` and until the ticket's ``exp``, the highest generation admitted: a HELLO
 with a generation not above it is a replay and is refused. A ticket alone is useless to a thief
-anyway: the TLS client certificate must name the same installation (``sub``), and its private
-key never leaves the agent.
+anyway: the TLS client certificate must name the same installation (``sub``) and be the very
+certificate the ticket is bound to (``cnf: {"x5t#S256": ...}``, RFC 8705: the SHA-256 of its
+DER, compared with the certificate presented in the TLS handshake), and its private key never
+leaves the agent. A ticket without that binding is refused.
 """
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import logging
 import time
@@ -74,6 +77,8 @@ class TunnelTicket:
     device: DeviceView
     generation: int
     claims: dict[str, Any]
+    #: ``x5t#S256`` of the client certificate the ticket is bound to (its ``cnf`` claim)
+    certificate_thumbprint: str | None = None
 
 
 class KeySource(Protocol):
@@ -131,6 +136,12 @@ class JwksKeySource:
         return self._cached
 
 
+def _bound_thumbprint(claims: dict[str, Any]) -> str | None:
+    cnf = claims.get("cnf")
+    value = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
+    return value if isinstance(value, str) and 0 < len(value) <= 64 else None
+
+
 def parse_credential(credential: bytes) -> tuple[str, int]:
     """``(ticket, generation)`` from a HELLO credential, or :class:`TicketError`."""
     try:
@@ -167,8 +178,10 @@ class TicketVerifier:
         #: jti -> (exp, highest admitted generation)
         self._seen: dict[str, tuple[float, int]] = {}
 
-    async def verify(self, credential: bytes, *, installation_id: str | None) -> TunnelTicket:
-        """Verify a HELLO credential from a client whose certificate names ``installation_id``."""
+    async def verify(self, credential: bytes, *, installation_id: str | None,
+                     certificate_thumbprint: str | None = None) -> TunnelTicket:
+        """Verify a HELLO credential from a client whose certificate names ``installation_id``
+        and has the ``x5t#S256`` ``certificate_thumbprint``."""
         token, generation = parse_credential(credential)
         now = self._clock()
         claims = await self._decode(token, int(now))
@@ -178,6 +191,19 @@ class TicketVerifier:
             raise TicketError("wrong_installation",
                               f"the ticket is for installation {claims['sub']}, the client "
                               f"certificate is installation {installation_id}")
+        bound = _bound_thumbprint(claims)
+        if bound is None:
+            raise TicketError("unbound", "the ticket is not bound to a certificate (no cnf "
+                              "x5t#S256 claim); the portal must be upgraded, or the agent must "
+                              "reconnect its control stream so the portal records its "
+                              "certificate, then start a new session")
+        if certificate_thumbprint is None or not hmac.compare_digest(bound,
+                                                                     certificate_thumbprint):
+            raise TicketError("wrong_certificate",
+                              "the ticket is bound to another certificate of installation "
+                              f"{installation_id} (cnf x5t#S256 {bound[:10]}…, presented "
+                              f"{(certificate_thumbprint or 'none')[:10]}…): a superseded or "
+                              "copied certificate; start a new session from the portal")
         jti, exp = str(claims["jti"]), float(claims["exp"])
         self._prune(now)
         previous = self._seen.get(jti)
@@ -189,7 +215,7 @@ class TicketVerifier:
         return TunnelTicket(session_id=str(claims["sid"]), installation_id=installation_id,
                             relay_id=self.relay_id, jti=jti, issued_at=float(claims["iat"]),
                             expires_at=exp, device=device, generation=generation,
-                            claims=claims)
+                            claims=claims, certificate_thumbprint=bound)
 
     async def _decode(self, token: str, now: int) -> dict[str, Any]:
         for attempt in (0, 1):

@@ -6,8 +6,12 @@ TLS handshake, sent to the agent in a GOAWAY ``TICKET_REFUSED`` whose text says 
     TLS 1.3 handshake   client certificate chained to the portal's CA (else no handshake)
     HELLO               within hello_within seconds; protocol version; credential
     ticket              signature (portal JWKS), iss, aud = this relay, typ, exp, jti replay,
-                        sub == the certificate's urn:ewsgate:installation:<id>
+                        sub == the certificate's urn:ewsgate:installation:<id>,
+                        cnf x5t#S256 == SHA-256 of the certificate presented in the handshake
     session             not ended early (CloseSession), not expired
+    revocations         the portal's event stream is up (heard within the bound), the session
+                        was not ended at the portal, the installation was not revoked after the
+                        ticket was issued (see relay.revocation), the certificate not superseded
     -> registry.register(ticket, connection); HELLO back; the relay may now open streams
 
 Everything after admission belongs to :class:`~ewsgate.relay.registry.TunnelRegistry`.
@@ -27,7 +31,9 @@ from ewsgate.aio.connection import TunnelConnection
 from ewsgate.aio.errors import TunnelError
 from ewsgate.aio.tls import peer_installation_id, relay_tunnel_context
 from ewsgate.relay.registry import TunnelRegistry
+from ewsgate.relay.revocation import Revocations
 from ewsgate.relay.tickets import TicketError, TicketVerifier
+from ewsgate.revocations import cert_thumbprint
 from ewsgate.tunnel import ErrorCode, ProtocolConfig, Role
 
 __all__ = ["TunnelServer", "TunnelServerConfig"]
@@ -57,12 +63,16 @@ class _RelaySide(TunnelConnection):
         self._server = server
         self.peer = "?"
         self.installation_id: str | None = None
+        self.thumbprint: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        self.installation_id = peer_installation_id(transport.get_extra_info("ssl_object"))
+        ssl_object = transport.get_extra_info("ssl_object")
+        self.installation_id = peer_installation_id(ssl_object)
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        self.thumbprint = cert_thumbprint(der) if der else None
         self._server.spawn(self._server.admit(self))
 
 
@@ -71,10 +81,13 @@ class TunnelServer:
 
     def __init__(self, config: TunnelServerConfig, verifier: TicketVerifier,
                  registry: TunnelRegistry, *,
-                 monotonic: Callable[[], float] | None = None) -> None:
+                 monotonic: Callable[[], float] | None = None,
+                 revocations: Revocations | None = None) -> None:
         self.config = config
         self.verifier = verifier
         self.registry = registry
+        #: the portal's revocations (None: no event stream, e.g. a bench harness)
+        self.revocations = revocations
         #: the keepalive clock of every tunnel (monotonic seconds; injectable for tests)
         self.monotonic: Callable[[], float] = monotonic or time.monotonic
         self._server: asyncio.Server | None = None
@@ -117,10 +130,15 @@ class TunnelServer:
             return
         try:
             ticket = await self.verifier.verify(hello.credential,
-                                                installation_id=conn.installation_id)
+                                                installation_id=conn.installation_id,
+                                                certificate_thumbprint=conn.thumbprint)
             if self.registry.is_closed(ticket.session_id):
                 raise TicketError("session_closed", f"session {ticket.session_id} was ended; "
                                   "start a new one from the portal")
+            if self.revocations is not None:
+                refusal = self.revocations.refusal(ticket, now=self.registry.clock.now())
+                if refusal is not None:
+                    raise refusal
         except TicketError as exc:
             self._refused(conn, str(exc))
             conn.refuse_peer(ErrorCode.TICKET_REFUSED, str(exc))

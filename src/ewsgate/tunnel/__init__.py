@@ -20,9 +20,11 @@ adapters live in :mod:`ewsgate.aio`; the wire format is in ``docs/tunnel-protoco
 Modules: :mod:`.frames` (layout, encoders, parser), :mod:`.state` (transition tables),
 :mod:`.connection` (one end: the public API), built on :mod:`.receiving` (the receive path)
 and :mod:`.base` (stream table, windows, helpers); :mod:`.events`, :mod:`.errors`,
-:mod:`.config`, :mod:`.credential` (the HELLO credential).
+:mod:`.config`, :mod:`.credential` (the HELLO credential), :mod:`.budgets` (what a flooding
+peer may cost us before it gets GOAWAY ``ENHANCE_YOUR_CALM``).
 """
 
+from ewsgate.tunnel.budgets import BUDGET_NAMES, Budget
 from ewsgate.tunnel.config import ProtocolConfig, Role
 from ewsgate.tunnel.connection import Connection
 from ewsgate.tunnel.errors import (
@@ -47,6 +49,8 @@ from ewsgate.tunnel.events import (
 from ewsgate.tunnel.state import ConnectionState, StreamState
 
 __all__ = [
+    "BUDGET_NAMES",
+    "Budget",
     "Connection",
     "ConnectionState",
     "ConnectionTerminated",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from ewsgate.tunnel.budgets import Budgets
 from ewsgate.tunnel.config import ProtocolConfig, Role
 from ewsgate.tunnel.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from ewsgate.tunnel.frames import (
@@ -82,6 +83,10 @@ class ConnectionBase:
         self._ping_sent_at: float | None = None
         self._ping_payload = b""
         self._pings_answered = 0  # since the last tick (a PING flood is refused)
+        # abuse budgets (refilled by tick) and the credit below which a WINDOW counts as small
+        self._budgets = Budgets(self.config.budgets())
+        self._small_stream_credit = 0
+        self._small_conn_credit = 0
         if role is Role.DIALER:
             self._out.append(encode_hello(self.config.settings(), credential))
 
@@ -126,6 +131,10 @@ class ConnectionBase:
     def window_growth(self) -> int:
         """Receive window granted beyond the initial stream windows (bounded by the budget)."""
         return self._window_growth
+
+    def budget_left(self, budget: str) -> int:
+        """What is left of an abuse budget (:data:`ewsgate.tunnel.budgets.BUDGET_NAMES`)."""
+        return self._budgets.remaining(budget)
 
     @property
     def buffered_inbound(self) -> int:

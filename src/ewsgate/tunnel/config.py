@@ -5,9 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from ewsgate.tunnel.budgets import Budget
 from ewsgate.tunnel.frames import Setting
 
 __all__ = ["MAX_WINDOW", "ProtocolConfig", "Role"]
+
+# default abuse budgets (a frozen dataclass default must be a name, not a call)
+_EARLY_RESETS = Budget(burst=128, per_second=32)
+_CLOSED_FRAMES = Budget(burst=256, per_second=64)
+_SMALL_WINDOWS = Budget(burst=256, per_second=64)
+_EMPTY_DATA = Budget(burst=128, per_second=32)
 
 #: the largest window a sender may ever hold (the same bound as HTTP/2)
 MAX_WINDOW = 2**31 - 1
@@ -42,6 +49,15 @@ class ProtocolConfig:
     max_refused_streams: int = 256
     #: PINGs answered between two ticks before the peer counts as flooding
     max_pings_per_tick: int = 64
+    #: abuse budgets (see :mod:`ewsgate.tunnel.budgets`): the peer resets a stream it opened
+    #: before we accepted it (rapid open+reset)
+    early_resets: Budget = _EARLY_RESETS
+    #: RESET/WINDOW/ACCEPT for streams no longer open, DATA after the peer's own FIN or RESET
+    closed_frames: Budget = _CLOSED_FRAMES
+    #: WINDOW increments below min(1024, window / 4) bytes
+    small_windows: Budget = _SMALL_WINDOWS
+    #: DATA frames with no payload and no END_STREAM
+    empty_data: Budget = _EMPTY_DATA
     #: idle time before we send a PING
     keepalive_interval: float = 15.0
     #: an unanswered PING older than this means the peer is dead
@@ -66,6 +82,11 @@ class ProtocolConfig:
             if not ok:
                 raise ValueError(f"ProtocolConfig.{name}={getattr(self, name)!r} is out of range;"
                                  " see docs/tunnel-protocol.md, section Limits")
+
+    def budgets(self) -> dict[str, Budget]:
+        """The abuse budgets by name (:data:`ewsgate.tunnel.budgets.BUDGET_NAMES`)."""
+        return {"early_resets": self.early_resets, "closed_frames": self.closed_frames,
+                "small_windows": self.small_windows, "empty_data": self.empty_data}
 
     def settings(self) -> dict[int, int]:
         """The HELLO settings announcing these limits to the peer."""

@@ -241,10 +241,13 @@ class Connection(Receiving):
     # ------------------------------------------------------------------ time
 
     def tick(self, now: float) -> list[Event]:
-        """Advance the keepalive timer to ``now`` (monotonic seconds); may queue a PING."""
+        """Advance the keepalive timer to ``now`` (monotonic seconds); may queue a PING.
+
+        Also refills the abuse budgets (:mod:`ewsgate.tunnel.budgets`) by the time passed."""
         if self.state is not ConnectionState.OPEN and self.state is not ConnectionState.CLOSING:
             return []
         self._pings_answered = 0
+        self._budgets.refill(now)
         if self._activity or self._last_seen is None:
             self._activity = False
             self._last_seen = now

@@ -159,3 +159,5 @@ class ConnectionTerminated(Event):
     reason: str = ""
     #: True when the peer ended it (its GOAWAY), False when we did (protocol error, timeout)
     remote: bool = False
+    #: the abuse budget the peer exhausted (``error_code`` ENHANCE_YOUR_CALM), else ""
+    budget: str = ""

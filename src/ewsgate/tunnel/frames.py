@@ -26,6 +26,7 @@ import struct
 from enum import IntEnum, IntFlag
 from typing import NamedTuple
 
+from ewsgate.textsafe import safe_text
 from ewsgate.tunnel.errors import ErrorCode, RemoteProtocolError
 
 __all__ = [
@@ -308,7 +309,8 @@ def _reason_text(data: bytes) -> str:
     if len(data) > MAX_REASON:
         raise RemoteProtocolError(f"reason text over {MAX_REASON} bytes",
                                   ErrorCode.METADATA_TOO_LARGE)
-    return data.decode("utf-8", "replace")
+    # the peer chooses these bytes and they end up in logs: escaped (controls, ANSI)
+    return safe_text(data, limit=MAX_REASON)
 
 
 def encode_reset(stream_id: int, code: int, reason: str) -> bytes:

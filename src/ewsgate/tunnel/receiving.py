@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 
 from ewsgate.tunnel.base import ConnectionBase, StreamRecord
+from ewsgate.tunnel.budgets import BudgetExceededError
 from ewsgate.tunnel.config import MAX_WINDOW, ProtocolConfig, Role
 from ewsgate.tunnel.errors import ErrorCode, RemoteProtocolError
 from ewsgate.tunnel.events import (
@@ -97,8 +98,9 @@ class Receiving(ConnectionBase):
         except RemoteProtocolError as exc:
             self._deliver_data(events)
             self._terminate_local(exc.code, exc.reason)
-            events.append(ConnectionTerminated(error_code=exc.code, reason=exc.reason,
-                                               remote=False))
+            events.append(ConnectionTerminated(
+                error_code=exc.code, reason=exc.reason, remote=False,
+                budget=exc.budget if isinstance(exc, BudgetExceededError) else ""))
         except (ValueError, TransitionError) as exc:  # defensive: a bug must not leak state
             self._data_parts.clear()
             self._terminate_local(ErrorCode.INTERNAL_ERROR, str(exc))
@@ -128,6 +130,11 @@ class Receiving(ConnectionBase):
             if sid == 0:
                 raise RemoteProtocolError("DATA on stream 0")
             size = frame.length
+            if not size and not frame.flags & _END:
+                budgets = self._budgets
+                budgets.empty_data -= 1
+                if budgets.empty_data < 0:
+                    raise budgets.exceeded("empty_data")
             if size > self._conn_recv_window:
                 raise RemoteProtocolError(
                     f"DATA of {size} bytes exceeds the connection window "
@@ -179,7 +186,13 @@ class Receiving(ConnectionBase):
         """A frame for a stream we no longer track: late (ignore) or a peer error."""
         if self._is_unknown(sid):
             raise RemoteProtocolError(f"{what} for stream {sid}, which was never opened")
-        if what == "DATA" and self._closed.get(sid):
+        if what == "DATA" and not self._closed.get(sid):
+            return  # in flight when we reset it: bounded by the windows, dropped silently
+        budgets = self._budgets
+        budgets.closed_frames -= 1
+        if budgets.closed_frames < 0:
+            raise budgets.exceeded("closed_frames")
+        if what == "DATA":
             # the peer itself reset or finished this stream, yet still sends on it
             self._out.append(encode_reset(sid, ErrorCode.STREAM_CLOSED,
                                           f"DATA on stream {sid} after it was closed"))
@@ -228,12 +241,21 @@ class Receiving(ConnectionBase):
             if sid == 0:
                 raise RemoteProtocolError("RESET on stream 0")
             code, reason = parse_reset(payload)
-            if sid in self._streams:
+            stream = self._streams.get(sid)
+            if stream is not None:
+                if self.role is Role.DIALER and (
+                        stream.state is StreamState.PENDING or self._never_received(stream)):
+                    # the opener reset it before ACCEPT, or before sending a byte: work (a
+                    # device dial) for nothing -- HTTP/2's rapid reset
+                    budgets = self._budgets
+                    budgets.early_resets -= 1
+                    if budgets.early_resets < 0:
+                        raise budgets.exceeded("early_resets")
                 self._forget(sid, peer_knows=True)
                 events.append(StreamReset(stream_id=sid, error_code=ErrorCode.from_wire(code),
                                           reason=reason, remote=True))
-            elif self._is_unknown(sid):
-                raise RemoteProtocolError(f"RESET for stream {sid}, which was never opened")
+            else:
+                self._on_closed_stream_frame(sid, "RESET")
         else:
             raise RemoteProtocolError(f"unknown frame type {ftype}")
 
@@ -258,6 +280,9 @@ class Receiving(ConnectionBase):
         self._peer_max_frame = min(max_frame, self.config.max_frame_size)
         self._peer_max_streams = merged[Setting.MAX_CONCURRENT_STREAMS]
         self._peer_max_metadata = merged[Setting.MAX_METADATA]
+        # the peer returns credit in quarter windows; much less than that is a tiny-credit flood
+        self._small_stream_credit = min(1024, window // 4)
+        self._small_conn_credit = min(1024, conn_window // 4)
         self._hello_received = True
         if self.role is Role.DIALER:
             self.state = ConnectionState.OPEN
@@ -287,6 +312,8 @@ class Receiving(ConnectionBase):
         if sid == 0:
             if increment == 0:
                 raise RemoteProtocolError("connection WINDOW increment of 0")
+            if increment < self._small_conn_credit:
+                self._spend_small_window()
             if self._conn_send_window + increment > MAX_WINDOW:
                 raise RemoteProtocolError("connection window overflow (over 2^31-1)",
                                           ErrorCode.FLOW_CONTROL_ERROR)
@@ -300,11 +327,26 @@ class Receiving(ConnectionBase):
         if increment == 0:
             raise RemoteProtocolError(f"WINDOW increment of 0 on stream {sid}",
                                       ErrorCode.PROTOCOL_ERROR, sid)
+        if increment < self._small_stream_credit:
+            self._spend_small_window()
         if stream.send_window + increment > MAX_WINDOW:
             raise RemoteProtocolError(f"stream {sid} window overflow (over 2^31-1)",
                                       ErrorCode.FLOW_CONTROL_ERROR, sid)
         stream.send_window += increment
         events.append(WindowUpdated(stream_id=sid, increment=increment))
+
+    def _never_received(self, stream: StreamRecord) -> bool:
+        """True when no DATA byte ever arrived on ``stream`` (no per-frame bookkeeping: any
+        byte received leaves the receive window short, or counts as consumed or unacked, or
+        grew the window)."""
+        return (stream.consumed == 0 and stream.unacked == 0 and
+                stream.recv_window == stream.window == self.config.initial_stream_window)
+
+    def _spend_small_window(self) -> None:
+        budgets = self._budgets
+        budgets.small_windows -= 1
+        if budgets.small_windows < 0:
+            raise budgets.exceeded("small_windows")
 
     def _on_open(self, sid: int, payload: bytes, events: list[Event]) -> None:
         if self.role is Role.LISTENER:

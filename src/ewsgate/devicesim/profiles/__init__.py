@@ -23,6 +23,8 @@ PROFILES: dict[str, str] = {
     "panel": "ewsgate.devicesim.profiles.panel:PanelProfile",
     "konica": "ewsgate.devicesim.profiles.konica:KonicaProfile",
     "legacyhttp": "ewsgate.devicesim.profiles.legacyhttp:LegacyHttpProfile",
+    "hostile": "ewsgate.devicesim.profiles.hostile:HostileProfile",
+    "cookiejs": "ewsgate.devicesim.profiles.cookiejs:CookieJsProfile",
 }
 
 

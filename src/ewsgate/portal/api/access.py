@@ -116,14 +116,15 @@ async def get_user(user_id: Id, actor: CurrentActor, ctx: Context) -> UserOut:
 async def update_user(user_id: Id, body: UserUpdate, actor: CurrentActor,
                       ctx: Context) -> UserOut:
     async with ctx.database.transaction() as s:
-        user = await users.update_user(s, actor, user_id, body.model_dump(exclude_unset=True))
+        user = await users.update_user(s, actor, user_id, body.model_dump(exclude_unset=True),
+                                       clock=ctx.clock)
         return UserOut.model_validate(user)
 
 
 @router.delete("/users/{user_id}", status_code=204, tags=["users"])
 async def delete_user(user_id: Id, actor: CurrentActor, ctx: Context) -> Response:
     async with ctx.database.transaction() as s:
-        await users.delete_user(s, actor, user_id)
+        await users.delete_user(s, actor, user_id, clock=ctx.clock)
     return Response(status_code=204)
 
 
@@ -160,7 +161,7 @@ async def get_role_assignment(assignment_id: Id, actor: CurrentActor,
 async def delete_role_assignment(assignment_id: Id, actor: CurrentActor,
                                  ctx: Context) -> Response:
     async with ctx.database.transaction() as s:
-        await users.delete_role_assignment(s, actor, assignment_id)
+        await users.delete_role_assignment(s, actor, assignment_id, clock=ctx.clock)
     return Response(status_code=204)
 
 

@@ -16,6 +16,7 @@ from ewsgate.portal.api.schemas import (
     DeviceCreate,
     DeviceOut,
     DeviceUpdate,
+    EnrolmentRecordOut,
     EnrolmentTokenCreate,
     EnrolmentTokenOut,
     InstallationCreate,
@@ -110,7 +111,8 @@ async def update_installation(installation_id: Id, body: InstallationUpdate,
                               actor: CurrentActor, ctx: Context) -> InstallationOut:
     async with ctx.database.transaction() as s:
         row = await installations.update_installation(s, actor, installation_id,
-                                                      body.model_dump(exclude_unset=True))
+                                                      body.model_dump(exclude_unset=True),
+                                                      clock=ctx.clock)
         out = InstallationOut.model_validate(row)
     if not out.enabled:
         from ewsgate.portal.control.runtime import cut_installation
@@ -124,7 +126,7 @@ async def delete_installation(installation_id: Id, actor: CurrentActor,
                               ctx: Context) -> Response:
     """Delete an installation and its devices; its certificate stops working at once."""
     async with ctx.database.transaction() as s:
-        await installations.delete_installation(s, actor, installation_id)
+        await installations.delete_installation(s, actor, installation_id, clock=ctx.clock)
     from ewsgate.portal.control.runtime import cut_installation
 
     cut_installation(ctx, installation_id, "the installation was deleted")
@@ -141,12 +143,24 @@ async def create_enrolment_token(
                       low=1, high=720)
     async with ctx.database.transaction() as s:
         issued = await installations.create_enrolment_token(
-            s, actor, installation_id, lifetime=timedelta(hours=hours), clock=ctx.clock)
+            s, actor, installation_id, purpose=body.purpose if body else None,
+            lifetime=timedelta(hours=hours), clock=ctx.clock)
         from ewsgate.portal.control.runtime import display_enrolment_token
 
         return EnrolmentTokenOut(token=display_enrolment_token(ctx, issued.token),
                                  installation_id=installation_id,
-                                 expires_at=issued.record.expires_at)
+                                 expires_at=issued.record.expires_at,
+                                 purpose=issued.record.purpose)
+
+
+@router.get("/installations/{installation_id}/enrolment-tokens", tags=["installations"])
+async def list_enrolment_tokens(installation_id: Id, actor: CurrentActor,
+                                ctx: Context) -> list[EnrolmentRecordOut]:
+    """The installation's enrolment history, newest first: who asked for each token and why,
+    when it was used or superseded, which certificate it issued and replaced."""
+    async with ctx.database.transaction() as s:
+        records = await installations.enrolment_history(s, actor, installation_id)
+        return [EnrolmentRecordOut.model_validate(r, from_attributes=True) for r in records]
 
 
 # --- devices ---

@@ -12,10 +12,10 @@ from sqlalchemy import select
 
 from ewsgate import __version__
 from ewsgate.portal.api.deps import Context, CurrentActor, Id, QueryId
-from ewsgate.portal.api.schemas import JobLogEntryOut, JobLogOut, JobOut
+from ewsgate.portal.api.schemas import JobLogEntryOut, JobLogOut, JobOut, TunnelReportOut
 from ewsgate.portal.services import jobs
 from ewsgate.portal.sessions.log_export import to_csv, to_har
-from ewsgate.portal.store.models import RemoteSession
+from ewsgate.portal.store.models import RemoteSession, TunnelReport
 
 __all__ = ["router"]
 
@@ -41,6 +41,18 @@ async def list_jobs(actor: CurrentActor, ctx: Context, type: str | None = None,
 async def get_job(job_id: Id, actor: CurrentActor, ctx: Context) -> JobOut:
     async with ctx.database.transaction() as s:
         return JobOut.model_validate(await jobs.get_job(s, actor, job_id))
+
+
+@router.get("/jobs/{job_id}/tunnel-reports", tags=["jobs"])
+async def get_job_tunnel_reports(job_id: Id, actor: CurrentActor, ctx: Context,
+                                 ) -> list[TunnelReportOut]:
+    """What the agent reported about the relay in this job's session, oldest first: refused
+    destinations and streams, tunnel protocol violations, the relay being cut."""
+    async with ctx.database.transaction() as s:
+        await jobs.get_job(s, actor, job_id)  # the access check
+        rows = await s.scalars(select(TunnelReport).where(TunnelReport.job_id == job_id)
+                               .order_by(TunnelReport.id).limit(1000))
+        return [TunnelReportOut.model_validate(r) for r in rows]
 
 
 @router.get("/jobs/{job_id}/log", tags=["jobs"], response_model=None, responses={

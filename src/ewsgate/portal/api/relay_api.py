@@ -6,6 +6,9 @@ POST     /api/v1/relay/log-batches              a batch of Remote Technician Log
                                                 duplicates, rejected (index, code, message)
 GET      /api/v1/relay/sessions/{id}            a session pinned to this relay: status, expiry,
                                                 owner, revoked access-token ids
+GET      /api/v1/relay/events                   server-sent events: a snapshot of this relay's
+                                                sessions, then revocations as they happen
+                                                (see :mod:`ewsgate.portal.sessions.revocation`)
 POST     /api/v1/relay/certificate              ``{"csr_pem"}`` → a server certificate from
                                                 the portal CA for the relay's registered names
 GET      /.well-known/ewsgate-ca.pem            the portal CA certificate (public, no auth)
@@ -21,11 +24,13 @@ the JWKS and the OAuth token endpoint. A relay sees only sessions pinned to it (
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ewsgate.portal.oauth.client_auth import authenticate_relay, parse_basic_auth
 from ewsgate.portal.services import audit
@@ -37,9 +42,12 @@ from ewsgate.portal.services.errors import (
 )
 from ewsgate.portal.sessions.relay_certs import RelayCertError, sign_relay_csr
 from ewsgate.portal.sessions.relay_log import MAX_BATCH, ingest
+from ewsgate.portal.sessions.revocation import event_key, fresh, relay_changes, relay_snapshot
+from ewsgate.portal.sessions.revocation_stream import RevocationStreams, StreamLagging
 from ewsgate.portal.sessions.runtime import RemoteTechnician, remote_technician_of
 from ewsgate.portal.sessions.status import LIVE
 from ewsgate.portal.store.models import Relay, RemoteSession, User
+from ewsgate.revocations import Heartbeat, encode_event
 
 __all__ = ["CA_PATH", "router"]
 
@@ -47,6 +55,10 @@ router = APIRouter(tags=["relay"])
 
 CA_PATH = "/.well-known/ewsgate-ca.pem"
 MAX_BODY = 4 * 1024 * 1024
+#: the event stream's quiet time before a heartbeat
+EVENTS_HEARTBEAT = 5.0
+#: a stream ends after this many seconds (default) and the relay reconnects and reconciles
+EVENTS_MAX_SECONDS = 300
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -131,6 +143,64 @@ async def relay_session(session_id: str, request: Request) -> Response:
         "user_email": user.email if user else None,
         "revoked_token_ids": revoked,
     }, headers=_NO_STORE)
+
+
+@router.get("/api/v1/relay/events")
+async def relay_events(request: Request, max_seconds: float = EVENTS_MAX_SECONDS) -> Response:
+    """Revocations for this relay as server-sent events (see :mod:`ewsgate.revocations`).
+
+    The stream opens with a ``snapshot`` (the relay reconciles against it), then carries
+    ``session_revoked`` and ``installation_revoked`` as the replica's poller reads them
+    (:mod:`ewsgate.portal.sessions.revocation_stream`, every 0.25 s), and a ``heartbeat``
+    after :data:`EVENTS_HEARTBEAT` quiet seconds. It ends after ``max_seconds`` (0..3600;
+    0 = the snapshot and what is pending); the relay then reconnects and gets a new snapshot.
+    """
+    rt = remote_technician_of(request.app)
+    relay = await _relay(request, rt)
+    if not 0 <= max_seconds <= 3600:
+        raise InvalidInput("max_seconds must be between 0 and 3600", field="max_seconds")
+    now = rt.clock()
+    async with rt.db.transaction() as session:
+        snapshot = await relay_snapshot(session, relay.id, now)
+        pending = await relay_changes(session, relay.id, now, now) if max_seconds == 0 else []
+    streams = revocation_streams(rt)
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield encode_event(snapshot)
+        sent = {event_key(e) for e in snapshot.revoked_sessions}
+        for event in fresh(pending, sent):
+            yield encode_event(event)
+        if max_seconds == 0:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_seconds
+        last = loop.time()
+        async with streams.subscribe(relay.id) as subscription:
+            while (left := deadline - loop.time()) > 0:
+                quiet = loop.time() - last
+                try:
+                    batch = await subscription.next(min(left, max(0.0, EVENTS_HEARTBEAT - quiet)))
+                except StreamLagging:
+                    return  # the relay reconnects and reconciles
+                changes = fresh(batch, sent)
+                for event in changes:
+                    yield encode_event(event)
+                if changes:
+                    last = loop.time()
+                elif loop.time() - last >= EVENTS_HEARTBEAT:
+                    yield encode_event(Heartbeat(server_time=rt.clock().timestamp()))
+                    last = loop.time()
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={**_NO_STORE, "X-Accel-Buffering": "no"})
+
+
+def revocation_streams(rt: RemoteTechnician) -> RevocationStreams:
+    """The replica's one revocation poller (made on first use)."""
+    if rt.revocation_streams is None:
+        rt.revocation_streams = RevocationStreams(rt.db, rt.clock)
+    streams: RevocationStreams = rt.revocation_streams
+    return streams
 
 
 @router.post("/api/v1/relay/certificate")

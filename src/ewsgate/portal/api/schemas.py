@@ -104,12 +104,30 @@ class InstallationOut(_Out):
 
 class EnrolmentTokenCreate(_In):
     lifetime_hours: int = Field(24, description="1 to 720")
+    purpose: Literal["enrol", "replace"] | None = Field(
+        None, description="`replace` is required for an installation that is already enrolled "
+        "(its certificate is replaced when the token is used); default `enrol`")
 
 
 class EnrolmentTokenOut(BaseModel):
     token: str = Field(description="shown once; give it to `ewsgate agent enroll --token`")
     installation_id: int
     expires_at: datetime
+    purpose: str = "enrol"
+
+
+class EnrolmentRecordOut(BaseModel):
+    """One enrolment token of an installation: its history entry (never the token itself)."""
+
+    id: int
+    purpose: str
+    created_at: datetime
+    created_by_email: str | None
+    expires_at: datetime
+    used_at: datetime | None
+    revoked_at: datetime | None
+    issued_cert_serial: str | None
+    replaced_cert_serial: str | None
 
 
 class Endpoint(_In):
@@ -279,3 +297,15 @@ class JobLogOut(BaseModel):
     status: str
     live: bool = Field(description="the job is still running: more entries may come")
     entries: list[JobLogEntryOut]
+
+
+class TunnelReportOut(_Out):
+    """What the agent reported about the relay in this job's session (docs/control-channel.md)."""
+
+    at: datetime
+    session_id: str
+    kind: str
+    code: str
+    budget: str | None
+    count: int
+    detail: str | None

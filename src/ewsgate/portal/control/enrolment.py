@@ -27,17 +27,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
+from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ewsgate import pki
 from ewsgate.portal.services import audit
 from ewsgate.portal.services.errors import AuthenticationFailed
-from ewsgate.portal.services.installations import redeem_enrolment_token
+from ewsgate.portal.services.installations import record_enrolment, redeem_enrolment_token
+from ewsgate.portal.sessions.revocation import certificate_replaced
 from ewsgate.portal.store.db import Database
 from ewsgate.portal.store.models import Customer
 from ewsgate.proto import control_pb2 as pb
 from ewsgate.proto import control_pb2_grpc as pb_grpc
+from ewsgate.revocations import cert_thumbprint
+from ewsgate.textsafe import safe_text
 
 __all__ = ["EnrolmentServicer", "EnrolmentSettings"]
 
@@ -60,11 +64,14 @@ class EnrolmentServicer(pb_grpc.EnrolmentServicer):
 
     def __init__(self, database: Database, ca: pki.CertificateAuthority,
                  settings: Callable[[], EnrolmentSettings],
-                 clock: Callable[[], dt.datetime]) -> None:
+                 clock: Callable[[], dt.datetime],
+                 on_replaced: Callable[[int, str], object] | None = None) -> None:
         self.database = database
         self.ca = ca
         self.settings = settings
         self.clock = clock
+        #: called with (installation id, replaced serial) after a replacement is committed
+        self.on_replaced = on_replaced
 
     async def Enroll(self, request: pb.EnrollRequest,
                      context: grpc.aio.ServicerContext[pb.EnrollRequest, pb.EnrollResponse],
@@ -74,16 +81,27 @@ class EnrolmentServicer(pb_grpc.EnrolmentServicer):
         now = self.clock()
         failure: tuple[grpc.StatusCode, str] | None = None
         response = pb.EnrollResponse()
+        replacing: str | None = None
         try:
             async with self.database.transaction() as session:
-                installation = await redeem_enrolment_token(session, secret, clock=self.clock)
+                redemption = await redeem_enrolment_token(session, secret, clock=self.clock)
+                installation = redemption.installation
+                replacing = installation.cert_serial
+                superseded_thumbprint = installation.cert_thumbprint
                 cert = self.ca.sign_installation_csr(
                     request.csr_pem, installation_id=installation.id, now=now,
                     lifetime=settings.cert_lifetime)
-                installation.cert_serial = pki.serial_hex(cert)
-                installation.cert_not_after = cert.not_valid_after_utc
+                await record_enrolment(session, redemption, cert_serial=pki.serial_hex(cert),
+                                       cert_not_after=cert.not_valid_after_utc,
+                                       clock=self.clock)
+                installation.cert_thumbprint = cert_thumbprint(
+                    cert.public_bytes(serialization.Encoding.DER))
+                if replacing is not None:
+                    # a re-enrolment: relays refuse the old certificate and its tickets
+                    await certificate_replaced(session, installation.id, superseded_thumbprint,
+                                               now)
                 if request.agent_version:
-                    installation.agent_version = request.agent_version[:64]
+                    installation.agent_version = safe_text(request.agent_version, limit=64)
                 await audit.record(
                     session, "installation.enrol",
                     actor=audit.Principal.installation(installation.id, installation.name),
@@ -91,7 +109,9 @@ class EnrolmentServicer(pb_grpc.EnrolmentServicer):
                     dealer_id=await _dealer_of(session, installation.customer_id),
                     after=audit.snapshot(installation, "cert_serial", "cert_not_after",
                                          "agent_version"),
-                    detail=f"host {request.hostname[:100]!r}, peer {context.peer()}",
+                    detail=("re-enrolled, replacing certificate " + replacing + "; "
+                            if replacing else "") + f"host "
+                    f"{safe_text(request.hostname, limit=100)}, peer {context.peer()}",
                     clock=self.clock)
                 response = pb.EnrollResponse(
                     installation_id=str(installation.id),
@@ -100,9 +120,13 @@ class EnrolmentServicer(pb_grpc.EnrolmentServicer):
                     control_address=settings.control_address,
                     control_port=settings.control_port,
                     server_name=settings.server_name)
-                log.info("installation %s enrolled (certificate %s, host %r, peer %s)",
-                         installation.id, installation.cert_serial, request.hostname[:100],
-                         context.peer())
+                log.info("installation %s %s (certificate %s%s, host %s, peer %s)",
+                         installation.id,
+                         "re-enrolled" if replacing else "enrolled", installation.cert_serial,
+                         f", replacing {replacing}, requested by "
+                         f"{redemption.record.created_by_email or 'unknown'}"
+                         if replacing else "",
+                         safe_text(request.hostname, limit=100), context.peer())
         except AuthenticationFailed as exc:
             failure = (grpc.StatusCode.UNAUTHENTICATED, f"{exc.code}: {exc.message}")
         except pki.PkiError as exc:
@@ -110,6 +134,8 @@ class EnrolmentServicer(pb_grpc.EnrolmentServicer):
         if failure is not None:
             log.info("enrolment refused from %s: %s", context.peer(), failure[1])
             await context.abort(*failure)
+        elif replacing and self.on_replaced is not None:
+            self.on_replaced(int(response.installation_id), replacing)
         return response
 
 

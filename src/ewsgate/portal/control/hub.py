@@ -48,6 +48,7 @@ from typing import Any, Protocol
 from ewsgate.portal.control.records import ControlRecords, Refusal
 from ewsgate.portal.services.errors import InvalidInput, ServiceError
 from ewsgate.proto import control_pb2 as pb
+from ewsgate.textsafe import safe_json, safe_text
 
 __all__ = [
     "CommandError",
@@ -64,6 +65,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+#: longest text an agent's result, error or progress string keeps (escaped; see textsafe)
+_PEER_TEXT = 2000
 
 
 def _status_of(error: CommandError) -> str:
@@ -232,10 +235,12 @@ class ControlHub:
             await asyncio.wait_for(event.wait(), timeout)
         return self.is_online(installation_id)
 
-    def disconnect(self, installation_id: int, reason: str = "installation deleted") -> bool:
-        """Cut the installation's live stream at once (call after deleting or disabling it)."""
+    def disconnect(self, installation_id: int, reason: str = "installation deleted", *,
+                   cert_serial: str | None = None) -> bool:
+        """Cut the installation's live stream at once (call after deleting or disabling it);
+        with ``cert_serial``, only a stream that presented that certificate."""
         connection = self._connections.get(installation_id)
-        if connection is None:
+        if connection is None or cert_serial not in (None, connection.cert_serial):
             return False
         connection.close(Refusal("installation_revoked", "PERMISSION_DENIED", reason))
         return True
@@ -323,9 +328,11 @@ class ControlHub:
             if not isinstance(payload, dict):
                 raise CommandFailed(f"{pending.kind}: the agent's result is not a JSON object",
                                     code="bad_result")
-            return payload
-        message = result.error_message or "no reason given"
-        code = result.error_code or None
+            clean = safe_json(payload, limit=_PEER_TEXT)
+            assert isinstance(clean, dict)
+            return clean
+        message = safe_text(result.error_message or "no reason given", limit=_PEER_TEXT)
+        code = safe_text(result.error_code, limit=64) or None
         if result.status == pb.CommandResult.REFUSED:
             raise CommandRefused(f"the agent refused {pending.kind}: {message}",
                                  code=code or "command_refused")
@@ -386,11 +393,12 @@ class ControlHub:
         pending = self._pending.get(result.command_id)
         if pending is None or pending.future.done():
             log.info("result for unknown or finished command %s from installation %s ignored",
-                     result.command_id, connection.installation_id)
+                     safe_text(result.command_id, limit=64), connection.installation_id)
             return
         if pending.installation_id != connection.installation_id:
             log.warning("installation %s sent a result for command %s of installation %s; "
-                        "ignored", connection.installation_id, result.command_id,
+                        "ignored", connection.installation_id,
+                        safe_text(result.command_id, limit=64),
                         pending.installation_id)
             return
         pending.future.set_result(result)
@@ -401,8 +409,9 @@ class ControlHub:
                 or pending.installation_id != connection.installation_id):
             return
         try:
-            outcome = pending.on_progress(Progress(progress.command_id, progress.stage[:64],
-                                                   progress.detail[:2000]))
+            outcome = pending.on_progress(Progress(
+                progress.command_id, safe_text(progress.stage, limit=64),
+                safe_text(progress.detail, limit=_PEER_TEXT)))
         except Exception:
             log.exception("progress callback of command %s failed", progress.command_id)
             return

@@ -16,6 +16,9 @@ Online state: ``online`` and ``last_seen_at`` are written when a stream starts a
 hub refreshes ``last_seen_at`` of every live stream in batches. Rows marked online whose
 ``last_seen_at`` is older than the stale limit are marked offline by :meth:`mark_stale_offline`,
 which also repairs rows left online by a portal process that died.
+
+Commands: ``control_commands`` keeps a command's payload and result with their secrets taken
+out (:mod:`.redaction`); finished rows are deleted after a retention (:mod:`.retention`).
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from ewsgate.portal.control.redaction import redact
 from ewsgate.portal.services.errors import NotFound
 from ewsgate.portal.store.db import Database
 from ewsgate.portal.store.models import ControlCommand, Installation
@@ -93,10 +97,13 @@ class ControlRecords:
 
     def __init__(self, database: Database) -> None:
         self.database = database
-        self._waiting: list[tuple[int, str, dt.datetime, asyncio.Future[StreamGrant]]] = []
+        #: (installation id, serial, not after, x5t#S256 or None, the answer)
+        self._waiting: list[tuple[int, str, dt.datetime, str | None,
+                                  asyncio.Future[StreamGrant]]] = []
 
     async def authorize(self, installation_id: int, cert_serial: str,
-                        cert_not_after: dt.datetime) -> StreamGrant:
+                        cert_not_after: dt.datetime, *,
+                        thumbprint: str | None = None) -> StreamGrant:
         """Check a certificate at stream start (may adopt a renewed one); raise :class:`Refusal`.
 
         Checks that arrive together (a reconnect storm) share one query: they are collected
@@ -104,7 +111,7 @@ class ControlRecords:
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[StreamGrant] = loop.create_future()
-        self._waiting.append((installation_id, cert_serial, cert_not_after, future))
+        self._waiting.append((installation_id, cert_serial, cert_not_after, thumbprint, future))
         if len(self._waiting) == 1:
             loop.call_later(_BATCH_DELAY, lambda: asyncio.ensure_future(self._authorize_batch()))
         return await future
@@ -119,10 +126,11 @@ class ControlRecords:
                 ids = sorted({item[0] for item in batch})
                 result = await session.execute(
                     select(Installation.id, Installation.enabled, Installation.cert_serial,
-                           Installation.cert_not_after).where(Installation.id.in_(ids)))
+                           Installation.cert_not_after, Installation.cert_thumbprint)
+                    .where(Installation.id.in_(ids)))
                 rows: dict[int, Any] = {row.id: row for row in result.all()}
                 outcomes: list[StreamGrant | Refusal] = []
-                for installation_id, serial, not_after, _future in batch:
+                for installation_id, serial, not_after, thumb, _future in batch:
                     try:
                         adopt = _check(rows.get(installation_id), installation_id, serial,
                                        not_after)
@@ -131,10 +139,18 @@ class ControlRecords:
                         continue
                     if adopt:  # later checks in this batch see the adopted certificate
                         rows[installation_id] = SimpleNamespace(
-                            enabled=True, cert_serial=serial, cert_not_after=not_after)
+                            enabled=True, cert_serial=serial, cert_not_after=not_after,
+                            cert_thumbprint=thumb)
                         await session.execute(
                             update(Installation).where(Installation.id == installation_id)
-                            .values(cert_serial=serial, cert_not_after=not_after))
+                            .values(cert_serial=serial, cert_not_after=not_after,
+                                    cert_thumbprint=thumb))
+                    elif thumb is not None and rows[installation_id].cert_thumbprint != thumb:
+                        # the current certificate, its thumbprint not yet recorded (tunnel
+                        # tickets are bound to it)
+                        await session.execute(
+                            update(Installation).where(Installation.id == installation_id)
+                            .values(cert_thumbprint=thumb))
                     outcomes.append(StreamGrant(installation_id, serial, adopt))
         except BaseException as exc:
             for *_, future in batch:
@@ -222,7 +238,7 @@ class ControlRecords:
                     raise NotFound.of("installation", installation_id)
                 session.add(ControlCommand(id=command_id, installation_id=installation_id,
                                            kind=kind, created_at=now, status="pending",
-                                           payload=payload))
+                                           payload=redact(payload)))
         except IntegrityError:  # deleted between the check and the insert
             raise NotFound.of("installation", installation_id) from None
 
@@ -230,7 +246,26 @@ class ControlRecords:
                              result: dict[str, Any] | None, now: dt.datetime) -> None:
         async with self.database.transaction() as session:
             await session.execute(update(ControlCommand).where(ControlCommand.id == command_id)
-                                  .values(status=status, result=result, completed_at=now))
+                                  .values(status=status, result=redact(result),
+                                          completed_at=now))
+
+    async def prune_commands(self, older_than: dt.datetime, *, batch: int = 5000) -> int:
+        """Delete finished commands completed before ``older_than``; the number deleted."""
+        removed = 0
+        while True:
+            async with self.database.transaction() as session:
+                ids = list((await session.scalars(
+                    select(ControlCommand.id).where(
+                        ControlCommand.completed_at.is_not(None),
+                        ControlCommand.completed_at < older_than,
+                        ControlCommand.status.not_in(("pending", "sent")))
+                    .limit(batch))).all())
+                if ids:
+                    await session.execute(delete(ControlCommand)
+                                          .where(ControlCommand.id.in_(ids)))
+            removed += len(ids)
+            if len(ids) < batch:
+                return removed
 
     async def set_command_status(self, command_id: str, status: str) -> None:
         async with self.database.transaction() as session:

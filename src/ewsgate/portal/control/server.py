@@ -32,19 +32,25 @@ import contextlib
 import datetime as dt
 import ipaddress
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import grpc
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from ewsgate import pki
 from ewsgate.portal.control.enrolment import EnrolmentServicer, EnrolmentSettings
 from ewsgate.portal.control.hub import Connection, ControlHub, HubConfig
 from ewsgate.portal.control.records import ControlRecords, Refusal
+from ewsgate.portal.control.retention import CommandRetention, run_pruner
+from ewsgate.portal.control.tunnel_reports import TunnelReportSink
 from ewsgate.portal.store.db import Database
 from ewsgate.proto import control_pb2 as pb
 from ewsgate.proto import control_pb2_grpc as pb_grpc
+from ewsgate.revocations import cert_thumbprint
+from ewsgate.textsafe import safe_text
 
 __all__ = ["MAX_PENDING_CALLS", "SERVER_NAME", "ControlServer", "ControlServerConfig",
            "peer_certificate", "server_options"]
@@ -73,6 +79,7 @@ class ControlServerConfig:
     server_names: tuple[str, ...] = ()
     cert_lifetime: dt.timedelta = pki.CLIENT_CERT_LIFETIME
     hub: HubConfig = field(default_factory=HubConfig)
+    commands: CommandRetention = field(default_factory=CommandRetention)
 
 
 def peer_certificate(context: grpc.aio.ServicerContext[object, object]) -> x509.Certificate | None:
@@ -137,8 +144,10 @@ class ControlServicer(pb_grpc.ControlServicer):
     """The ``Control`` service: one long-lived stream per installation."""
 
     def __init__(self, hub: ControlHub, ca: pki.CertificateAuthority,
-                 cert_lifetime: dt.timedelta) -> None:
+                 cert_lifetime: dt.timedelta, reports: TunnelReportSink | None = None) -> None:
         self.hub = hub
+        #: where agents' tunnel reports are recorded (None: logged and dropped)
+        self.reports = reports
         self.records = hub.records
         self.ca = ca
         self.cert_lifetime = cert_lifetime
@@ -159,7 +168,9 @@ class ControlServicer(pb_grpc.ControlServicer):
             return
         installation_id, serial = int(ident), pki.serial_hex(cert)
         try:
-            await self.records.authorize(installation_id, serial, cert.not_valid_after_utc)
+            await self.records.authorize(
+                installation_id, serial, cert.not_valid_after_utc,
+                thumbprint=cert_thumbprint(cert.public_bytes(serialization.Encoding.DER)))
         except Refusal as refusal:
             log.info("stream of installation %s refused: %s", installation_id, refusal.message)
             await context.abort(grpc.StatusCode[refusal.status], f"{refusal.code}: {refusal}")
@@ -174,20 +185,22 @@ class ControlServicer(pb_grpc.ControlServicer):
             return
         hello = first.hello
         if hello.installation_id and hello.installation_id != ident:
-            log.warning("installation %s claimed to be installation %r; refused",
-                        installation_id, hello.installation_id)
+            claimed = safe_text(hello.installation_id, limit=64)
+            log.warning("installation %s claimed to be installation %s; refused",
+                        installation_id, claimed)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"identity_mismatch: the message claims installation "
-                                f"{hello.installation_id!r} but the certificate names "
+                                f"{claimed} but the certificate names "
                                 f"installation {ident}; identity comes from the certificate")
             return
         loop = asyncio.get_running_loop()
         connection = Connection(installation_id=installation_id, cert_serial=serial,
                                 peer=context.peer(), connected_at=loop.time(),
                                 last_message_at=loop.time(), task=asyncio.current_task())
-        await self.hub.attach(connection, hello.agent_version or None)
+        agent_version = safe_text(hello.agent_version, limit=64) or None
+        await self.hub.attach(connection, agent_version)
         log.info("installation %s online from %s (agent %s)", installation_id, context.peer(),
-                 hello.agent_version or "?")
+                 agent_version or "?")
         connection.push(pb.PortalMessage(welcome=pb.Welcome(
             installation_id=ident,
             heartbeat_interval_ms=int(self.hub.config.heartbeat_interval * 1000),
@@ -257,6 +270,9 @@ class ControlServicer(pb_grpc.ControlServicer):
         elif kind == "result":
             await self.records.recheck(connection.installation_id, connection.cert_serial)
             self.hub.on_result(connection, message.result)
+        elif kind == "tunnel_report":
+            if self.reports is not None:
+                await self.reports.record(connection.installation_id, message.tunnel_report)
         elif kind == "renew":
             current_not_after = await self.records.recheck(connection.installation_id,
                                                            connection.cert_serial)
@@ -308,6 +324,7 @@ class ControlServer:
         self._server: grpc.aio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._presence: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
         self._database = database
 
     def _enrolment_settings(self) -> EnrolmentSettings:
@@ -327,9 +344,12 @@ class ControlServer:
         chain = issued.cert_pem + self.ca.cert_pem
         server = grpc.aio.server(options=server_options())
         pb_grpc.add_ControlServicer_to_server(  # type: ignore[no-untyped-call]
-            ControlServicer(self.hub, self.ca, self.config.cert_lifetime), server)
+            ControlServicer(self.hub, self.ca, self.config.cert_lifetime,
+                            TunnelReportSink(self._database, clock=self.clock,
+                                             monotonic=time.monotonic)), server)
         pb_grpc.add_EnrolmentServicer_to_server(  # type: ignore[no-untyped-call]
-            EnrolmentServicer(self._database, self.ca, self._enrolment_settings, self.clock),
+            EnrolmentServicer(self._database, self.ca, self._enrolment_settings, self.clock,
+                              on_replaced=self._certificate_replaced),
             server)
         mtls = grpc.ssl_server_credentials([(issued.key_pem, chain)],
                                            root_certificates=self.ca.cert_pem,
@@ -342,11 +362,19 @@ class ControlServer:
         self._server = server
         self._sweeper = asyncio.create_task(self.hub.run_sweeper())
         self._presence = asyncio.create_task(self.hub.run_presence_writer())
+        self._pruner = asyncio.create_task(run_pruner(self.records, self.config.commands,
+                                                      self.hub.clock))
         log.info("control server on %s (mTLS), enrolment on %s", self.port, self.enrol_port)
+
+    def _certificate_replaced(self, installation_id: int, previous: str) -> None:
+        """A re-enrolment replaced ``previous``: its live stream ends now, not at the sweep."""
+        self.hub.disconnect(installation_id, "this installation's certificate was replaced by "
+                            "a new enrolment; this agent must be enrolled again",
+                            cert_serial=previous)
 
     async def stop(self, grace: float = 2.0) -> None:
         """Close every stream (agents reconnect elsewhere or later) and stop serving."""
-        for task in (self._sweeper, self._presence):
+        for task in (self._sweeper, self._presence, self._pruner):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

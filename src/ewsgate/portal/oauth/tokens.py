@@ -127,8 +127,11 @@ class TokenIssuer:
         session_id: str,
         expires_at: datetime,
         device: Mapping[str, Any],
+        certificate_thumbprint: str | None = None,
     ) -> IssuedToken:
-        """The ticket the agent presents to ``relay_id`` for ``session_id``."""
+        """The ticket the agent presents to ``relay_id`` for ``session_id``, bound to the
+        installation's client certificate (``cnf``/``x5t#S256``, RFC 8705) when given; relays
+        refuse tickets without that binding."""
         now = self._clock()
         exp = _ts(expires_at)
         if exp <= _ts(now):
@@ -145,6 +148,8 @@ class TokenIssuer:
             "typ": TICKET_TYP,
             "dev": dict(device),
         }
+        if certificate_thumbprint is not None:
+            claims["cnf"] = {"x5t#S256": certificate_thumbprint}
         token = self.keys.sign(claims, typ=TICKET_TYP)
         return IssuedToken(token, jti, datetime.fromtimestamp(exp, now.tzinfo), now)
 

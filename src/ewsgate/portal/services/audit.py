@@ -113,6 +113,8 @@ ACTIONS: dict[str, ActionSpec] = {
     "relay.certificate": ActionSpec("relay", "issued the relay's TLS certificate"),
     "signing_key.rotate": ActionSpec("signing_key", "rotated the token signing key"),
     "signing_key.retire": ActionSpec("signing_key", "retired a token signing key"),
+    "key_encryption_key.rotate": ActionSpec("key_encryption_key",
+                                            "rotated the key sealing stored SNMP secrets"),
 }
 
 

@@ -4,11 +4,19 @@ Access follows the installation's customer (see :mod:`.access`). Enrolment token
 (256 bits), shown once, stored as SHA-256, valid for a limited time and usable once:
 :func:`create_enrolment_token` issues one for an Administrator; :func:`redeem_enrolment_token`
 is what the control server calls when an agent enrols (no actor: the token is the credential).
+
+Re-enrolment is explicit. An installation that has a certificate gets a token only when the
+Administrator asks for a *replacement* (``purpose="replace"``); redeeming it replaces the
+certificate (the old one is refused from then on) and the token's row records who asked, when,
+and which certificate was replaced (:func:`enrolment_history`). Only the newest token of an
+installation is valid: issuing one revokes every earlier unused one, so a stray older token
+(in a mail, a ticket, a shell history) enrols nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,22 +28,40 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ewsgate.portal.services import audit
 from ewsgate.portal.services.access import Action, Actor, load_tree, require, scope_for
-from ewsgate.portal.services.errors import AuthenticationFailed, NotFound
-from ewsgate.portal.services.validation import check_known, clean_bool, clean_int, clean_text
-from ewsgate.portal.store.models import Customer, EnrolmentToken, Installation
+from ewsgate.portal.services.errors import AuthenticationFailed, Conflict, NotFound
+from ewsgate.portal.services.validation import (
+    check_known,
+    clean_bool,
+    clean_choice,
+    clean_int,
+    clean_text,
+)
+from ewsgate.portal.sessions.revocation import revoke_installation
+from ewsgate.portal.store.models import (
+    ENROLMENT_PURPOSES,
+    Customer,
+    EnrolmentToken,
+    Installation,
+)
 from ewsgate.portal.store.types import Clock, utc_now
 
 __all__ = [
     "ENROLMENT_TOKEN_PREFIX",
     "IssuedEnrolmentToken",
+    "Redemption",
     "create_enrolment_token",
     "create_installation",
     "delete_installation",
+    "enrolment_history",
     "get_installation",
     "list_installations",
+    "on_certificate_replaced",
+    "record_enrolment",
     "redeem_enrolment_token",
     "update_installation",
 ]
+
+log = logging.getLogger(__name__)
 
 ENROLMENT_TOKEN_PREFIX = "ewse_"
 DEFAULT_TOKEN_LIFETIME = timedelta(hours=24)
@@ -105,7 +131,8 @@ async def create_installation(session: AsyncSession, actor: Actor, values: Mappi
 
 
 async def update_installation(session: AsyncSession, actor: Actor, installation_id: int,
-                              changes: Mapping[str, Any]) -> Installation:
+                              changes: Mapping[str, Any], *,
+                              clock: Clock = utc_now) -> Installation:
     """Rename, enable/disable or move an installation (Administrator of it and of the target
     customer). A disabled installation opens no sessions."""
     check_known(changes, _UPDATE_FIELDS)
@@ -115,7 +142,11 @@ async def update_installation(session: AsyncSession, actor: Actor, installation_
     if "name" in changes:
         installation.name = clean_text("name", changes["name"])
     if "enabled" in changes:
-        installation.enabled = clean_bool("enabled", changes["enabled"])
+        enabled = clean_bool("enabled", changes["enabled"])
+        if installation.enabled and not enabled:
+            await revoke_installation(session, installation.id,
+                                      f"installation {installation.id} was disabled", clock())
+        installation.enabled = enabled
     if "customer_id" in changes:
         customer_id = clean_int("customer_id", changes["customer_id"], low=1, high=2**31 - 1)
         await _require_customer(session, actor, customer_id)
@@ -127,7 +158,8 @@ async def update_installation(session: AsyncSession, actor: Actor, installation_
     return installation
 
 
-async def delete_installation(session: AsyncSession, actor: Actor, installation_id: int) -> None:
+async def delete_installation(session: AsyncSession, actor: Actor, installation_id: int, *,
+                              clock: Clock = utc_now) -> None:
     """Delete an installation with its devices and tokens (Administrator). Its certificate is
     refused from then on, because the control server looks the installation up per call."""
     installation = await get_installation(session, actor, installation_id,
@@ -135,39 +167,71 @@ async def delete_installation(session: AsyncSession, actor: Actor, installation_
     await audit.record(session, "installation.delete", actor=actor, target_id=installation.id,
                        customer_id=installation.customer_id,
                        before=audit.snapshot(installation))
+    await revoke_installation(session, installation.id,
+                              f"installation {installation.id} was deleted", clock())
     await session.delete(installation)
     await session.flush()
 
 
 async def create_enrolment_token(session: AsyncSession, actor: Actor, installation_id: int, *,
+                                 purpose: str | None = None,
                                  lifetime: timedelta = DEFAULT_TOKEN_LIFETIME,
                                  clock: Clock = utc_now) -> IssuedEnrolmentToken:
     """Issue a one-time enrolment token for the installation (Administrator of it).
 
-    Earlier unused tokens of the installation stay valid until they expire or are used.
+    ``purpose`` is ``enrol`` for an installation that has no certificate yet and must be
+    ``replace`` for one that has (a replacement is something the Administrator asks for, never
+    a side effect); ``None`` means ``enrol``. Every earlier unused token of the installation is
+    revoked: only the newest one enrols.
     """
     installation = await get_installation(session, actor, installation_id,
                                           Action.MANAGE_INVENTORY)
-    token = ENROLMENT_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    wanted = clean_choice("purpose", purpose or "enrol", ENROLMENT_PURPOSES)
+    enrolled = installation.cert_serial is not None
+    if enrolled and wanted != "replace":
+        raise Conflict(f"installation {installation.id} is already enrolled; a new token would "
+                       "replace its certificate, so ask for a replacement (purpose \"replace\")",
+                       code="installation_enrolled", field="purpose")
+    if not enrolled and wanted == "replace":
+        raise Conflict(f"installation {installation.id} has no certificate to replace; ask for "
+                       "an enrolment token (purpose \"enrol\")",
+                       code="installation_not_enrolled", field="purpose")
     now = clock()
+    await session.execute(
+        update(EnrolmentToken).where(EnrolmentToken.installation_id == installation.id,
+                                     EnrolmentToken.used_at.is_(None),
+                                     EnrolmentToken.revoked_at.is_(None)).values(revoked_at=now))
+    token = ENROLMENT_TOKEN_PREFIX + secrets.token_urlsafe(32)
     record = EnrolmentToken(installation_id=installation.id, token_hash=hash_token(token),
-                            created_at=now, expires_at=now + lifetime)
+                            created_at=now, expires_at=now + lifetime, purpose=wanted,
+                            created_by_user_id=actor.user_id, created_by_email=actor.email)
     session.add(record)
     await session.flush()
     await audit.record(session, "enrolment_token.create", actor=actor, target_id=record.id,
                        customer_id=installation.customer_id, after=audit.snapshot(record),
-                       detail=f"for installation {installation.id}", clock=clock)
+                       detail=f"{wanted} for installation {installation.id}", clock=clock)
     return IssuedEnrolmentToken(token, record)
 
 
+@dataclass(frozen=True, slots=True)
+class Redemption:
+    """A redeemed token: the installation it enrols and the token's record."""
+
+    installation: Installation
+    record: EnrolmentToken
+
+
 async def redeem_enrolment_token(session: AsyncSession, token: str, *,
-                                 clock: Clock = utc_now) -> Installation:
+                                 clock: Clock = utc_now) -> Redemption:
     """Consume ``token`` and return its installation; the control server calls this on enrol.
 
-    Unknown, used or expired tokens, or a disabled installation → :class:`AuthenticationFailed`
-    with code ``enrolment_token_invalid`` / ``enrolment_token_used`` /
-    ``enrolment_token_expired`` / ``installation_disabled``. The token is marked used with a
-    conditional UPDATE, so two concurrent enrolments cannot both succeed.
+    Unknown, used, superseded or expired tokens, or a disabled installation →
+    :class:`AuthenticationFailed` with code ``enrolment_token_invalid`` /
+    ``enrolment_token_used`` / ``enrolment_token_superseded`` / ``enrolment_token_expired`` /
+    ``installation_disabled``; an ``enrol`` token for an installation that has a certificate
+    meanwhile → ``enrolment_token_stale``. The token is marked used with a conditional UPDATE,
+    so two concurrent enrolments cannot both succeed. The messages say what to do without
+    naming anything of the installation (the caller holds only a token).
     """
     record = await session.scalar(
         select(EnrolmentToken).where(EnrolmentToken.token_hash == hash_token(token)))
@@ -178,6 +242,11 @@ async def redeem_enrolment_token(session: AsyncSession, token: str, *,
     if record.used_at is not None:
         raise AuthenticationFailed("enrolment token was already used; create a new one",
                                    code="enrolment_token_used")
+    if record.revoked_at is not None:
+        raise AuthenticationFailed("enrolment token was superseded by a newer token for the "
+                                   "same installation; use the newest token, or ask an "
+                                   "administrator for a new one",
+                                   code="enrolment_token_superseded")
     if record.expires_at <= now:
         raise AuthenticationFailed(f"enrolment token expired at {_iso(record.expires_at)}; "
                                    "create a new one", code="enrolment_token_expired")
@@ -185,13 +254,61 @@ async def redeem_enrolment_token(session: AsyncSession, token: str, *,
     if installation is None or not installation.enabled:
         raise AuthenticationFailed("the installation is disabled; enable it in the portal",
                                    code="installation_disabled")
+    if record.purpose != "replace" and installation.cert_serial is not None:
+        raise AuthenticationFailed("the installation is already enrolled; replacing its "
+                                   "certificate needs a replacement token from an "
+                                   "administrator", code="enrolment_token_stale")
     result = await session.execute(
         update(EnrolmentToken).where(EnrolmentToken.id == record.id,
-                                     EnrolmentToken.used_at.is_(None)).values(used_at=now))
+                                     EnrolmentToken.used_at.is_(None),
+                                     EnrolmentToken.revoked_at.is_(None)).values(used_at=now))
     if getattr(result, "rowcount", 1) != 1:
         raise AuthenticationFailed("enrolment token was already used; create a new one",
                                    code="enrolment_token_used")
-    return installation
+    return Redemption(installation, record)
+
+
+async def record_enrolment(session: AsyncSession, redemption: Redemption, *, cert_serial: str,
+                           cert_not_after: datetime, clock: Clock = utc_now) -> None:
+    """Make the newly signed certificate the installation's current one and write the history.
+
+    For a replacement, the certificate it replaced is kept on the token's row and
+    :func:`on_certificate_replaced` is called.
+    """
+    installation, record = redemption.installation, redemption.record
+    previous = installation.cert_serial
+    installation.cert_serial = cert_serial
+    installation.cert_not_after = cert_not_after
+    await session.execute(
+        update(EnrolmentToken).where(EnrolmentToken.id == record.id)
+        .values(issued_cert_serial=cert_serial, replaced_cert_serial=previous))
+    if previous is not None and previous != cert_serial:
+        await on_certificate_replaced(session, installation.id, previous=previous,
+                                      current=cert_serial, requested_by=record.created_by_email,
+                                      at=clock())
+
+
+async def on_certificate_replaced(session: AsyncSession, installation_id: int, *,
+                                  previous: str, current: str, requested_by: str | None,
+                                  at: datetime) -> None:
+    """The installation's certificate ``previous`` was replaced by ``current`` (re-enrolment).
+
+    The control server refuses ``previous`` from the next check on (it is no longer the
+    recorded serial); parts that hold state bound to the old certificate (relays' tunnels)
+    hook in here.
+    """
+    log.info("installation %s: certificate %s replaced by %s at %s (requested by %s)",
+             installation_id, previous, current, _iso(at), requested_by or "unknown")
+
+
+async def enrolment_history(session: AsyncSession, actor: Actor,
+                            installation_id: int) -> list[EnrolmentToken]:
+    """The installation's enrolment tokens, newest first: who asked, why, when used or revoked,
+    which certificate each issued and replaced (Administrator of it)."""
+    await get_installation(session, actor, installation_id, Action.MANAGE_INVENTORY)
+    return list((await session.scalars(
+        select(EnrolmentToken).where(EnrolmentToken.installation_id == installation_id)
+        .order_by(EnrolmentToken.created_at.desc(), EnrolmentToken.id.desc()))).all())
 
 
 async def _require_customer(session: AsyncSession, actor: Actor, customer_id: int) -> None:

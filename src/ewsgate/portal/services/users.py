@@ -48,6 +48,7 @@ from ewsgate.portal.services.validation import (
     clean_password,
     clean_text,
 )
+from ewsgate.portal.sessions.revocation import end_user_sessions
 from ewsgate.portal.store.models import ROLES, ApiToken, Customer, Dealer, RoleAssignment, User
 from ewsgate.portal.store.types import Clock, utc_now
 
@@ -136,7 +137,7 @@ async def create_user(session: AsyncSession, actor: Actor, values: Mapping[str, 
 
 
 async def update_user(session: AsyncSession, actor: Actor, user_id: int,
-                      changes: Mapping[str, Any]) -> User:
+                      changes: Mapping[str, Any], *, clock: Clock = utc_now) -> User:
     """Change a user: a dealer-wide Administrator may change ``email``, ``name``,
     ``password`` and ``active``; a user may change their own ``name`` and ``password``
     (with ``current_password``)."""
@@ -167,6 +168,8 @@ async def update_user(session: AsyncSession, actor: Actor, user_id: int,
         active = clean_bool("active", changes["active"])
         if not active and user.active:
             await _ensure_not_last_admin(session, user.dealer_id, user_id=user.id)
+            await end_user_sessions(session, user.id, f"the user {user.email} was deactivated",
+                                    clock())
         user.active = active
     try:
         await session.flush()
@@ -178,7 +181,8 @@ async def update_user(session: AsyncSession, actor: Actor, user_id: int,
     return user
 
 
-async def delete_user(session: AsyncSession, actor: Actor, user_id: int) -> None:
+async def delete_user(session: AsyncSession, actor: Actor, user_id: int, *,
+                      clock: Clock = utc_now) -> None:
     """Delete a user with their roles, tokens and sessions (dealer-wide Administrator).
     Deleting oneself or the last dealer-wide Administrator is refused (:class:`Conflict`)."""
     user = await get_user(session, actor, user_id)
@@ -188,6 +192,7 @@ async def delete_user(session: AsyncSession, actor: Actor, user_id: int) -> None
     await _ensure_not_last_admin(session, user.dealer_id, user_id=user.id)
     await audit.record(session, "user.delete", actor=actor, target_id=user.id,
                        before=audit.snapshot(user))
+    await end_user_sessions(session, user.id, f"the user {user.email} was deleted", clock())
     await session.delete(user)
     await session.flush()
 
@@ -243,7 +248,7 @@ async def create_role_assignment(session: AsyncSession, actor: Actor,
 
 
 async def delete_role_assignment(session: AsyncSession, actor: Actor,
-                                 assignment_id: int) -> None:
+                                 assignment_id: int, *, clock: Clock = utc_now) -> None:
     """Revoke an assignment inside the actor's Administrator scope (else :class:`NotFound`).
     Revoking the dealer's last dealer-wide Administrator is refused (``last_administrator``)."""
     assignment = await session.get(RoleAssignment, assignment_id)
@@ -263,6 +268,10 @@ async def delete_role_assignment(session: AsyncSession, actor: Actor,
     await audit.record(session, "role_assignment.delete", actor=actor, target_id=assignment.id,
                        customer_id=assignment.customer_id, before=audit.snapshot(assignment),
                        detail=f"{assignment.role} of user {assignment.user_id}")
+    if assignment.role != "viewer":
+        # the user may no longer be allowed the sessions they have open: end them all
+        await end_user_sessions(session, assignment.user_id,
+                                f"the user's {assignment.role} role was revoked", clock())
     await session.delete(assignment)
     await session.flush()
 

@@ -32,6 +32,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ewsgate.portal.store.models import JobLogEntry, RemoteSession
+from ewsgate.textsafe import safe_text
 
 __all__ = ["MAX_BATCH", "IngestResult", "LogEntryError", "ingest", "parse_entry"]
 
@@ -70,7 +71,10 @@ def _text(entry: Mapping[str, Any], name: str, limit: int, *, required: bool) ->
         raise LogEntryError(f"{name} must be a string")
     if required and not value:
         raise LogEntryError(f"{name} must not be empty")
-    return value if len(value) <= limit else value[: limit - 1] + "…"
+    # the relay's text (device error details, the URL the browser asked for) reaches the job
+    # page and exports: escaped and capped like any peer's (ewsgate.textsafe)
+    escaped = safe_text(value[: limit + 1], limit=10 * (limit + 1))
+    return escaped if len(escaped) <= limit else escaped[: limit - 1] + "…"
 
 
 def _moment(entry: Mapping[str, Any]) -> datetime:

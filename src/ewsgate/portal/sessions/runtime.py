@@ -91,6 +91,8 @@ class RemoteTechnician:
     ca_source: Callable[[], CertificateAuthority | None] = lambda: None
     sweep_interval: float = 1.0
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
+    #: the relays' event streams' shared poller (portal.sessions.revocation_stream), on demand
+    revocation_streams: Any = field(default=None, repr=False)
 
     @property
     def ca(self) -> CertificateAuthority | None:

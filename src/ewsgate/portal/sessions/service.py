@@ -50,6 +50,7 @@ from ewsgate.portal.sessions.naming import (
     pick_relay,
     session_address,
 )
+from ewsgate.portal.sessions.revocation import prune_revocations
 from ewsgate.portal.sessions.status import LIVE, SessionStatus, can_move
 from ewsgate.portal.store.db import Database
 from ewsgate.portal.store.models import Device, Installation, Job, Relay, RemoteSession, User
@@ -167,6 +168,7 @@ class RemoteSessions:
         self._timeline: dict[str, dict[str, str]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._next_prune: datetime | None = None
 
     def now(self) -> datetime:
         """The service's clock (injected; a fake one in tests)."""
@@ -205,7 +207,8 @@ class RemoteSessions:
             dev = device_payload(device)
             ticket = self.tickets.tunnel_ticket(
                 relay_id=str(relay.id), installation_id=str(installation.id),
-                session_id=session_id, expires_at=expires_at, device=dev)
+                session_id=session_id, expires_at=expires_at, device=dev,
+                certificate_thumbprint=installation.cert_thumbprint)
             payload = {
                 "session_id": session_id,
                 "expires_at": expires_at.isoformat(),
@@ -439,9 +442,15 @@ class RemoteSessions:
             log.info("CloseSession for %s not confirmed: %s", session_id, exc.message)
 
     async def sweep(self) -> None:
-        """One pass of the sweeper: expiry, stuck opens, teardown."""
+        """One pass of the sweeper: expiry, stuck opens, teardown; once a minute, forget
+        installation revocations no relay needs any more."""
         await self.expire()
         await self.teardown()
+        now = self._clock()
+        if self._next_prune is None or now >= self._next_prune:
+            self._next_prune = now + timedelta(minutes=1)
+            async with self.db.transaction() as session:
+                await prune_revocations(session, now)
 
     async def run_sweeper(self, interval: float = 1.0) -> None:
         """Run :meth:`sweep` every ``interval`` seconds until cancelled."""

@@ -12,7 +12,13 @@ PostgreSQL (``postgresql+asyncpg://user@host/db``). An ewsgate-specific query pa
 how the tests give each test module its own schema in a shared database.
 
 On SQLite, foreign keys are switched on per connection (SQLite's default is off), with WAL
-and a busy timeout so the portal and a CLI command can share the file.
+and a busy timeout so the portal and a CLI command can share the file. A new SQLite file is
+created mode 0600 in a 0700 directory (SQLite gives its ``-wal``/``-shm`` files the database
+file's mode).
+
+Encrypted columns (:mod:`.sealed`) use the keyring the :class:`Database` is given; the portal
+and the admin commands give the one in ``DATA_DIR/keys``. Without one a database gets a keyring
+that lives only in the process (tests, in-memory use).
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import NullPool
+
+from ewsgate.fsmode import private_dir, private_file
+from ewsgate.portal.store.keyring import Keyring
+from ewsgate.portal.store.sealed import bind_keyring
 
 __all__ = [
     "Database",
@@ -90,7 +100,10 @@ def create_engine(url_text: str, *, pool: bool = True, echo: bool = False) -> As
     kwargs: dict[str, Any] = {"echo": echo}
     if url.drivername.startswith("sqlite"):
         if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(url.database)
+            if not path.exists():
+                private_dir(path.parent)
+                private_file(path)
         kwargs["connect_args"] = {"timeout": 30}
     elif schema is not None:
         kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
@@ -113,9 +126,12 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 class Database:
     """An engine plus a session factory; one per process (or per test)."""
 
-    def __init__(self, url: str, *, pool: bool = True, echo: bool = False) -> None:
+    def __init__(self, url: str, *, pool: bool = True, echo: bool = False,
+                 keyring: Keyring | None = None) -> None:
         self.url = url
         self.engine = create_engine(url, pool=pool, echo=echo)
+        self.keyring = keyring or Keyring.ephemeral()
+        bind_keyring(self.engine, self.keyring)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False,
                                            class_=AsyncSession)
 

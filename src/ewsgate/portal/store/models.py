@@ -11,7 +11,8 @@ Models carry no relationships on purpose: the portal runs on asyncio, where an i
 load is an error, so every query is explicit in the service layer. Enumerated values are plain
 strings validated by the service layer (the constants below are the single list of allowed
 values). Secrets are stored hashed (tokens, relay secrets) or as argon2 hashes (passwords); the
-SNMP credentials a device needs are stored as given because the agent must use them.
+SNMP credentials a device needs must reach the agent as given, so they are encrypted at rest
+(:class:`~ewsgate.portal.store.sealed.SealedText`, keys in the portal's data directory).
 
 The first migration creates every table; add columns in new migrations.
 """
@@ -34,10 +35,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ewsgate.portal.store.sealed import SealedText
 from ewsgate.portal.store.types import UTCDateTime
 
 __all__ = [
     "DEVICE_MAKES",
+    "ENROLMENT_PURPOSES",
     "IDENTITY_METHODS",
     "JOB_STATUSES",
     "REMOTE_SESSION_STATUSES",
@@ -52,11 +55,13 @@ __all__ = [
     "Device",
     "EnrolmentToken",
     "Installation",
+    "InstallationRevocation",
     "Job",
     "JobLogEntry",
     "Relay",
     "RemoteSession",
     "RoleAssignment",
+    "TunnelReport",
     "User",
     "WebSession",
 ]
@@ -68,6 +73,9 @@ IDENTITY_METHODS = ("mac", "serial")
 SNMP_VERSIONS = ("2c", "3", "off")
 JOB_STATUSES = ("queued", "running", "completed", "failed")
 REMOTE_SESSION_STATUSES = ("verifying", "connecting", "ready", "ended", "failed")
+#: ``enrol``: a first enrolment; ``replace``: an Administrator asked to replace the certificate
+#: of an enrolled installation
+ENROLMENT_PURPOSES = ("enrol", "replace")
 
 # Stable constraint names, so that Alembic migrations work the same on SQLite and PostgreSQL.
 NAMING = {
@@ -122,11 +130,33 @@ class Installation(Base):
     #: serial number of the installation's current client certificate, lower-case hex
     cert_serial: Mapped[str | None] = mapped_column(String(64), index=True)
     cert_not_after: Mapped[datetime | None]
+    #: ``x5t#S256`` of the current client certificate (tunnel tickets are bound to it)
+    cert_thumbprint: Mapped[str | None] = mapped_column(String(64))
     agent_version: Mapped[str | None] = mapped_column(String(64))
 
 
+class InstallationRevocation(Base):
+    """An installation disabled, deleted or re-enrolled: relays refuse its earlier tickets.
+
+    No foreign key: the row must outlive a deleted installation. Pruned once no ticket issued
+    before ``revoked_at`` can still be valid (the longest session).
+    """
+
+    __tablename__ = "installation_revocations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    installation_id: Mapped[int] = mapped_column(Integer, index=True)
+    revoked_at: Mapped[datetime] = mapped_column(index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    #: the superseded certificate's ``x5t#S256``, when known
+    thumbprint: Mapped[str | None] = mapped_column(String(64))
+
+
 class EnrolmentToken(Base):
-    """A one-time enrolment token for an installation (only its SHA-256 is stored)."""
+    """A one-time enrolment token for an installation (only its SHA-256 is stored).
+
+    The rows are also the installation's enrolment history: who asked for each token and
+    why (``purpose``), when it was used, and which certificate it replaced.
+    """
 
     __tablename__ = "enrolment_tokens"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -136,6 +166,17 @@ class EnrolmentToken(Base):
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+    #: one of :data:`ENROLMENT_PURPOSES`
+    purpose: Mapped[str] = mapped_column(String(16), default="enrol", server_default="enrol")
+    created_by_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"))
+    #: kept when the user is deleted
+    created_by_email: Mapped[str | None] = mapped_column(String(320))
+    #: set when a newer token for the same installation was issued before this one was used
+    revoked_at: Mapped[datetime | None]
+    #: the certificate this token's enrolment issued, and the one it replaced (``replace``)
+    issued_cert_serial: Mapped[str | None] = mapped_column(String(64))
+    replaced_cert_serial: Mapped[str | None] = mapped_column(String(64))
 
 
 class Device(Base):
@@ -159,12 +200,12 @@ class Device(Base):
     identity_method: Mapped[str] = mapped_column(String(16), default="mac")
     snmp_version: Mapped[str] = mapped_column(String(8), default="2c")
     snmp_port: Mapped[int] = mapped_column(Integer, default=161)
-    snmp_community: Mapped[str | None] = mapped_column(String(128))
+    snmp_community: Mapped[str | None] = mapped_column(SealedText("devices.snmp_community"))
     snmp_v3_user: Mapped[str | None] = mapped_column(String(128))
     snmp_v3_auth_protocol: Mapped[str | None] = mapped_column(String(16))
-    snmp_v3_auth_key: Mapped[str | None] = mapped_column(String(256))
+    snmp_v3_auth_key: Mapped[str | None] = mapped_column(SealedText("devices.snmp_v3_auth_key"))
     snmp_v3_priv_protocol: Mapped[str | None] = mapped_column(String(16))
-    snmp_v3_priv_key: Mapped[str | None] = mapped_column(String(256))
+    snmp_v3_priv_key: Mapped[str | None] = mapped_column(SealedText("devices.snmp_v3_priv_key"))
     remote_technician_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
@@ -316,11 +357,17 @@ class RemoteSession(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
-    ended_at: Mapped[datetime | None]
+    #: indexed: the relays' revocation streams read the sessions ended in the last seconds
+    ended_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class ControlCommand(Base):
-    """A command sent down an installation's control stream; its id refuses replays."""
+    """A command sent down an installation's control stream; its id refuses replays.
+
+    ``payload`` is stored with its secrets taken out (tickets as a SHA-256 digest, SNMP
+    communities and keys not at all; :mod:`ewsgate.portal.control.redaction`), and finished
+    commands are pruned after a retention period.
+    """
 
     __tablename__ = "control_commands"
     __table_args__ = (Index("ix_control_commands_installation_status", "installation_id",
@@ -334,6 +381,24 @@ class ControlCommand(Base):
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     completed_at: Mapped[datetime | None]
+
+
+class TunnelReport(Base):
+    """A relay's misbehaviour in a session, as the agent reported it (``TunnelReport`` on the
+    control stream): a refused destination or stream, a tunnel protocol violation, or the
+    agent cutting the relay. Recorded on the session's job; ``count`` occurrences per row."""
+
+    __tablename__ = "tunnel_reports"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    session_id: Mapped[str] = mapped_column(String(64))
+    installation_id: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))
+    code: Mapped[str] = mapped_column(String(32))
+    budget: Mapped[str | None] = mapped_column(String(32))
+    count: Mapped[int] = mapped_column(Integer, default=1)
+    detail: Mapped[str | None] = mapped_column(Text)
 
 
 class AuditEvent(Base):

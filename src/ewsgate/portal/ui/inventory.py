@@ -52,6 +52,8 @@ class Enrolment:
     token: str
     portal: str
     expires_label: str
+    #: ``enrol`` or ``replace`` (the agent that uses it replaces the current certificate)
+    purpose: str = "enrol"
 
 
 def _form(p: Page, names: frozenset[str]) -> dict[str, str]:
@@ -93,7 +95,7 @@ def _enrolment(p: Page, name: str, issued: Any) -> Enrolment:
     portal = p.ui.config.enrol_address or "PORTAL_HOST:GRPC_PORT"
     return Enrolment(name, p.ui.config.display_token(issued.token), portal,
                      ago(p.ui.config.clock() + lifetime, p.ui.config.clock())
-                     if lifetime > timedelta(0) else "now")
+                     if lifetime > timedelta(0) else "now", issued.record.purpose)
 
 
 @page
@@ -122,7 +124,8 @@ async def create_enrolment_token(p: Page, installation_id: int) -> Response:
             installation = await installation_service.get_installation(
                 session, p.actor, installation_id)
             issued = await installation_service.create_enrolment_token(
-                session, p.actor, installation_id, clock=p.ui.config.clock)
+                session, p.actor, installation_id, purpose=p.field("purpose") or None,
+                clock=p.ui.config.clock)
             name = installation.name
     except ServiceError as exc:
         if exc.status == 404:

@@ -1,18 +1,20 @@
 """The Jobs tab: the list (filters by type, status and device) and a job's page.
 
 A job's page shows its summary and, at the bottom, the *Remote Technician Log*: every request
-of the session in order (``get_job_log``). The list's filters are plain GET parameters, so a
-filtered view can be bookmarked or shared.
+of the session in order (``get_job_log``), and above it what the agent reported about the
+relay (refused destinations, tunnel protocol violations, the relay cut), when it did. The
+list's filters are plain GET parameters, so a filtered view can be bookmarked or shared.
 """
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from starlette.responses import Response
 
 from ewsgate.portal.services import devices as device_service
 from ewsgate.portal.services import jobs as job_service
 from ewsgate.portal.services.errors import InvalidInput, ServiceError
-from ewsgate.portal.store.models import JOB_STATUSES
+from ewsgate.portal.store.models import JOB_STATUSES, TunnelReport
 from ewsgate.portal.ui.lookups import Option
 from ewsgate.portal.ui.rendering import JOB_TYPES
 from ewsgate.portal.ui.web import Page, PageError, page
@@ -69,8 +71,11 @@ async def job_detail(p: Page, job_id: int) -> Response:
         async with p.transaction() as session:
             job = await job_service.get_job(session, p.actor, job_id)
             log = await job_service.get_job_log(session, p.actor, job_id)
+            reports = list(await session.scalars(  # after get_job's access check
+                select(TunnelReport).where(TunnelReport.job_id == job_id)
+                .order_by(TunnelReport.id).limit(200)))
     except ServiceError as exc:
         return p.failure(exc)
     return p.render("jobs/detail.html", "jobs", {
-        "title": f"Job #{job.id}", "job": job, "log": log,
+        "title": f"Job #{job.id}", "job": job, "log": log, "tunnel_reports": reports,
     })

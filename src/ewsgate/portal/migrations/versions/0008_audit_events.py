@@ -5,7 +5,7 @@ on PostgreSQL with a PL/pgSQL function that raises ``insufficient_privilege``. S
 a hand-written statement through the portal's own connection cannot rewrite history.
 
 Revision ID: 0008
-Revises: 0002
+Revises: 0006
 Create Date: 2026-12-04 19:00:00
 """
 
@@ -19,7 +19,7 @@ from alembic import op
 import ewsgate.portal.store.types
 
 revision: str = "0008"
-down_revision: str | None = "0002"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
