@@ -154,7 +154,7 @@ async def update_installation(session: AsyncSession, actor: Actor, installation_
     await session.flush()
     await audit.record(session, "installation.update", actor=actor, target_id=installation.id,
                        customer_id=installation.customer_id, before=before,
-                       after=audit.snapshot(installation))
+                       after=audit.snapshot(installation), clock=clock)
     return installation
 
 
@@ -166,7 +166,7 @@ async def delete_installation(session: AsyncSession, actor: Actor, installation_
                                           Action.MANAGE_INVENTORY)
     await audit.record(session, "installation.delete", actor=actor, target_id=installation.id,
                        customer_id=installation.customer_id,
-                       before=audit.snapshot(installation))
+                       before=audit.snapshot(installation), clock=clock)
     await revoke_installation(session, installation.id,
                               f"installation {installation.id} was deleted", clock())
     await session.delete(installation)

@@ -177,7 +177,7 @@ async def update_user(session: AsyncSession, actor: Actor, user_id: int,
         raise Conflict("that e-mail address is already in use", code="email_taken",
                        field="email") from None
     await audit.record(session, "user.update", actor=actor, target_id=user.id, before=before,
-                       after=audit.snapshot(user))
+                       after=audit.snapshot(user), clock=clock)
     return user
 
 
@@ -191,7 +191,7 @@ async def delete_user(session: AsyncSession, actor: Actor, user_id: int, *,
         raise Conflict("you cannot delete your own account", code="cannot_delete_self")
     await _ensure_not_last_admin(session, user.dealer_id, user_id=user.id)
     await audit.record(session, "user.delete", actor=actor, target_id=user.id,
-                       before=audit.snapshot(user))
+                       before=audit.snapshot(user), clock=clock)
     await end_user_sessions(session, user.id, f"the user {user.email} was deleted", clock())
     await session.delete(user)
     await session.flush()
@@ -267,7 +267,7 @@ async def delete_role_assignment(session: AsyncSession, actor: Actor,
                            "to someone else first", code="last_administrator")
     await audit.record(session, "role_assignment.delete", actor=actor, target_id=assignment.id,
                        customer_id=assignment.customer_id, before=audit.snapshot(assignment),
-                       detail=f"{assignment.role} of user {assignment.user_id}")
+                       detail=f"{assignment.role} of user {assignment.user_id}", clock=clock)
     if assignment.role != "viewer":
         # the user may no longer be allowed the sessions they have open: end them all
         await end_user_sessions(session, assignment.user_id,
