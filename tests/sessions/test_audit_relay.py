@@ -87,3 +87,24 @@ async def test_the_time_limit_end_is_audited_as_the_portal(portal: Portal) -> No
               if e.target_id == started.json()["session_id"]]
     assert (end.actor_type, end.actor_id) == ("system", None)
     assert end.detail == "the session reached its time limit"
+
+
+async def test_sessions_ended_by_signing_out_get_an_entry_each(portal: Portal) -> None:
+    """A bulk end (sign-out here; also a device switched off or removed, a user or role
+    removed, an installation revoked) records every session it ends, not only its cause."""
+    w = portal.world
+    async with portal.client() as client:
+        csrf = await portal.sign_in(client, "tech")
+        started = await client.post(f"/api/v1/devices/{w.device['on']}/remote-sessions",
+                                    headers={"X-CSRF-Token": csrf, "Origin": BASE})
+        assert started.status_code == 201, started.text
+        await settle(w)
+        out = await client.post("/api/v1/auth/logout",
+                                headers={"X-CSRF-Token": csrf, "Origin": BASE})
+        assert out.status_code == 204
+    session_id = started.json()["session_id"]
+    (sign_out,) = await _entries(portal, "auth.sign_out")
+    assert sign_out.actor_label == w.emails["tech"]
+    (end,) = [e for e in await _entries(portal, "remote_session.end")
+              if e.target_id == session_id]
+    assert (end.actor_type, end.detail) == ("system", "the user signed out of the portal")

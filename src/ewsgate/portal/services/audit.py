@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ewsgate.portal.services.access import Action, Actor, Scope, load_tree, scope_for
 from ewsgate.portal.services.errors import InvalidInput, PermissionDenied
 from ewsgate.portal.store.db import Database
-from ewsgate.portal.store.models import AuditEvent, User
+from ewsgate.portal.store.models import AuditEvent, Job, RemoteSession, User
 from ewsgate.portal.store.types import Clock, utc_now
 
 __all__ = [
@@ -61,6 +61,7 @@ __all__ = [
     "list_events",
     "record",
     "record_failed_sign_in",
+    "record_sessions_ended",
     "redact",
     "reset_origin",
     "set_origin",
@@ -268,6 +269,25 @@ async def record_failed_sign_in(database: Database, email: str | None, reason: s
         await record(session, "auth.sign_in_failed", actor=who,
                      target_id=user.id if user else None,
                      dealer_id=user.dealer_id if user else None, detail=reason, clock=clock)
+
+
+async def record_sessions_ended(session: AsyncSession, which: ColumnElement[bool], reason: str,
+                                *, clock: Clock = utc_now) -> None:
+    """One ``remote_session.end`` entry (actor ``system``, ``reason`` as detail) per live
+    session matching ``which``, for a bulk end caused by another action (a device switched
+    off or deleted, a user signed out or removed, an installation revoked) — call it just
+    before the bulk UPDATE; the causing action has its own entry naming who did it."""
+    rows = await session.execute(
+        select(RemoteSession.id, Job.dealer_id, Job.customer_id)
+        .join(Job, Job.id == RemoteSession.job_id)
+        .where(which, RemoteSession.status.in_(_LIVE_SESSION)))
+    for session_id, dealer_id, customer_id in rows.all():
+        await record(session, "remote_session.end", actor=SYSTEM, target_id=session_id,
+                     dealer_id=dealer_id, customer_id=customer_id, after={"status": "ended"},
+                     detail=reason, clock=clock)
+
+
+_LIVE_SESSION = ("verifying", "connecting", "ready")
 
 
 # -- reading --------------------------------------------------------------------------------

@@ -269,6 +269,8 @@ async def _installation_for_admin(session: AsyncSession, actor: Actor,
 
 async def _end_live_sessions(session: AsyncSession, device_id: int, reason: str,
                              now: datetime) -> None:
+    await audit.record_sessions_ended(session, RemoteSession.device_id == device_id, reason,
+                                      clock=lambda: now)
     await session.execute(
         update(RemoteSession).where(RemoteSession.device_id == device_id,
                                     RemoteSession.status.in_(_LIVE))
