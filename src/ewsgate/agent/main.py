@@ -63,7 +63,7 @@ def enroll(values: dict[str, Any]) -> int:
 
 
 async def _run(state: AgentState, proxy_flag: str | None, *,
-               allow_loopback_devices: bool = False) -> int:
+               allow_loopback_devices: bool = False, reverify_after: float = 300.0) -> int:
     from ewsgate.agent.commands import default_handlers
     from ewsgate.agent.control_client import ClientConfig, ControlClient
     from ewsgate.agent.dialer import ALLOW_LOOPBACK_FOR_TESTS, DialPolicy
@@ -91,7 +91,11 @@ async def _run(state: AgentState, proxy_flag: str | None, *,
         else:
             tunnels._ssl = None  # rebuilt from the renewed files on next use
 
-    client = ControlClient(state, default_handlers(extra=session_handlers(tunnels)), config,
+    def report(session_id: str, code: str, detail: str) -> None:
+        client.report_session_failed(session_id, code, detail)
+
+    handlers = session_handlers(tunnels, reverify_after=reverify_after, report=report)
+    client = ControlClient(state, default_handlers(extra=handlers), config,
                            on_renewed=reload_tunnel_credentials)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -117,10 +121,20 @@ def run(values: dict[str, Any], *, allow_loopback_devices: bool = False) -> int:
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(_run(state, values.get("proxy"),
-                                   allow_loopback_devices=allow_loopback_devices))
+                                   allow_loopback_devices=allow_loopback_devices,
+                                   reverify_after=_reverify_after(values)))
     except StateError as exc:
         print(f"ewsgate agent run: {exc.code}: {exc}", file=sys.stderr)
         return 1
+
+
+def _reverify_after(values: dict[str, Any]) -> float:
+    from ewsgate.config import ConfigError
+
+    seconds = float(values.get("reverify_after") or 300.0)
+    if not 1.0 <= seconds <= 3600.0:
+        raise ConfigError(f"--reverify-after {seconds:g}: use 1 to 3600 seconds")
+    return seconds
 
 
 def _loop_factory() -> Any:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from ewsgate.config import Option, parse_host_port, parse_path, parse_url
 
+REVERIFY_AFTER = Option("reverify-after", "seconds after which a session's device is checked "
+                        "again before a new device connection (it is always checked again on "
+                        "a tunnel reconnect); 1 to 3600", parse=float, default=300.0,
+                        metavar="SECONDS")
+
 __all__ = ["ENROLL", "RUN"]
 
 DATA_DIR = Option("data-dir", "directory for the installation's key, certificate and state",
@@ -26,4 +31,5 @@ ENROLL: list[Option] = [
 RUN: list[Option] = [
     DATA_DIR,
     PROXY,
+    REVERIFY_AFTER,
 ]
