@@ -70,11 +70,11 @@ class _PeerMixin:
         self.transport.sendto(outgoing)
 
 
-class _Udp4Peer(_PeerMixin, udp.UdpAsyncioTransport):
+class _Udp4Peer(_PeerMixin, udp.UdpAsyncioTransport):  # type: ignore[misc]
     pass
 
 
-class _Udp6Peer(_PeerMixin, udp6.Udp6AsyncioTransport):
+class _Udp6Peer(_PeerMixin, udp6.Udp6AsyncioTransport):  # type: ignore[misc]
     pass
 
 
