@@ -42,6 +42,7 @@ from ewsgate import pki
 from ewsgate.portal.control.enrolment import EnrolmentServicer, EnrolmentSettings
 from ewsgate.portal.control.hub import Connection, ControlHub, HubConfig
 from ewsgate.portal.control.records import ControlRecords, Refusal
+from ewsgate.portal.control.session_reports import SessionReports
 from ewsgate.portal.store.db import Database
 from ewsgate.proto import control_pb2 as pb
 from ewsgate.proto import control_pb2_grpc as pb_grpc
@@ -137,8 +138,9 @@ class ControlServicer(pb_grpc.ControlServicer):
     """The ``Control`` service: one long-lived stream per installation."""
 
     def __init__(self, hub: ControlHub, ca: pki.CertificateAuthority,
-                 cert_lifetime: dt.timedelta) -> None:
+                 cert_lifetime: dt.timedelta, reports: SessionReports | None = None) -> None:
         self.hub = hub
+        self.reports = reports
         self.records = hub.records
         self.ca = ca
         self.cert_lifetime = cert_lifetime
@@ -257,6 +259,11 @@ class ControlServicer(pb_grpc.ControlServicer):
         elif kind == "result":
             await self.records.recheck(connection.installation_id, connection.cert_serial)
             self.hub.on_result(connection, message.result)
+        elif kind == "session_failed" and self.reports is not None:
+            await self.records.recheck(connection.installation_id, connection.cert_serial)
+            report = message.session_failed
+            await self.reports.session_failed(connection.installation_id, report.session_id,
+                                              report.code, report.detail)
         elif kind == "renew":
             current_not_after = await self.records.recheck(connection.installation_id,
                                                            connection.cert_serial)
@@ -327,7 +334,8 @@ class ControlServer:
         chain = issued.cert_pem + self.ca.cert_pem
         server = grpc.aio.server(options=server_options())
         pb_grpc.add_ControlServicer_to_server(  # type: ignore[no-untyped-call]
-            ControlServicer(self.hub, self.ca, self.config.cert_lifetime), server)
+            ControlServicer(self.hub, self.ca, self.config.cert_lifetime,
+                            SessionReports(self._database, self.clock)), server)
         pb_grpc.add_EnrolmentServicer_to_server(  # type: ignore[no-untyped-call]
             EnrolmentServicer(self._database, self.ca, self._enrolment_settings, self.clock),
             server)
