@@ -62,3 +62,9 @@ async def test_pins_are_shown_and_only_an_administrator_resets_them(client, seed
     async with ui_db.transaction() as s:
         [event] = (await s.scalars(select(DevicePinEvent))).all()
     assert event.action == "reset" and event.old_ews_cert_sha256 == FP
+
+
+async def test_the_device_form_names_snmpv3_auth_priv_as_the_strong_option(client, seeded):
+    await sign_in(client, seeded.email["admin"])
+    form = await client.get(f"/devices/{seeded.device['reception']}/edit")
+    assert "authPriv, with both keys, is the strong identity option" in form.text
