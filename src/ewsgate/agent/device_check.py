@@ -99,12 +99,15 @@ async def run_check(check: DeviceCheck, *, arp_table: NeighbourTable | None = No
                     snmp_client: SnmpClient | None = None,
                     clock: Callable[[], float] = time.monotonic) -> CheckOutcome:
     """Run the identity check and, when it verifies, the pins; never raises for the network."""
-    table = arp_table if arp_table is not None else SystemNeighbourTable()
-    identity = await check_identity(check.request, arp_table=table, clock=clock,
+    identity = await check_identity(check.request, arp_table=arp_table, clock=clock,
                                     snmp_client=snmp_client)
     if not identity.verified:
         return CheckOutcome(result=identity.result, code=identity.code, detail=identity.detail,
                             identity=identity)
+    # Every verified check looks up the on-link MAC, so by default only /proc/net/arp is read
+    # (no `ip neigh` child process beside gRPC's threads on every check): an IPv6 device
+    # gets no MAC pin from the default table.
+    table = arp_table if arp_table is not None else SystemNeighbourTable(ip_command=None)
     seen = await observe(check.request.ip, tls_port=check.tls_port, table=table,
                          budget=min(3.0, check.request.timeout))
     verdict = judge_pins(check.request.ip, check.pins, seen)
