@@ -73,7 +73,8 @@ def test_on_link_mac_is_learned_and_a_rogue_with_the_right_serial_is_refused(
     log = (tmp_path / "devicesim.log").open("w")
     device = subprocess.Popen(
         ["ip", "netns", "exec", b, sys.executable, "-m", "ewsgate", "devicesim", "--profile",
-         "hp", "--http", f"{DEVICE_IP}:80", "--snmp", f"{DEVICE_IP}:161", "--serial", SERIAL, "--mac", GENUINE_MAC],
+         "hp", "--http", f"{DEVICE_IP}:80", "--snmp", f"{DEVICE_IP}:161", "--serial", SERIAL,
+         "--mac", GENUINE_MAC],
         stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
     try:
         deadline = time.monotonic() + 30

@@ -179,3 +179,31 @@ def test_the_re_verification_age_is_bounded() -> None:
     for bad in (0.5, 3601.0):
         with pytest.raises(ValueError, match="1 to 3600"):
             DeviceGate(check, session_id="s", max_age=bad)
+
+
+async def test_the_portals_certificate_pin_holds_from_the_first_device_connection(
+        world: World, site: Site, snmp: SnmpClient) -> None:
+    """The check passed, then the web server at the address changed before the first
+    stream: the dialer starts from the pin, so that first stream is already refused, and the
+    session ends with the failure reported."""
+    from ewsgate.agent.dialer import DeviceEndpoint
+    from ewsgate.agent.pins import DevicePins
+
+    from .test_device_tls import _https_device
+
+    impostor = await _https_device(world, "impostor")
+    port = impostor.sockets[0].getsockname()[1]
+    try:
+        reports: list[tuple[str, ...]] = []
+        gate = await _gate(site, snmp, "s-pinned", reports)
+        gate.check = replace(gate.check, pins=DevicePins(ews_cert_sha256="ab" * 32))
+        device = world.device(DeviceEndpoint("https", port))
+        spec = replace(world.spec("s-pinned", device=device), gate=gate)
+        session = await world.client().open_session(spec)
+        with pytest.raises(UpstreamUnavailable, match="ab" * 32):
+            await world.registry.open_stream(spec.session_id, 1)
+        await asyncio.wait_for(asyncio.shield(session.ended), 5)
+        assert session.state is SessionState.FAILED
+        assert [code for _, code, _ in reports] == ["cert_pin_mismatch"]
+    finally:
+        impostor.close()
