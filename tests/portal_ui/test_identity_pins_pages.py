@@ -68,3 +68,11 @@ async def test_the_device_form_names_snmpv3_auth_priv_as_the_strong_option(clien
     await sign_in(client, seeded.email["admin"])
     form = await client.get(f"/devices/{seeded.device['reception']}/edit")
     assert "authPriv, with both keys, is the strong identity option" in form.text
+
+
+async def test_the_device_list_marks_weak_identities(client, seeded, ui_db):
+    await sign_in(client, seeded.email["viewer"])
+    assert "weak identity</span>" not in (await client.get("/devices")).text
+    await _set(ui_db, seeded.device["reception"], ews_endpoints=[{"scheme": "http", "port": 80}])
+    listing = (await client.get("/devices")).text
+    assert listing.count("weak identity</span>") == 1
