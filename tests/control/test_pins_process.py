@@ -102,6 +102,7 @@ async def test_a_rogue_with_the_right_serial_is_refused_once_the_device_is_pinne
 
         first = (await asyncio.to_thread(api.post, f"{device}/verify-identity")).json()
         assert first["result"] == "verified", first
+        assert first["pins"]["learned"]["ews_cert_sha256"] == genuine
         body = api.get(device).json()
         assert body["identity_pins"]["ews_cert_sha256"] == genuine  # trust on first use
         assert body["identity_strength"]["level"] == "pinned"

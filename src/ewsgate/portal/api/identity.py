@@ -13,7 +13,7 @@ outcome is also stored on the device. An offline installation answers 503
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel
@@ -35,6 +35,9 @@ class IdentityResultOut(BaseModel):
     detail: str
     seen_mac: str | None = None
     seen_serial: str | None = None
+    #: the pins' part of the check: ``{result, code, detail, learned}`` (null when the SNMP/ARP
+    #: identity itself did not verify)
+    pins: dict[str, Any] | None = None
     checked_at: str
 
 

@@ -4,7 +4,8 @@
 device page's button call. It reads the device (access checked), sends ``VerifyDevice`` down
 the installation's control stream (:meth:`ControlHub.send_command`), stores what was seen on the
 device record (``last_identity_*``, ``last_seen_mac``/``serial``, ``last_verified_at``) and
-returns ``{result: verified|mismatch|unknown, code, detail, seen_mac, seen_serial, checked_at}``.
+returns ``{result: verified|mismatch|unknown, code, detail, seen_mac, seen_serial, pins,
+checked_at}`` (``pins``: the second factor, see :mod:`.device_pins`).
 
 No database transaction is held while the agent works (up to ``timeout`` seconds). An offline
 installation, a timeout or an agent failure is *not* a verification: it raises the hub's
@@ -89,6 +90,7 @@ async def verify_device_identity(database: Database, actor: Actor, device_id: in
     answer = {"result": outcome, "code": result.get("code"),
               "detail": str(result.get("detail") or ""),
               "seen_mac": result.get("seen_mac"), "seen_serial": result.get("seen_serial"),
+              "pins": result.get("pins") if isinstance(result.get("pins"), dict) else None,
               "checked_at": clock().isoformat(timespec="seconds")}
     await _record(database, device_id, answer, clock, verified=outcome == "verified",
                   pins=result)
