@@ -131,7 +131,7 @@ async def https_device(tmp_path: Path) -> AsyncIterator[HttpsDevice]:
 def _check(port: int, *, tls_port: int | None, pins: DevicePins) -> DeviceCheck:
     return DeviceCheck(request=IdentityRequest(
         ip="127.0.0.1", method="serial", make="HP", expected_serial=SERIAL,
-        snmp=SnmpSettings(version="2c", port=port), timeout=2.0), pins=pins, tls_port=tls_port)
+        snmp=SnmpSettings(version="2c", port=port), timeout=4.0), pins=pins, tls_port=tls_port)
 
 
 integration = pytest.mark.integration

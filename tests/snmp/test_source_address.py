@@ -91,11 +91,11 @@ async def forwarders() -> AsyncIterator[list[Forwarder]]:
         forwarder.close()
 
 
-async def _check(port: int, client: SnmpClient) -> Any:
+async def _check(port: int, client: SnmpClient, *, timeout: float, retries: int) -> Any:
     request = IdentityRequest(ip=DEVICE_IP, method="serial", make="HP",
                               expected_serial=SERIAL,
-                              snmp=SnmpSettings(version="2c", port=port, retries=0),
-                              timeout=1.0)
+                              snmp=SnmpSettings(version="2c", port=port, retries=retries),
+                              timeout=timeout)
     return await check_identity(request, arp_table=NO_ARP, snmp_client=client)
 
 
@@ -112,12 +112,12 @@ async def test_answer_from_another_address_or_port_is_not_an_answer(
     port = await forwarder.start(rogue_ip)
 
     forwarder.reply_from = "device"
-    honest = await _check(port, snmp_client)
+    honest = await _check(port, snmp_client, timeout=4.0, retries=1)
     assert honest.result == "verified", honest.detail
 
     forwarder.reply_from = "rogue"
     before = forwarder.forwarded
-    spoofed = await _check(port, snmp_client)
+    spoofed = await _check(port, snmp_client, timeout=1.5, retries=1)
     assert forwarder.forwarded > before, "the rogue answer was never sent"
     assert spoofed.result == "unknown", spoofed.detail
     assert spoofed.code == "snmp_no_answer"

@@ -73,7 +73,7 @@ async def _gate(site: Site, snmp: SnmpClient, session_id: str, reports: list[tup
                 clock: ManualClock | None = None) -> DeviceGate:
     check = DeviceCheck(request=IdentityRequest(
         ip="127.0.0.1", method="serial", make="HP", expected_serial=SERIAL,
-        snmp=SnmpSettings(version="2c", port=site.port, retries=0), timeout=1.0))
+        snmp=SnmpSettings(version="2c", port=site.port, retries=1), timeout=4.0))
 
     async def run(c: DeviceCheck) -> CheckOutcome:
         return await run_check(c, arp_table=NO_ARP, snmp_client=snmp)
