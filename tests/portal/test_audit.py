@@ -145,6 +145,8 @@ WALK = [
     Call("POST", "/api/v1/devices/{device_id}/verify-identity", "admin",
          "device.verify_identity", url=lambda ids: f"/api/v1/devices/{ids['device']}"
          "/verify-identity", ok=(503,)),  # no agent connected: offline, and recorded
+    Call("DELETE", "/api/v1/devices/{device_id}/identity-pins", "admin", "device.reset_pins",
+         url=lambda ids: f"/api/v1/devices/{ids['device']}/identity-pins"),
     Call("POST", "/api/v1/devices/{device_id}/remote-sessions", "user@dealer",
          "remote_session.start", url=lambda ids: f"/api/v1/devices/{ids['device']}"
          "/remote-sessions", keep=_keep("session", "session_id")),

@@ -118,6 +118,7 @@ async def test_every_form_post_leaves_an_audit_entry(
         Form("/devices/{device_id}/remote-technician", "configurer",
              "device.remote_technician", {"enabled": "true"}),
         Form("/devices/{device_id}/verify-identity", "admin", "device.verify_identity", {}),
+        Form("/devices/{device_id}/identity-pins/reset", "admin", "device.reset_pins", {}),
         Form("/devices/{device_id}/open", "tech", "remote_session.start", {}),
         Form("/remote-sessions/{session_id}/end", "tech", "remote_session.end",
              {"next": "/devices"}),

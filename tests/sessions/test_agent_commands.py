@@ -66,7 +66,11 @@ async def test_verified_device_gets_a_tunnel_with_the_portals_ticket(rt: RtWorld
     tunnels, seen, stages = FakeTunnels(), [], []
     handlers = session_handlers(tunnels, verify=_verify("verified", seen))
     result = await handlers["OpenSession"](_ctx(payload, stages))
-    assert result == {"status": "ready", "session_id": payload["session_id"]}
+    assert result == {"status": "ready", "session_id": payload["session_id"],
+                      "identity": {"result": "verified", "code": "verified",
+                                   "detail": "device identity mismatch at 192.0.2.10: expected "
+                                             "MAC 00:1b:a9:00:00:01, found 00:11:22:33:44:55",
+                                   "seen_mac": None, "seen_serial": None, "pins": None}}
     assert seen == [payload["identity"]]
     assert stages == ["verifying", "connecting", "ready"]
     [spec] = tunnels.opened

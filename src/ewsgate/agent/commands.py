@@ -15,8 +15,13 @@ Other parts add their kinds with :func:`register` or by passing more handlers to
               "v3_user": "", "v3_auth_key": "", "v3_priv_key": "",
               "v3_auth_protocol": "SHA", "v3_priv_protocol": "AES"}}
 
+Also ``"pins": {"ews_cert_sha256", "mac"}`` (what the portal pinned; ``null`` values when not
+yet) and ``"tls_port"`` (the first HTTPS endpoint, or ``null``); see
+:mod:`ewsgate.agent.device_check`.
+
 Result: ``{"result": "verified" | "mismatch" | "unknown", "code", "detail", "seen_mac",
-"seen_serial", "method_used", "duration"}`` — a mismatch is a successful command whose result
+"seen_serial", "method_used", "duration", "pins": {"result", "code", "detail", "learned":
+{"ews_cert_sha256", "mac"}} | null}`` — a mismatch is a successful command whose result
 says *mismatch*; the portal fails closed on anything but *verified*.
 
 Before anything is sent, the IP is put to the agent's address policy
@@ -54,41 +59,24 @@ async def ping(ctx: CommandContext) -> dict[str, Any]:
 
 async def verify_device(ctx: CommandContext, *,
                         address_policy: AddressPolicy | None = None) -> dict[str, Any]:
-    """``VerifyDevice``: the SNMP/ARP identity check of :mod:`ewsgate.agent.identity`, after
-    the address policy (default: the production rules) has allowed the IP."""
+    """``VerifyDevice``: after the address policy (default: the production rules) has allowed
+    the IP, the SNMP/ARP identity check of :mod:`ewsgate.agent.identity`, then the device's
+    pins (:mod:`ewsgate.agent.device_check`)."""
     from ewsgate.agent.address_policy import AddressPolicy
-    from ewsgate.agent.identity import IdentityRequest, IdentityRequestError, check_identity
-    from ewsgate.agent.snmp.client import SnmpSettings, SnmpSettingsError
+    from ewsgate.agent.device_check import DeviceCheck, refused_by, run_check
 
-    payload = ctx.payload
-    policy = address_policy if address_policy is not None else AddressPolicy()
-    refusal = policy.check(str(payload.get("ip", "")))
-    if refusal is not None:
-        return {"result": "unknown", "code": refusal.code, "detail": refusal.message,
-                "seen_mac": None, "seen_serial": None, "method_used": None, "duration": 0.0}
-    snmp_fields = payload.get("snmp") or {}
-    if not isinstance(snmp_fields, Mapping):
-        raise CommandFailure("bad_payload", "VerifyDevice: 'snmp' must be an object")
-    allowed = {"version", "port", "community", "v3_user", "v3_auth_key", "v3_priv_key",
-               "v3_auth_protocol", "v3_priv_protocol", "retries"}
+    refused = refused_by(address_policy if address_policy is not None else AddressPolicy(),
+                         str(ctx.payload.get("ip", "")))
+    if refused is not None:
+        return refused.as_payload()
     try:
-        snmp = SnmpSettings(**{k: v for k, v in snmp_fields.items()
-                               if k in allowed and v is not None})
-        request = IdentityRequest(
-            ip=str(payload.get("ip", "")), method=payload.get("method", "mac"),
-            make=str(payload.get("make") or ""), expected_mac=payload.get("expected_mac"),
-            expected_serial=payload.get("expected_serial"), snmp=snmp,
-            timeout=float(payload.get("timeout", 4.0)),
-            ews_port=payload.get("ews_port"))
-    except (IdentityRequestError, SnmpSettingsError) as exc:
-        raise CommandFailure(exc.code, str(exc)) from None
+        check = DeviceCheck.from_payload(ctx.payload)
     except (TypeError, ValueError) as exc:
-        raise CommandFailure("bad_payload", f"VerifyDevice payload: {exc}") from None
+        raise CommandFailure(getattr(exc, "code", None) or "bad_payload",
+                             f"VerifyDevice payload: {exc}") from None
+    request = check.request
     ctx.progress("checking", f"checking the identity of {request.ip} by {request.method}")
-    result = await check_identity(request)
-    return {"result": result.result, "code": result.code, "detail": result.detail,
-            "seen_mac": result.seen_mac, "seen_serial": result.seen_serial,
-            "method_used": result.method_used, "duration": round(result.duration, 4)}
+    return (await run_check(check)).as_payload()
 
 
 def verify_device_handler(address_policy: AddressPolicy) -> CommandHandler:

@@ -404,6 +404,13 @@ class ControlClient:
             count=count, budget=budget, sent_unix_ms=self._now_ms_local())))
         self._wakeup.set()
 
+    def report_session_failed(self, session_id: str, code: str, detail: str) -> None:
+        """Tell the portal that the agent ended a session itself (e.g. the device failed a
+        re-verification); queued like a result, so a reconnect does not lose it."""
+        self._outbox.append(pb.AgentMessage(session_failed=pb.SessionFailed(
+            session_id=session_id, code=code[:64], detail=detail[:2000])))
+        self._wakeup.set()
+
     def _send_result(self, result: pb.CommandResult) -> None:
         self._outbox.append(pb.AgentMessage(result=result))
         self._wakeup.set()

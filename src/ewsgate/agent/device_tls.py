@@ -54,6 +54,6 @@ class DeviceCertPin:
         if fingerprint != self.fingerprint:
             raise DeviceCertChanged(
                 f"the device at {self.ip}:{port} now presents certificate SHA-256 "
-                f"{fingerprint}, not {self.fingerprint} as earlier in this session; another host "
-                "may be answering at this address. The session is ended; verify the device and "
-                "start a new session")
+                f"{fingerprint}, not {self.fingerprint} (pinned for this device, or seen earlier "
+                "in this session); another host may be answering at this address. The session "
+                "is ended; verify the device and start a new session")

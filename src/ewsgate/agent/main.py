@@ -64,7 +64,8 @@ def enroll(values: dict[str, Any]) -> int:
 
 async def _run(state: AgentState, proxy_flag: str | None, *,
                site_subnets: tuple[Any, ...] = (),
-               allow_loopback_devices: bool = False, max_device_connections: int = 32) -> int:
+               allow_loopback_devices: bool = False, max_device_connections: int = 32,
+               reverify_after: float = 300.0) -> int:
     from ewsgate.agent.address_policy import ALLOW_LOOPBACK_FOR_TESTS, AddressPolicy
     from ewsgate.agent.commands import default_handlers
     from ewsgate.agent.control_client import ClientConfig, ControlClient
@@ -100,8 +101,13 @@ async def _run(state: AgentState, proxy_flag: str | None, *,
         else:
             tunnels._ssl = None  # rebuilt from the renewed files on next use
 
+    def report(session_id: str, code: str, detail: str) -> None:
+        client.report_session_failed(session_id, code, detail)
+
     handlers = default_handlers(
-        extra=session_handlers(tunnels, address_policy=addresses), address_policy=addresses)
+        extra=session_handlers(tunnels, address_policy=addresses,
+                               reverify_after=reverify_after, report=report),
+        address_policy=addresses)
     client = ControlClient(state, handlers, config, on_renewed=reload_tunnel_credentials)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -133,10 +139,20 @@ def run(values: dict[str, Any], *, allow_loopback_devices: bool = False) -> int:
                                    site_subnets=tuple(values.get("site_subnets") or ()),
                                    allow_loopback_devices=allow_loopback_devices,
                                    max_device_connections=int(
-                                       values.get("max_device_connections") or 32)))
+                                       values.get("max_device_connections") or 32),
+                                   reverify_after=_reverify_after(values)))
     except StateError as exc:
         print(f"ewsgate agent run: {exc.code}: {exc}", file=sys.stderr)
         return 1
+
+
+def _reverify_after(values: dict[str, Any]) -> float:
+    from ewsgate.config import ConfigError
+
+    seconds = float(values.get("reverify_after") or 300.0)
+    if not 1.0 <= seconds <= 3600.0:
+        raise ConfigError(f"--reverify-after {seconds:g}: use 1 to 3600 seconds")
+    return seconds
 
 
 def _loop_factory() -> Any:

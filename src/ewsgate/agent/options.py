@@ -5,6 +5,11 @@ from __future__ import annotations
 from ewsgate.agent.address_policy import parse_site_subnets
 from ewsgate.config import Option, parse_host_port, parse_path, parse_positive_int, parse_url
 
+REVERIFY_AFTER = Option("reverify-after", "seconds after which a session's device is checked "
+                        "again before a new device connection (it is always checked again on "
+                        "a tunnel reconnect); 1 to 3600", parse=float, default=300.0,
+                        metavar="SECONDS")
+
 __all__ = ["ENROLL", "RUN"]
 
 DATA_DIR = Option("data-dir", "directory for the installation's key, certificate and state",
@@ -39,4 +44,5 @@ RUN: list[Option] = [
     PROXY,
     SITE_SUBNETS,
     MAX_DEVICE_CONNECTIONS,
+    REVERIFY_AFTER,
 ]

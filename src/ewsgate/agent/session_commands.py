@@ -32,6 +32,8 @@ from typing import Any, Protocol
 
 from ewsgate.agent.address_policy import AddressPolicy
 from ewsgate.agent.control_client import CommandContext, CommandFailure, CommandHandler
+from ewsgate.agent.device_check import CheckOutcome, DeviceCheck, refused_by, run_check
+from ewsgate.agent.device_gate import DEFAULT_MAX_AGE, DeviceGate
 from ewsgate.agent.dialer import DeviceTarget
 from ewsgate.agent.tunnel_client import SessionSpec
 from ewsgate.aio.errors import TunnelError
@@ -40,6 +42,9 @@ from ewsgate.config import parse_host_port
 __all__ = ["Tunnels", "session_handlers"]
 
 Verify = Callable[[CommandContext], Awaitable[dict[str, Any]]]
+Runner = Callable[[DeviceCheck], Awaitable[CheckOutcome]]
+#: ``(session_id, code, detail)``: the agent ended a session because of its device
+Report = Callable[[str, str, str], None]
 
 
 class Tunnels(Protocol):
@@ -70,11 +75,41 @@ def _spec(payload: dict[str, Any]) -> SessionSpec:
 
 
 def session_handlers(tunnels: Tunnels, *, verify: Verify | None = None,
-                     address_policy: AddressPolicy | None = None
-                     ) -> dict[str, CommandHandler]:
-    """``OpenSession`` and ``CloseSession`` over ``tunnels``; ``verify`` is the identity
-    check (default: :func:`ewsgate.agent.commands.verify_device` under ``address_policy``,
-    itself by default the production rules)."""
+                     run: Runner = run_check, reverify_after: float = DEFAULT_MAX_AGE,
+                     report: Report | None = None,
+                     address_policy: AddressPolicy | None = None) -> dict[str, CommandHandler]:
+    """``OpenSession`` and ``CloseSession`` over ``tunnels``.
+
+    The device's IP is first put to ``address_policy`` (default: the production rules), on the
+    first check and on every re-check: a refused IP gets no packet at all. The device check is
+    ``run`` (:func:`ewsgate.agent.device_check.run_check`: identity and
+    pins); the session then gets a :class:`~ewsgate.agent.device_gate.DeviceGate` that runs it
+    again on every tunnel reconnect and before a device connection once the last check is
+    older than ``reverify_after`` seconds, and calls ``report`` when it fails. ``verify``
+    replaces the whole check with a VerifyDevice-style handler (no re-verification then).
+    """
+    policy = address_policy if address_policy is not None else AddressPolicy()
+
+    async def guarded(check: DeviceCheck) -> CheckOutcome:
+        refused = refused_by(policy, check.request.ip)
+        return refused if refused is not None else await run(check)
+
+    async def first_check(ctx: CommandContext, identity: dict[str, Any], session_id: str
+                          ) -> tuple[dict[str, Any], DeviceGate | None]:
+        if verify is not None:
+            return await verify(replace(ctx, payload=identity)), None
+        refused = refused_by(policy, str(identity.get("ip", "")))
+        if refused is not None:
+            return refused.as_payload(), None
+        try:
+            check = DeviceCheck.from_payload(identity)
+        except (TypeError, ValueError) as exc:
+            raise CommandFailure(getattr(exc, "code", None) or "bad_payload",
+                                 f"OpenSession identity: {exc}") from None
+        outcome = await guarded(check)
+        gate = (DeviceGate(check, session_id=session_id, run=guarded, max_age=reverify_after,
+                           on_lost=report, checked=outcome) if outcome.verified else None)
+        return outcome.as_payload(), gate
 
     async def open_session(ctx: CommandContext) -> dict[str, Any]:
         spec = _spec(ctx.payload)
@@ -86,13 +121,9 @@ def session_handlers(tunnels: Tunnels, *, verify: Verify | None = None,
                                  f"{identity.get('ip')!r} but the tunnel would reach "
                                  f"{spec.device.ip!r}; refusing")
         ctx.progress("verifying", f"checking that {spec.device.ip} is the device on record")
-        check = verify
-        if check is None:
-            from ewsgate.agent.commands import verify_device, verify_device_handler
-
-            check = verify_device if address_policy is None else \
-                verify_device_handler(address_policy)
-        result = await check(replace(ctx, payload=identity))
+        result, gate = await first_check(ctx, identity, spec.session_id)
+        if gate is not None:
+            spec = replace(spec, gate=gate)
         if result.get("result") != "verified":
             raise CommandFailure(str(result.get("code") or "identity_not_verified"),
                                  str(result.get("detail") or "the device's identity could "
@@ -108,7 +139,10 @@ def session_handlers(tunnels: Tunnels, *, verify: Verify | None = None,
             raise CommandFailure("relay_unreachable", f"cannot reach the relay at "
                                  f"{spec.relay_host}:{spec.relay_port}: {exc}") from None
         ctx.progress("ready", "the tunnel is up")
-        return {"status": "ready", "session_id": spec.session_id}
+        # what the check saw, so that the portal pins it at the first verified session
+        return {"status": "ready", "session_id": spec.session_id,
+                "identity": {k: result.get(k) for k in ("result", "code", "detail",
+                                                         "seen_mac", "seen_serial", "pins")}}
 
     async def close_session(ctx: CommandContext) -> dict[str, Any]:
         session_id = str(ctx.payload.get("session_id") or "")

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from ewsgate.agent.device_gate import DeviceGate, IdentityLost
 from ewsgate.agent.device_tls import DeviceCertChanged
 from ewsgate.agent.dialer import DestinationRefused, DeviceDialer, DeviceTarget, DialPolicy
 from ewsgate.agent.stream_guard import (
@@ -87,6 +88,8 @@ class SessionSpec:
     started_at: float | None = None
     #: name to verify in the relay's certificate when it differs from relay_host
     relay_server_name: str | None = None
+    #: re-verifies the device on reconnect and before a device connection when stale
+    gate: DeviceGate | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,6 +138,8 @@ class TunnelSession:
         self.dialer = DeviceDialer(spec.device, cfg.dial_policy)
         self.slots = DeviceSlots(cfg.max_device_connections)
         self.ledger = ReportLedger(spec.session_id, max_violations=cfg.max_violations)
+        if spec.gate is not None:  # the portal's certificate pin holds from the first stream
+            self.dialer.pin.fingerprint = spec.gate.check.pins.ews_cert_sha256
         self.connection: TunnelConnection | None = None
         self.admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -181,7 +186,12 @@ class TunnelSession:
         while self.active:
             self.generation += 1
             try:
+                if self.generation > 1 and self.spec.gate is not None:
+                    await self.spec.gate.ensure(force=True, why="tunnel reconnect")
                 conn = await self._connect()
+            except IdentityLost as exc:
+                self.end(SessionState.FAILED, ErrorCode.DEVICE_CERT_CHANGED, exc.message)
+                return
             except TunnelError as exc:
                 if exc.code in _FINAL or not self.admitted.done():
                     self.end(SessionState.FAILED, exc.code if isinstance(exc.code, ErrorCode)
@@ -240,8 +250,12 @@ class TunnelSession:
 
     async def _serve_device(self, stream: TunnelStream) -> None:
         try:
+            if self.spec.gate is not None:
+                await self.spec.gate.ensure(force=False, why="new device connection")
             splice = await dial_unless_reset(stream, self.dialer.connect)
-        except DeviceCertChanged as exc:
+        except (DeviceCertChanged, IdentityLost) as exc:
+            if self.spec.gate is not None and not isinstance(exc, IdentityLost):
+                self.spec.gate.report("cert_pin_mismatch", exc.message)
             stream.reset(ErrorCode.DEVICE_CERT_CHANGED, exc.message)
             self.end(SessionState.FAILED, ErrorCode.DEVICE_CERT_CHANGED, exc.message)
             return

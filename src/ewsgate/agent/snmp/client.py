@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ewsgate.agent.snmp.oids import Oid, oid_str
+from ewsgate.agent.snmp.transport import PeerTransports
 
 __all__ = [
     "AUTH_PROTOCOLS",
@@ -171,6 +172,8 @@ class SnmpClient:
     def __init__(self) -> None:
         self._engine: Any = None
         self._v3_locks: dict[str, asyncio.Lock] = {}
+        #: one connected UDP socket per device: answers from another source are dropped
+        self.peers = PeerTransports()
 
     def _get_engine(self) -> Any:
         if self._engine is None:
@@ -211,7 +214,11 @@ class SnmpClient:
         # long-running agent reuses a handful of entries instead of adding one per request
         per_try = max(0.05, round(budget / (settings.retries + 1) / 0.05) * 0.05)
         cls = Udp6TransportTarget if ":" in host else UdpTransportTarget
-        return await cls.create((host, settings.port), timeout=per_try, retries=settings.retries)
+        target = await cls.create((host, settings.port), timeout=per_try, retries=settings.retries)
+        # requests go out (and answers come in) only through the device's connected socket
+        target.TRANSPORT_DOMAIN = await self.peers.ensure(self._get_engine(), host,
+                                                          settings.port)
+        return target
 
     async def _request(self, host: str, settings: SnmpSettings, budget: float,
                        send: Any) -> Any:
@@ -319,6 +326,7 @@ class SnmpClient:
     def close(self) -> None:
         """Release the engine's UDP sockets."""
         if self._engine is not None:
+            self.peers.close(self._engine)
             self._engine.close_dispatcher()
             self._engine = None
 

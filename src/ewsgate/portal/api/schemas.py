@@ -191,11 +191,20 @@ class DeviceOut(_Out):
     last_verified_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    #: identity pins held (``ews_cert_sha256``, ``mac``, ``learned_at``; null until learned)
+    identity_pins: dict[str, Any] = {}
+    #: ``{level: strong|pinned|pending|weak, weak, factors, message}``
+    identity_strength: dict[str, Any] = {}
 
     @classmethod
     def of(cls, device: Any) -> DeviceOut:
         """From a :class:`~ewsgate.portal.store.models.Device` (read by attribute, in Rust)."""
-        return cls.model_validate(device)
+        from ewsgate.portal.services.device_pins import identity_strength, pins_view
+
+        out = cls.model_validate(device)
+        out.identity_pins = pins_view(device)
+        out.identity_strength = identity_strength(device)
+        return out
 
 
 class RemoteTechnicianSetting(_In):

@@ -45,6 +45,7 @@ from ewsgate.portal.control.enrolment import EnrolmentServicer, EnrolmentSetting
 from ewsgate.portal.control.hub import Connection, ControlHub, HubConfig
 from ewsgate.portal.control.records import ControlRecords, Refusal
 from ewsgate.portal.control.retention import CommandRetention, run_pruner
+from ewsgate.portal.control.session_reports import SessionReports
 from ewsgate.portal.control.tunnel_reports import TunnelReportSink
 from ewsgate.portal.store.db import Database
 from ewsgate.proto import control_pb2 as pb
@@ -144,10 +145,13 @@ class ControlServicer(pb_grpc.ControlServicer):
     """The ``Control`` service: one long-lived stream per installation."""
 
     def __init__(self, hub: ControlHub, ca: pki.CertificateAuthority,
-                 cert_lifetime: dt.timedelta, reports: TunnelReportSink | None = None) -> None:
+                 cert_lifetime: dt.timedelta, reports: TunnelReportSink | None = None,
+                 session_reports: SessionReports | None = None) -> None:
         self.hub = hub
         #: where agents' tunnel reports are recorded (None: logged and dropped)
         self.reports = reports
+        #: where agents' own session failures are recorded (None: ignored)
+        self.session_reports = session_reports
         self.records = hub.records
         self.ca = ca
         self.cert_lifetime = cert_lifetime
@@ -273,6 +277,11 @@ class ControlServicer(pb_grpc.ControlServicer):
         elif kind == "tunnel_report":
             if self.reports is not None:
                 await self.reports.record(connection.installation_id, message.tunnel_report)
+        elif kind == "session_failed" and self.session_reports is not None:
+            await self.records.recheck(connection.installation_id, connection.cert_serial)
+            report = message.session_failed
+            await self.session_reports.session_failed(connection.installation_id, report.session_id,
+                                              report.code, report.detail)
         elif kind == "renew":
             current_not_after = await self.records.recheck(connection.installation_id,
                                                            connection.cert_serial)
@@ -346,7 +355,8 @@ class ControlServer:
         pb_grpc.add_ControlServicer_to_server(  # type: ignore[no-untyped-call]
             ControlServicer(self.hub, self.ca, self.config.cert_lifetime,
                             TunnelReportSink(self._database, clock=self.clock,
-                                             monotonic=time.monotonic)), server)
+                                             monotonic=time.monotonic),
+                            SessionReports(self._database, self.clock)), server)
         pb_grpc.add_EnrolmentServicer_to_server(  # type: ignore[no-untyped-call]
             EnrolmentServicer(self._database, self.ca, self._enrolment_settings, self.clock,
                               on_replaced=self._certificate_replaced),

@@ -105,6 +105,7 @@ ACTIONS: dict[str, ActionSpec] = {
     "device.delete": ActionSpec("device", "deleted a device"),
     "device.remote_technician": ActionSpec("device", "switched Remote Technician"),
     "device.verify_identity": ActionSpec("device", "checked the device's identity"),
+    "device.reset_pins": ActionSpec("device", "reset the device's identity pins"),
     "remote_session.start": ActionSpec("remote_session", "started a Remote Technician session"),
     "remote_session.end": ActionSpec("remote_session", "ended a Remote Technician session"),
     "remote_session.terminate": ActionSpec("remote_session",

@@ -4,7 +4,8 @@
 device page's button call. It reads the device (access checked), sends ``VerifyDevice`` down
 the installation's control stream (:meth:`ControlHub.send_command`), stores what was seen on the
 device record (``last_identity_*``, ``last_seen_mac``/``serial``, ``last_verified_at``) and
-returns ``{result: verified|mismatch|unknown, code, detail, seen_mac, seen_serial, checked_at}``.
+returns ``{result: verified|mismatch|unknown, code, detail, seen_mac, seen_serial, pins,
+checked_at}`` (``pins``: the second factor, see :mod:`.device_pins`).
 
 No database transaction is held while the agent works (up to ``timeout`` seconds). An offline
 installation, a timeout or an agent failure is *not* a verification: it raises the hub's
@@ -22,6 +23,7 @@ from typing import Any
 from ewsgate.portal.control.hub import CommandError, CommandSender
 from ewsgate.portal.services import audit
 from ewsgate.portal.services.access import Action, Actor
+from ewsgate.portal.services.device_pins import pins_payload, record_check, tls_port
 from ewsgate.portal.services.devices import device_customer_id, get_device
 from ewsgate.portal.services.errors import PermissionDenied
 from ewsgate.portal.store.db import Database
@@ -50,7 +52,9 @@ def verify_payload(device: Device, *, timeout: float = 4.0) -> dict[str, Any]:
                      "v3_priv_protocol": (device.snmp_v3_priv_protocol or "aes").upper()})
     return {"device_id": device.id, "ip": device.ip, "method": device.identity_method,
             "make": device.make, "expected_mac": device.mac, "expected_serial": device.serial,
-            "ews_port": port, "timeout": timeout, "snmp": snmp}
+            "ews_port": port, "timeout": timeout, "snmp": snmp,
+            # the second factor: pins held (null until learned) and where the certificate is
+            "pins": pins_payload(device), "tls_port": tls_port(device)}
 
 
 async def _device_for_verify(database: Database, actor: Actor, device_id: int) -> Device:
@@ -87,14 +91,16 @@ async def verify_device_identity(database: Database, actor: Actor, device_id: in
     answer = {"result": outcome, "code": result.get("code"),
               "detail": str(result.get("detail") or ""),
               "seen_mac": result.get("seen_mac"), "seen_serial": result.get("seen_serial"),
+              "pins": result.get("pins") if isinstance(result.get("pins"), dict) else None,
               "checked_at": clock().isoformat(timespec="seconds")}
     await _record(database, device_id, answer, clock, verified=outcome == "verified",
-                  actor=actor)
+                  actor=actor, pins=result)
     return answer
 
 
 async def _record(database: Database, device_id: int, answer: dict[str, Any], clock: Clock,
-                  *, verified: bool, actor: Actor) -> None:
+                  *, verified: bool, actor: Actor,
+                  pins: dict[str, Any] | None = None) -> None:
     async with database.transaction() as session:
         device = await session.get(Device, device_id)
         if device is None:  # deleted meanwhile
@@ -108,6 +114,8 @@ async def _record(database: Database, device_id: int, answer: dict[str, Any], cl
             device.last_seen_serial = str(answer["seen_serial"])[:128]
         if verified:
             device.last_verified_at = clock()
+        if pins is not None:  # the agent's result: learn pins at the first verified check
+            await record_check(session, device, pins, clock=clock)
         await audit.record(session, "device.verify_identity", actor=actor, target_id=device.id,
                            customer_id=await device_customer_id(session, device),
                            before=before, after=audit.snapshot(device, *_RESULT_FIELDS),
@@ -115,4 +123,5 @@ async def _record(database: Database, device_id: int, answer: dict[str, Any], cl
 
 
 _RESULT_FIELDS = ("last_identity_result", "last_identity_detail", "last_seen_mac",
-                  "last_seen_serial", "last_verified_at")
+                  "last_seen_serial", "last_verified_at", "pin_ews_cert_sha256", "pin_mac",
+                  "pins_learned_at")

@@ -37,7 +37,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ewsgate.portal.oauth.tokens import TokenIssuer
-from ewsgate.portal.services import audit
+from ewsgate.portal.services import audit, device_pins
 from ewsgate.portal.services import devices as device_service
 from ewsgate.portal.services import jobs as job_service
 from ewsgate.portal.services.access import Action, Actor, load_tree, scope_for
@@ -260,9 +260,9 @@ class RemoteSessions:
                 await self.move(session_id, status)
 
         try:
-            await self.hub.send_command(installation_id, "OpenSession", payload,
-                                        timeout=self.config.open_timeout_seconds,
-                                        on_progress=progress)
+            result = await self.hub.send_command(installation_id, "OpenSession", payload,
+                                                 timeout=self.config.open_timeout_seconds,
+                                                 on_progress=progress)
         except ServiceError as exc:
             await self.move(session_id, SessionStatus.FAILED, f"{exc.code}: {exc.message}")
             await self.teardown()
@@ -274,7 +274,18 @@ class RemoteSessions:
             await self.move(session_id, SessionStatus.FAILED, f"internal_error: {exc}")
             await self.teardown()
             return
+        await self._learn_pins(session_id, result.get("identity"))
         await self.move(session_id, SessionStatus.READY)
+
+    async def _learn_pins(self, session_id: str, identity: Any) -> None:
+        """Pin what the agent's check saw, at the device's first verified session."""
+        if not isinstance(identity, dict):
+            return
+        async with self.db.transaction() as session:
+            row = await session.get(RemoteSession, session_id)
+            device = await session.get(Device, row.device_id) if row and row.device_id else None
+            if device is not None:
+                await device_pins.record_check(session, device, identity, clock=self._clock)
 
     # -- status ------------------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ __all__ = [
     "Customer",
     "Dealer",
     "Device",
+    "DevicePinEvent",
     "EnrolmentToken",
     "Installation",
     "InstallationRevocation",
@@ -215,11 +216,39 @@ class Device(Base):
     last_seen_mac: Mapped[str | None] = mapped_column(String(17))
     last_seen_serial: Mapped[str | None] = mapped_column(String(128))
     last_verified_at: Mapped[datetime | None]
+    #: identity pins (second factor), learned at the first verified check (trust on first use):
+    #: the SHA-256 of the EWS certificate (lower-case hex) and the on-link MAC; reset by an
+    #: Administrator (see DevicePinEvent)
+    pin_ews_cert_sha256: Mapped[str | None] = mapped_column(String(64))
+    pin_mac: Mapped[str | None] = mapped_column(String(17))
+    pins_learned_at: Mapped[datetime | None]
 
     @property
     def snmp_credentials_set(self) -> bool:
         """Whether an SNMP community or v3 key is stored (the API shows this, not the values)."""
         return bool(self.snmp_community or self.snmp_v3_auth_key or self.snmp_v3_priv_key)
+
+
+class DevicePinEvent(Base):
+    """A change of a device's identity pins: ``learned`` (first verified check), ``reset``
+    (an Administrator, who is named) or ``mismatch`` (a check found other values). Kept when
+    the device is deleted (``device_id`` NULL then)."""
+
+    __tablename__ = "device_pin_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[int | None] = mapped_column(
+        ForeignKey("devices.id", ondelete="SET NULL"), index=True)
+    dealer_id: Mapped[int] = mapped_column(ForeignKey("dealers.id", ondelete="CASCADE"))
+    at: Mapped[datetime]
+    action: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    user_email: Mapped[str | None] = mapped_column(String(320))
+    #: the pins before and after the change
+    old_ews_cert_sha256: Mapped[str | None] = mapped_column(String(64))
+    old_mac: Mapped[str | None] = mapped_column(String(17))
+    new_ews_cert_sha256: Mapped[str | None] = mapped_column(String(64))
+    new_mac: Mapped[str | None] = mapped_column(String(17))
+    detail: Mapped[str | None] = mapped_column(Text)
 
 
 class User(Base):

@@ -31,6 +31,7 @@ from typing import Any
 
 from starlette.responses import Response
 
+from ewsgate.portal.services import device_pins
 from ewsgate.portal.services import devices as device_service
 from ewsgate.portal.services import jobs as job_service
 from ewsgate.portal.services.access import Action
@@ -47,8 +48,8 @@ from ewsgate.portal.ui.rendering import make_label
 from ewsgate.portal.ui.web import Page, PageError, page
 
 __all__ = ["ContextHub", "create_device", "delete_device", "device_detail", "device_list",
-           "edit_device", "new_device", "open_device", "set_remote_technician", "update_device",
-           "verify_identity"]
+           "edit_device", "new_device", "open_device", "reset_identity_pins",
+           "set_remote_technician", "update_device", "verify_identity"]
 
 #: The add-device form's fields, in the names ``create_device`` takes.
 DEVICE_FORM_FIELDS = (
@@ -96,6 +97,7 @@ DEVICE_NOTICES = {
     "identity-mismatch": "Identity mismatch: another device answers at this IP. Remote sessions "
                          "to it fail closed until the record or the network is corrected.",
     "identity-unknown": "The identity could not be established; the detail is below.",
+    "pins-reset": "The identity pins were reset; the next verified session pins what it sees.",
 }
 
 
@@ -302,6 +304,7 @@ async def _device_page(p: Page, device_id: int, *, error: PageError | None = Non
                     can_verify = True
                     break
             directory = await load_directory(session, p.actor)
+            pin_events = await device_pins.pin_events(session, p.actor, device_id, limit=5)
             jobs = await job_service.list_jobs(session, p.actor,
                                                job_service.JobFilter(device_id=device.id),
                                                limit=5)
@@ -317,6 +320,7 @@ async def _device_page(p: Page, device_id: int, *, error: PageError | None = Non
         "installation_online": directory.installation_online(device.installation_id),
         "can_configure": can_configure, "is_rt_user": is_rt_user, "can_open": can_open,
         "can_verify": can_verify, "can_manage": can_manage, "jobs": jobs, "error": error,
+        "strength": device_pins.identity_strength(device), "pin_events": pin_events,
         **device_notice,
     }, status_code=status_code)
 
@@ -363,6 +367,20 @@ async def open_device(p: Page, device_id: int) -> Response:
         back_href=f"/devices/{device_id}", back_label="Back to the device")
 
 
+
+
+@page
+async def reset_identity_pins(p: Page, device_id: int) -> Response:
+    """``POST /devices/{id}/identity-pins/reset``: an Administrator forgets the pins."""
+    try:
+        async with p.transaction() as session:
+            await device_pins.reset_pins(session, p.actor, device_id, clock=p.ui.config.clock)
+    except ServiceError as exc:
+        if exc.status == 404:
+            return p.failure(exc)
+        return await _device_page(p, device_id, error=PageError.of(exc),
+                                  status_code=exc.status)
+    return p.redirect(f"/devices/{device_id}", "pins-reset")
 
 
 @page

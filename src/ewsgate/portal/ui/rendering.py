@@ -101,6 +101,7 @@ class Renderer:
         self.env.filters["make_label"] = make_label
         self.env.filters["job_type_label"] = job_type_label
         self.env.filters["filesize"] = filesize
+        self.env.filters["weak_identity"] = _weak_identity
         self.env.globals["static"] = self.static_url
 
     def static_url(self, path: str) -> str:
@@ -126,3 +127,10 @@ class Renderer:
         for key, value in (headers or {}).items():
             response.headers[key] = value
         return response
+
+
+def _weak_identity(device: Any) -> bool:
+    """Whether a device's identity rests on SNMPv2c and plain HTTP alone (see device_pins)."""
+    from ewsgate.portal.services.device_pins import identity_strength
+
+    return bool(identity_strength(device)["weak"])

@@ -46,6 +46,7 @@ ROUTES: list[tuple[str, Endpoint, list[str]]] = [
     ("/devices/{device_id:int}", devices.device_detail, ["GET"]),
     ("/devices/{device_id:int}/remote-technician", devices.set_remote_technician, ["POST"]),
     ("/devices/{device_id:int}/verify-identity", devices.verify_identity, ["POST"]),
+    ("/devices/{device_id:int}/identity-pins/reset", devices.reset_identity_pins, ["POST"]),
     ("/devices/{device_id:int}/edit", devices.edit_device, ["GET"]),
     ("/devices/{device_id:int}/edit", devices.update_device, ["POST"]),
     ("/devices/{device_id:int}/delete", devices.delete_device, ["POST"]),

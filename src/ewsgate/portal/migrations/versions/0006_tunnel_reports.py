@@ -1,7 +1,7 @@
 """Tunnel reports: what agents report about relays, per job (models.TunnelReport).
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-04 18:30:00
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import ewsgate.portal.store.types
 
 revision: str = "0006"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
