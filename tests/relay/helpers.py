@@ -42,6 +42,19 @@ RELAY_SECRET = "relay-secret-for-tests"
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
+def spool_entries(spool: Path) -> list[dict[str, Any]]:
+    """The spool's entries as the portal stores them: a forwarded request's ``pending`` begin
+    line replaced by its completion (same session and seq), in the order requests began."""
+    merged: dict[tuple[str, int], dict[str, Any]] = {}
+    for path in sorted(spool.glob("segment-*")):
+        for line in path.read_bytes().splitlines():
+            entry = json.loads(line)
+            key = (entry["session_id"], entry["seq"])
+            if key not in merged or merged[key]["outcome"] == "pending":
+                merged[key] = entry
+    return list(merged.values())
+
+
 def new_session_id() -> str:
     alphabet = "abcdefghijklmnopqrstuvwxyz234567"
     return "".join(secrets.choice(alphabet) for _ in range(32))
@@ -265,11 +278,14 @@ class FakePortal:
         return 404, {"error": "not_found"}
 
     def entries(self) -> list[dict[str, Any]]:
-        """Every shipped entry, deduplicated by (session, seq) as the portal does."""
+        """Every shipped entry, deduplicated by (session, seq) as the portal does (a completion
+        replaces its ``pending`` begin)."""
         unique: dict[tuple[str, int], dict[str, Any]] = {}
         for batch in self.log_batches:
             for entry in batch["entries"]:
-                unique.setdefault((entry["session_id"], entry["seq"]), entry)
+                key = (entry["session_id"], entry["seq"])
+                if key not in unique or unique[key]["outcome"] == "pending":
+                    unique[key] = entry
         return [unique[key] for key in sorted(unique)]
 
 

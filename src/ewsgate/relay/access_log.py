@@ -2,8 +2,9 @@
 
 Theory of operation::
 
-    proxy ──record()──▶ spool segment (append-only JSON lines, O_APPEND, one write per entry)
-                           │   fsync'd in batches (every ``fsync_interval`` s)
+    proxy ──begin()───▶ spool segment (append-only JSON lines, O_APPEND)   before forwarding
+          ──record()──▶   "     "     (the completion, same seq)          before the last byte
+                           │   fsync'd in batches (every ``fsync_interval`` s, or each entry)
                            ▼
                         shipper ──POST batch──▶ portal (dedups on (session_id, seq))
                            │ on 2xx: cursor advanced (atomic rename + fsync)
@@ -17,10 +18,29 @@ Theory of operation::
 - An entry is one ``os.write`` of one line to a file opened with ``O_APPEND``: once ``record``
   returns, the line is in the kernel and survives ``kill -9`` of the relay; ``fsync`` (batched)
   makes it survive a power cut too. A torn last line (power cut mid-write) is cut off at start.
+- **An audit log, not a best-effort log** (auditd's ``disk_full_action``): a line is written
+  whole or not at all (short writes are looped; a write that fails half-way is truncated back,
+  so no torn line swallows the next entry) and a session's sequence number is committed only
+  once its line is written. When a write fails (disk full, read-only, I/O error) the log is
+  *unavailable*: :class:`AuditLogUnavailable` is raised, the proxy fails closed (the response
+  the log could not record is not delivered: 503 "the audit log is unavailable", and no new
+  sign-in starts), one ERROR line says why, ``write_failures`` counts it, and the next write
+  is the probe: it recovers by itself when the disk does.
+- **Begin and completion.** A forwarded request is spooled as a ``pending`` entry before it
+  goes to the device and completed (same seq, the real outcome) before its response's last
+  bytes leave. The portal merges the two on (session, seq). A begin whose completion never came
+  (relay ``kill -9`` mid-request) is completed on the next start as ``error`` /
+  ``relay_stopped``; when both are in one batch only the completion is shipped.
+- **fsync policy**: ``fsync_interval`` seconds (default 0.2: an entry survives ``kill -9`` of
+  the relay at once, a power cut after at most that long); 0 syncs every entry before the
+  response is delivered.
 - Shipping reads from the **cursor** (segment number + byte offset of the first unshipped line).
   The cursor moves only after the portal answered 2xx, so a crash between the POST and the
   cursor write re-ships that batch after restart; the portal's (session, seq) deduplication
-  turns that into no duplicate. Failures are retried with capped exponential backoff.
+  turns that into no duplicate. Failures are retried with capped exponential backoff. The
+  shipping task is supervised: any exception is logged, backed off and retried; it never ends
+  quietly. A cursor that cannot be saved (read-only spool) is kept in memory: shipping goes on,
+  and after a restart the portal's deduplication absorbs the re-shipped entries.
 
 The portal side of the contract (endpoint, authentication, body) is in ``docs/relay.md``.
 """
@@ -30,7 +50,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import json
+import logging
 import os
 import random
 from collections.abc import Sequence
@@ -41,15 +63,26 @@ from typing import Any, Protocol
 import httpx
 
 __all__ = [
+    "PENDING",
     "AccessEntry",
     "AccessLog",
+    "AuditLogUnavailable",
     "LogShipper",
     "PortalLogShipper",
     "ShipError",
     "redact_url",
 ]
 
+log = logging.getLogger(__name__)
+
 LOG_BATCHES_PATH = "/api/v1/relay/log-batches"
+#: entries kept in memory while the spool is unavailable, at most
+MAX_DEFERRED = 10_000
+#: the outcome of a begin record: forwarded, completion not recorded (yet)
+PENDING = "pending"
+#: the completion written on start for a begin whose completion never came
+RELAY_STOPPED = ("relay_stopped: the relay stopped before this request completed; what the "
+                 "browser received is unknown")
 
 #: the relay's own paths, whose query carries one-time OAuth secrets
 _RELAY_PATH_PREFIX = "/.ewsgate/"
@@ -106,6 +139,12 @@ class AccessEntry:
 
     def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
+
+
+class AuditLogUnavailable(Exception):
+    """The spool cannot take an entry (disk full, read-only, I/O error): fail closed."""
+
+    code = "audit_log_unavailable"
 
 
 class ShipError(Exception):
@@ -165,12 +204,18 @@ def _write_json_atomic(path: Path, data: Any) -> None:
 
 
 class AccessLog:
-    """The spool and its shipper. ``record`` is synchronous and cheap; ``run`` ships."""
+    """The spool and its shipper. ``begin``/``record`` are synchronous and cheap; ``run`` ships.
+
+    ``begin`` and ``record`` raise :class:`AuditLogUnavailable` when the entry could not be
+    written; nothing of a failed entry stays in the spool and its sequence number is not used.
+    """
 
     def __init__(self, directory: Path, shipper: LogShipper | None, *,
                  fsync_interval: float = 0.2, ship_interval: float = 0.5,
                  batch_size: int = 200, segment_bytes: int = 4 * 1024 * 1024,
                  max_backoff: float = 30.0) -> None:
+        if fsync_interval < 0:
+            raise ValueError("fsync_interval must be 0 (every entry) or a positive duration")
         self.directory = directory
         self.shipper = shipper
         self.fsync_interval = fsync_interval
@@ -186,7 +231,31 @@ class AccessLog:
         self._wakeup = asyncio.Event()
         self.shipped_count = 0
         self.last_error: str | None = None
+        #: why the spool is unavailable (None while it takes entries)
+        self.write_error: str | None = None
+        #: metrics: entries written, writes that failed, shipping rounds that raised
+        self.written_count = 0
+        self.write_failures = 0
+        self.ship_failures = 0
+        #: the cursor could not be saved; it is kept in memory and saved at the next chance
+        self._cursor_unsaved = False
+        #: entries the spool could not take, waiting in memory (see :meth:`defer`)
+        self._deferred: list[bytes] = []
+        self.deferred_dropped = 0
         self._recover()
+
+    @property
+    def available(self) -> bool:
+        """False after a failed write, until a write succeeds again."""
+        return self.write_error is None
+
+    def metrics(self) -> dict[str, Any]:
+        """Counters for monitoring (also logged when the spool fails or recovers)."""
+        return {"available": self.available, "write_error": self.write_error,
+                "written": self.written_count, "write_failures": self.write_failures,
+                "shipped": self.shipped_count, "ship_failures": self.ship_failures,
+                "ship_error": self.last_error, "waiting_in_memory": len(self._deferred),
+                "dropped": self.deferred_dropped}
 
     # -- recovery ------------------------------------------------------------------------
 
@@ -202,13 +271,16 @@ class AccessLog:
             self._next_seq = {str(k): int(v) for k, v in
                               json.loads(self._seq_path.read_text("utf-8")).items()}
         segments = self._segments()
+        #: begins seen without their completion: (session, seq) → the begin entry
+        open_begins: dict[tuple[str, int], dict[str, Any]] = {}
         for number in segments:
             path = self.directory / _segment_name(number)
             data = path.read_bytes()
             if data and not data.endswith(b"\n"):
                 # a torn final line (power cut mid-write): it was never a complete entry
                 cut = data.rfind(b"\n") + 1
-                with path.open("r+b") as handle:
+                # read-only: _open_segment cuts it before the next write
+                with contextlib.suppress(OSError), path.open("r+b") as handle:
                     handle.truncate(cut)
                 data = data[:cut]
             for line in data.splitlines():
@@ -216,59 +288,252 @@ class AccessLog:
                     entry = json.loads(line)
                     sid, seq = str(entry["session_id"]), int(entry["seq"])
                     self._next_seq[sid] = max(self._next_seq.get(sid, 1), seq + 1)
+                    if entry.get("outcome") == PENDING:
+                        open_begins[(sid, seq)] = entry
+                    else:
+                        open_begins.pop((sid, seq), None)
         if self._cursor_path.exists():
             cursor = json.loads(self._cursor_path.read_text("utf-8"))
             self._cursor = (int(cursor["segment"]), int(cursor["offset"]))
         else:
             self._cursor = (segments[0] if segments else 1, 0)
         self._segment = segments[-1] if segments else max(1, self._cursor[0])
-        self._open_segment(self._segment)
+        self._fd = -1
+        self._size = 0
+        try:
+            self._open_segment(self._segment)
+        except OSError as exc:
+            self._failed(exc)  # starts unavailable; the first write is the probe
+        try:
+            for entry in open_begins.values():
+                # the relay stopped between forwarding and completing: say so, truthfully
+                self._append(_ENCODER.encode({
+                    **entry, "status": None, "outcome": "error",
+                    "detail": RELAY_STOPPED}).encode("utf-8") + b"\n")
+        except AuditLogUnavailable:
+            pass  # they stay pending in the spool; the next start completes them
+        if open_begins:
+            log.warning("access log: %d request(s) were in flight when the relay stopped; "
+                        "logged as error/relay_stopped", len(open_begins))
 
     def _open_segment(self, number: int) -> None:
+        path = self.directory / _segment_name(number)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        size = os.fstat(fd).st_size
+        if size:
+            # a torn tail (a failed write whose truncation failed too) is cut before appending
+            with path.open("rb") as handle:
+                handle.seek(size - 1)
+                if handle.read(1) != b"\n":
+                    handle.seek(0)
+                    whole = handle.read().rfind(b"\n") + 1
+                    try:
+                        os.ftruncate(fd, whole)
+                    except OSError:
+                        os.close(fd)
+                        raise
+                    size = whole
         self._segment = number
-        self._fd = os.open(self.directory / _segment_name(number),
-                           os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._size = os.fstat(self._fd).st_size
+        self._fd = fd
+        self._size = size
 
     # -- writing -------------------------------------------------------------------------
 
+    def begin(self, *, session_id: str, time: float, user: str | None, method: str,
+              url: str, bytes_in: int = 0) -> int:
+        """Spool a request about to be forwarded (outcome ``pending``); returns its seq.
+
+        Complete it with :meth:`record` passing ``seq``. Raises :class:`AuditLogUnavailable`
+        if it could not be written: then the request must not be forwarded.
+        """
+        return self.record(session_id=session_id, time=time, user=user, method=method, url=url,
+                           status=None, bytes_in=bytes_in, bytes_out=0, duration_ms=0,
+                           outcome=PENDING).seq
+
     def record(self, *, session_id: str, time: float, user: str | None, method: str, url: str,
                status: int | None, bytes_in: int, bytes_out: int, duration_ms: int,
-               outcome: str, detail: str | None = None) -> AccessEntry:
-        """Append one entry to the spool (survives ``kill -9`` once this returns)."""
-        seq = self._next_seq.get(session_id, 1)
-        self._next_seq[session_id] = seq + 1
+               outcome: str, detail: str | None = None, seq: int | None = None) -> AccessEntry:
+        """Append one entry to the spool (survives ``kill -9`` once this returns).
+
+        ``seq`` completes the entry :meth:`begin` returned; without it the entry takes the
+        session's next number. Raises :class:`AuditLogUnavailable` if it was not written.
+        """
+        fresh = seq is None
+        if seq is None:
+            seq = self._next_seq.get(session_id, 1)
         entry = AccessEntry(session_id=session_id, seq=seq, time=round(time, 3), user=user,
                             method=method[:16], url=redact_url(url)[:2048], status=status,
                             bytes_in=bytes_in, bytes_out=bytes_out, duration_ms=duration_ms,
                             outcome=outcome, detail=detail[:500] if detail else None)
-        line = _ENCODER.encode(entry.to_json()).encode("utf-8") + b"\n"
-        os.write(self._fd, line)
+        self._append(_ENCODER.encode(entry.to_json()).encode("utf-8") + b"\n")
+        if fresh:
+            # committed only now: a failed write leaves no line and uses no number
+            self._next_seq[session_id] = max(self._next_seq.get(session_id, 1), seq + 1)
+        return entry
+
+    def defer(self, **fields: Any) -> None:
+        """Keep an entry the spool could not take in memory; it is written (before anything
+        newer) as soon as a write succeeds again. Takes :meth:`record`'s arguments."""
+        seq = fields.pop("seq", None)
+        sid = str(fields["session_id"])
+        if seq is None:
+            seq = self._next_seq.get(sid, 1)
+            self._next_seq[sid] = seq + 1
+        entry = AccessEntry(
+            session_id=sid, seq=seq, time=round(float(fields["time"]), 3), user=fields["user"],
+            method=str(fields["method"])[:16], url=redact_url(str(fields["url"]))[:2048],
+            status=fields["status"], bytes_in=fields["bytes_in"],
+            bytes_out=fields["bytes_out"], duration_ms=fields["duration_ms"],
+            outcome=fields["outcome"],
+            detail=str(fields["detail"])[:500] if fields.get("detail") else None)
+        if len(self._deferred) >= MAX_DEFERRED:
+            self.deferred_dropped += 1
+            log.error("access log: %d entries are waiting for the spool; dropping the entry "
+                      "for %s seq %d", len(self._deferred), sid, seq)
+            return
+        self._deferred.append(_ENCODER.encode(entry.to_json()).encode("utf-8") + b"\n")
+
+    def write_deferred(self) -> bool:
+        """Try to write the entries kept in memory (the recovery probe); True if none is left."""
+        if not self._deferred:
+            return True
+        try:
+            self._append(b"")
+        except AuditLogUnavailable:
+            return False
+        return not self._deferred
+
+    def _append(self, line: bytes) -> None:
+        """Write ``line`` whole (looping on short writes) or not at all; entries kept in
+        memory by :meth:`defer` go first."""
+        recovering = self.write_error is not None
+        try:
+            if recovering:
+                self._reopen()
+            while self._deferred:
+                self._write_whole(self._deferred[0])
+                self._size += len(self._deferred[0])
+                self._deferred.pop(0)
+                self.written_count += 1
+            if line:
+                self._write_whole(line)
+            if self.fsync_interval == 0 or recovering:
+                os.fsync(self._fd)
+        except OSError as exc:
+            self._truncate_back()
+            self._failed(exc)
+            raise AuditLogUnavailable(self.write_error) from exc
+        if not line:
+            self._recovered(recovering)
+            return
         self._size += len(line)
-        self._dirty = True
+        self.written_count += 1
+        self._dirty = self.fsync_interval > 0
+        self._recovered(recovering)
+
+    def _write_whole(self, line: bytes) -> None:
+        self._write_whole_fd(self._fd, line)
+
+    def _recovered(self, recovering: bool) -> None:
+        if recovering:
+            self.write_error = None
+            log.warning("access log: the spool in %s takes entries again; metrics %s",
+                        self.directory, self.metrics())
         if self._size >= self.segment_bytes:
             self._rotate()
         self._wakeup.set()
-        return entry
+
+    def _truncate_back(self) -> None:
+        """Cut a half-written line off (the size before it is the last whole entry's end)."""
+        with contextlib.suppress(OSError):
+            if self._fd >= 0 and os.fstat(self._fd).st_size > self._size:
+                os.ftruncate(self._fd, self._size)
+
+    def _failed(self, exc: OSError) -> None:
+        self.write_failures += 1
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        message = (f"the audit log is unavailable: writing to the spool in {self.directory} "
+                   f"failed ({reason}); responses are refused until it can be written again "
+                   "(free space or make it writable; it recovers by itself)")
+        if self.write_error is None:
+            log.error("access log: %s; metrics %s", message, {
+                **self.metrics(), "available": False})
+        self.write_error = message
+
+    def _reopen(self) -> None:
+        """Before a probe write: open the segment afresh, a torn tail cut (see above)."""
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        self._open_segment(self._segment)
 
     def _rotate(self) -> None:
-        os.fsync(self._fd)
-        os.close(self._fd)
+        try:
+            os.fsync(self._fd)
+            old = self._fd
+            self._open_segment(self._segment + 1)
+        except OSError as exc:
+            # the entry is written; keep appending to this segment and try again next time
+            log.warning("access log: cannot start a new spool segment in %s (%s); the current "
+                        "one keeps growing", self.directory, exc)
+            return
+        os.close(old)
         self._dirty = False
-        self._open_segment(self._segment + 1)
+
+    def _probe(self) -> None:
+        """While unavailable: reopen the segment and fsync it (no entry), so the log notices a
+        recovered disk even when no request comes."""
+        if self.available:
+            return
+        try:
+            self._reopen()
+            os.fsync(self._fd)
+        except OSError:
+            return
+        # the directory takes a file again? (a full disk still refuses the first write; a
+        # request's own write is the probe that decides then)
+        probe = self.directory / ".probe"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                self._write_whole_fd(fd, b"probe\n")
+            finally:
+                os.close(fd)
+                probe.unlink()
+        except OSError:
+            return
+        self._recovered(True)
+
+    @staticmethod
+    def _write_whole_fd(fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            if written <= 0:
+                raise OSError(errno.EIO, "the spool took no bytes")
+            view = view[written:]
 
     def sync(self) -> None:
         """fsync the open segment if anything was written since the last sync."""
         if self._dirty:
             self._dirty = False
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._failed(exc)
 
     # -- shipping ------------------------------------------------------------------------
 
     def _read_batch(self) -> tuple[list[dict[str, Any]], tuple[int, int]]:
-        """Up to ``batch_size`` unshipped entries and the cursor just after them."""
+        """Up to ``batch_size`` unshipped entries and the cursor just after them.
+
+        A begin (``pending``) whose completion is in the same batch is replaced by it, so the
+        portal usually sees one entry per request.
+        """
         segment, offset = self._cursor
         entries: list[dict[str, Any]] = []
+        pending_at: dict[tuple[Any, Any], int] = {}
         while len(entries) < self.batch_size:
             path = self.directory / _segment_name(segment)
             if not path.exists():
@@ -283,8 +548,17 @@ class AccessLog:
                     if not line.endswith(b"\n"):
                         break
                     offset += len(line)
-                    with contextlib.suppress(ValueError):
-                        entries.append(json.loads(line))
+                    try:
+                        entry = json.loads(line)
+                        key = (entry["session_id"], entry["seq"])
+                    except (ValueError, KeyError, TypeError):
+                        continue
+                    if entry.get("outcome") == PENDING:
+                        pending_at[key] = len(entries)
+                    elif key in pending_at:
+                        entries[pending_at.pop(key)] = entry
+                        continue
+                    entries.append(entry)
                 at_end = handle.read(1) == b""
             if len(entries) >= self.batch_size or segment >= self._segment or not at_end:
                 break
@@ -292,15 +566,28 @@ class AccessLog:
         return entries, (segment, offset)
 
     def _advance(self, cursor: tuple[int, int]) -> None:
+        """Move the cursor past a shipped batch; saving it may fail (read-only spool): then
+        it is kept in memory and shipping goes on (a re-ship after a restart is deduplicated
+        by the portal)."""
         self._cursor = cursor
-        _write_json_atomic(self._cursor_path, {"segment": cursor[0], "offset": cursor[1]})
-        old = [n for n in self._segments() if n < cursor[0]]
-        if old:
-            # the seq snapshot must outlive the entries it summarises
-            _write_json_atomic(self._seq_path, self._next_seq)
-            for number in old:
-                with contextlib.suppress(FileNotFoundError):
-                    (self.directory / _segment_name(number)).unlink()
+        try:
+            _write_json_atomic(self._cursor_path, {"segment": cursor[0], "offset": cursor[1]})
+            old = [n for n in self._segments() if n < cursor[0]]
+            if old:
+                # the seq snapshot must outlive the entries it summarises
+                _write_json_atomic(self._seq_path, self._next_seq)
+                for number in old:
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.directory / _segment_name(number)).unlink()
+        except OSError as exc:
+            if not self._cursor_unsaved:
+                log.warning("access log: cannot save the shipping cursor in %s (%s); it is "
+                            "kept in memory, shipping continues", self.directory, exc)
+            self._cursor_unsaved = True
+            return
+        if self._cursor_unsaved:
+            log.info("access log: the shipping cursor is saved again")
+        self._cursor_unsaved = False
 
     def pending(self) -> bool:
         """True if some recorded entry has not been shipped yet."""
@@ -321,26 +608,41 @@ class AccessLog:
         return len(entries)
 
     async def run(self) -> None:
-        """Background task: fsync in batches and ship with retry until cancelled."""
+        """Background task: fsync in batches and ship with retry until cancelled.
+
+        Supervised: a failed batch (:class:`ShipError`) or any other exception (an unreadable
+        spool, a bug) is logged, backed off (capped exponential, jittered) and retried; the
+        task ends only when cancelled.
+        """
         backoff = 0.5
         last_sync = asyncio.get_running_loop().time()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self.ship_interval)
             self._wakeup.clear()
-            now = asyncio.get_running_loop().time()
-            if now - last_sync >= self.fsync_interval:
-                self.sync()
-                last_sync = now
             try:
+                if not self.write_deferred() or not self.available:
+                    self._probe()
+                now = asyncio.get_running_loop().time()
+                if now - last_sync >= self.fsync_interval:
+                    self.sync()
+                    last_sync = now
                 while await self.ship_once():
                     pass
                 backoff = 0.5
                 self.last_error = None
             except ShipError as exc:
+                self.ship_failures += 1
                 self.last_error = str(exc)
-                await asyncio.sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, self.max_backoff)
+            except Exception as exc:  # the supervisor: log, back off, retry
+                self.ship_failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("access log: shipping failed unexpectedly (retrying in %.1f s)",
+                              backoff)
+            else:
+                continue
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, self.max_backoff)
 
     async def drain(self, within: float = 5.0) -> bool:
         """Try to ship everything now (shutdown); True if nothing is left."""
@@ -350,12 +652,16 @@ class AccessLog:
             try:
                 if not await self.ship_once():
                     return True
-            except ShipError as exc:
-                self.last_error = str(exc)
+            except Exception as exc:  # shutdown: try until the deadline
+                self.last_error = f"{type(exc).__name__}: {exc}"
                 await asyncio.sleep(0.2)
         return not self.pending()
 
     def close(self) -> None:
         self.sync()
+        if self._cursor_unsaved:
+            with contextlib.suppress(OSError):
+                _write_json_atomic(self._cursor_path, {"segment": self._cursor[0],
+                                                       "offset": self._cursor[1]})
         with contextlib.suppress(OSError):
             os.close(self._fd)
