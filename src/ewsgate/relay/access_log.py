@@ -80,6 +80,9 @@ LOG_BATCHES_PATH = "/api/v1/relay/log-batches"
 MAX_DEFERRED = 10_000
 #: the outcome of a begin record: forwarded, completion not recorded (yet)
 PENDING = "pending"
+#: the detail of a begin record (what the job log shows until the completion arrives)
+IN_FLIGHT = ("in_flight: forwarded to the device, no completion recorded yet (if it stays so, "
+             "the relay stopped mid-request)")
 #: the completion written on start for a begin whose completion never came
 RELAY_STOPPED = ("relay_stopped: the relay stopped before this request completed; what the "
                  "browser received is unknown")
@@ -348,7 +351,7 @@ class AccessLog:
         """
         return self.record(session_id=session_id, time=time, user=user, method=method, url=url,
                            status=None, bytes_in=bytes_in, bytes_out=0, duration_ms=0,
-                           outcome=PENDING).seq
+                           outcome=PENDING, detail=IN_FLIGHT).seq
 
     def record(self, *, session_id: str, time: float, user: str | None, method: str, url: str,
                status: int | None, bytes_in: int, bytes_out: int, duration_ms: int,
