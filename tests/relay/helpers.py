@@ -27,7 +27,7 @@ import httpx
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
-from ewsgate.relay.access_log import AccessLog
+from ewsgate.relay.access_log import AccessLog, PortalLogShipper
 from ewsgate.relay.browser_auth import BrowserAuth, OAuthClientConfig
 from ewsgate.relay.clock import Clock, SystemClock
 from ewsgate.relay.http_proxy import ProxyConfig, RelayProxy
@@ -323,8 +323,12 @@ class Relay:
     """The relay's browser side on 127.0.0.1 over real TLS, with a static device directory."""
 
     def __init__(self, tmp: Path, portal: FakePortal, *, clock: Clock | None = None,
-                 directory: Any = None, **config: Any) -> None:
+                 directory: Any = None, spool: Path | None = None, ship: bool = False,
+                 **config: Any) -> None:
         self.tmp = tmp
+        #: where the access log spools (default ``tmp/spool``); ``ship``: to the portal
+        self.spool = spool or tmp / "spool"
+        self.ship = ship
         self.portal = portal
         self.clock = clock or SystemClock()
         self.config_overrides = config
@@ -348,7 +352,10 @@ class Relay:
                               portal_url=self.portal.url, cookie_key=b"k" * 32),
             session_host=self.config.session_host, clock=self.clock, keys=self.keys,
             http=self.http, sessions=self.sessions)
-        self.log = AccessLog(self.tmp / "spool", None)
+        self.shipper = PortalLogShipper(self.portal.url, RELAY_ID, RELAY_SECRET) if (
+            self.ship) else None
+        self.log = AccessLog(self.spool, self.shipper, ship_interval=0.1, max_backoff=0.5)
+        self.shipping = asyncio.create_task(self.log.run()) if self.ship else None
         self.proxy = RelayProxy(self.config, self.directory, self.auth, self.log, self.clock,
                                 self.sessions)
         self.server = await asyncio.start_server(self.proxy.handle, sock=sock,
@@ -357,6 +364,13 @@ class Relay:
 
     async def __aexit__(self, *exc: object) -> None:
         self.server.close()
+        if self.shipping is not None:
+            self.shipping.cancel()
+            with contextlib.suppress(BaseException):
+                await self.shipping
+        if self.shipper is not None:
+            await self.log.drain(within=3.0)
+            await self.shipper.aclose()
         self.log.close()
         await self.http.aclose()
 

@@ -458,10 +458,10 @@ class AccessLog:
         message = (f"the audit log is unavailable: writing to the spool in {self.directory} "
                    f"failed ({reason}); responses are refused until it can be written again "
                    "(free space or make it writable; it recovers by itself)")
-        if self.write_error is None:
-            log.error("access log: %s; metrics %s", message, {
-                **self.metrics(), "available": False})
+        first = self.write_error is None
         self.write_error = message
+        if first:
+            log.error("access log: %s; metrics %s", message, self.metrics())
 
     def _reopen(self) -> None:
         """Before a probe write: open the segment afresh, a torn tail cut (see above)."""

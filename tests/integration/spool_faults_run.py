@@ -1,0 +1,129 @@
+"""One run of the relay's browser side against a real fault of its spool disk, in a process
+of its own that is started inside its own mount namespace (``unshare -m``) by
+``test_faults.py``: it mounts a small tmpfs for the spool, makes the fault (fills the tmpfs to
+the last byte, or remounts the spool read-only with a bind mount), undoes it, and prints what
+the browser received and what the portal stored as one JSON line.
+
+Usage: ``python spool_faults_run.py full|readonly WORKDIR`` (as root, in a private mount
+namespace; it refuses to mount anything otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from relay.helpers import FakePortal, RawServer, Relay, Seen, device_app  # noqa: E402
+
+PAGE = b"<html><body>" + b"p" * 2000 + b"</body></html>"
+ROUNDS = 20
+
+
+def _own_mount_namespace() -> bool:
+    """True when this process's mount namespace is not its parent's (``unshare -m`` made it)."""
+    return os.readlink("/proc/self/ns/mnt") != os.readlink(f"/proc/{os.getppid()}/ns/mnt")
+
+
+def _fill(directory: Path) -> Path:
+    """Fill the filesystem of ``directory`` to the last byte (a real ENOSPC)."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        for size in (65536, 4096, 1):
+            block = b"\0" * size
+            with contextlib.suppress(OSError):
+                while os.write(fd, block) == size:
+                    pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+async def _get(relay: Relay, sid: str, path: str, cookie: str | None) -> dict[str, Any]:
+    try:
+        response = await relay.fetch(sid, "GET", path, cookie=cookie)
+    except (ConnectionError, ssl.SSLError, OSError, TimeoutError) as exc:
+        return {"path": path, "status": None, "error": type(exc).__name__}
+    return {"path": path, "status": response.status, "length": len(response.body),
+            "retry_after": response.header("retry-after"),
+            "audit_page": b"Remote Technician Log is unavailable" in response.body}
+
+
+async def main(mode: str, work: Path) -> dict[str, Any]:
+    spool = work / "spool"
+    spool.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k,mode=0700", "tmpfs", str(spool)],
+                   check=True)
+    seen = Seen()
+    routes = {f"/p{i}": (lambda r, b: (200, [("Content-Type", "text/plain")], PAGE))
+              for i in range(3 * ROUNDS)}
+    answers: dict[str, list[dict[str, Any]]] = {"before": [], "during": [], "after": []}
+    async with FakePortal() as portal, RawServer(device_app(routes, seen)) as device, \
+            Relay(work, portal, spool=spool / "log", ship=True) as relay:
+        sid = relay.add_device(device.port)
+        cookie = await relay.login(sid)
+        for i in range(ROUNDS):
+            answers["before"].append(await _get(relay, sid, f"/p{i}", cookie))
+        if mode == "full":
+            filler = _fill(spool)
+        else:
+            subprocess.run(["mount", "--bind", str(spool / "log"), str(spool / "log")],
+                           check=True)
+            subprocess.run(["mount", "-o", "remount,ro,bind", str(spool / "log")], check=True)
+        forwarded_before_fault = len(seen.requests)
+        for i in range(ROUNDS, 2 * ROUNDS):
+            answers["during"].append(await _get(relay, sid, f"/p{i}", cookie))
+        # a browser without a cookie: no sign-in may start
+        answers["during"].append(await _get(relay, sid, "/signin", None))
+        forwarded_during_fault = len(seen.requests) - forwarded_before_fault
+        metrics_during = relay.log.metrics()
+        if mode == "full":
+            filler.unlink()
+        else:
+            subprocess.run(["mount", "-o", "remount,rw,bind", str(spool / "log")], check=True)
+        for _ in range(100):  # the shipper's probe notices the disk is back by itself
+            if relay.log.available:
+                break
+            await asyncio.sleep(0.05)
+        recovered_by_itself = relay.log.available
+        for i in range(2 * ROUNDS, 3 * ROUNDS):
+            answers["after"].append(await _get(relay, sid, f"/p{i}", cookie))
+        for _ in range(100):
+            if not relay.log.pending():
+                break
+            await asyncio.sleep(0.05)
+        lines = [line for p in sorted((spool / "log").glob("segment-*"))
+                 for line in p.read_bytes().splitlines()]
+        torn = sum(1 for line in lines if not _parses(line))
+        shipped = [e for batch in portal.log_batches for e in batch["entries"]]
+        stored = portal.entries()
+    return {"answers": answers, "stored": stored, "shipped_count": len(shipped),
+            "torn_lines": torn, "forwarded_during_fault": forwarded_during_fault,
+            "metrics_during": metrics_during, "recovered_by_itself": recovered_by_itself,
+            "session_id": sid}
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    if os.geteuid() != 0 or not _own_mount_namespace():
+        sys.exit("run as root inside a private mount namespace (unshare -m)")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    result = asyncio.run(main(sys.argv[1], Path(sys.argv[2])))
+    print("RESULT " + json.dumps(result), flush=True)
