@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from relay.helpers import FakePortal, RawServer, Relay, Seen, device_app  # noqa: E402
+from relay.helpers import FakePortal, RawServer, Relay, Seen, device_app
 
 PAGE = b"<html><body>" + b"p" * 2000 + b"</body></html>"
 ROUNDS = 20

@@ -18,9 +18,10 @@ accepted as the same fields under the job log's names.
 before the response's last bytes leave. Both can arrive, in either order, any number of times.
 Every entry is inserted with ``ON CONFLICT (job_id, seq) DO UPDATE … WHERE`` the stored row
 is ``pending`` and the incoming one is not: so the row ends as the completion whatever the
-order, and a repeated begin or completion changes nothing (one statement, batch order kept). A row left ``pending`` means the relay has
-not told how the request ended (still in flight, or the relay lost its spool); a relay that
-restarts completes its own orphans as ``error`` / ``relay_stopped``.
+order, and a repeated begin or completion changes nothing (one statement, batch order kept).
+A row left ``pending`` means the relay has not told how the request ended (still in flight,
+or the relay lost its spool); a relay that restarts completes its own orphans as ``error`` /
+``relay_stopped``.
 
 Validation is per entry: a malformed entry, or one naming a session that is not pinned to the
 calling relay, is *rejected* (reported back with its index and a reason) and the rest of the
