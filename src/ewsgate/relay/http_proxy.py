@@ -63,9 +63,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import re
 import socket
+import struct
+import termios
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -197,6 +200,11 @@ class _Exchange:
 
 class _CloseConnection(Exception):
     """Stop serving this browser connection (after whatever was already sent)."""
+
+
+class _BrowserGone(ConnectionResetError):
+    """Writing to the browser failed while the proxy was reading the device: the browser's
+    side, however it surfaces."""
 
 
 @dataclass
@@ -474,8 +482,7 @@ class _BrowserConnection:
                 async with asyncio.timeout(self.config.header_timeout):
                     await self.writer.drain()
         else:
-            self.aborted = True
-            self.writer.transport.abort()
+            self._reset_transport()
         self.proxy.log_or_keep(exchange)
         raise _CloseConnection
 
@@ -484,7 +491,24 @@ class _BrowserConnection:
         RST under the TLS), so the browser never sees a short body as a complete one."""
         with contextlib.suppress(Exception):
             await self._flush()
+            async with asyncio.timeout(1.0):
+                # what the device sent is passed on before the reset (which drops unsent data)
+                await self.writer.drain()
+                for _ in range(100):  # the kernel has no event for "sent": poll, bounded
+                    if not (self.writer.transport.get_write_buffer_size() or _unsent(
+                            self.writer.get_extra_info("socket"))):
+                        break
+                    await asyncio.sleep(0.01)
+        self._reset_transport()
+
+    def _reset_transport(self) -> None:
+        """Abort the browser's connection with a TCP RST (SO_LINGER 0): TLS has no way to
+        say "incomplete", and a plain close could pass for the end of a close-delimited body."""
         self.aborted = True
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.writer.transport.abort()
 
     async def _next_request(self, first: bool) -> h11.Request | None:
@@ -933,7 +957,10 @@ class _BrowserConnection:
             if event is not h11.NEED_DATA:
                 return event
             if self._out:
-                await self._flush()  # never hold the browser's bytes while waiting
+                try:
+                    await self._flush()  # never hold the browser's bytes while waiting
+                except (ConnectionError, OSError, TimeoutError) as exc:
+                    raise _BrowserGone(str(exc)) from exc  # not the device's failure
             async with asyncio.timeout(wait):
                 data = await upstream.stream.read(self.config.read_size)
             upstream.conn.receive_data(data)
@@ -977,6 +1004,8 @@ class _BrowserConnection:
             exchange.detail = "device_timeout"
             await self._page(exchange, "device_timeout", close=True, outcome="error")
             return None
+        except _BrowserGone:
+            raise
         except DeviceStreamError as exc:
             exchange.detail = outcomes.device_failure(exc)
             return None
@@ -1093,6 +1122,8 @@ class _BrowserConnection:
         while True:
             try:
                 event = await self._upstream_event(upstream, self.config.body_timeout)
+            except _BrowserGone:
+                raise
             except (h11.RemoteProtocolError, ConnectionError, OSError, TimeoutError) as exc:
                 # e.g. HTTP/1.0 + chunked without its last chunk, a reset tunnel stream, a
                 # stalled device: pass on what the device sent, then abort the connection
@@ -1190,6 +1221,16 @@ class _BodyTransform:
 _HELD_EVENTS = (h11.Response, h11.Data)
 _REWRITTEN_RESPONSE_HEADERS = frozenset({
     b"location", b"content-location", b"refresh", b"link", b"set-cookie"})
+
+
+def _unsent(sock: Any) -> int:
+    """Bytes the kernel has not yet sent on ``sock`` (0 if unknown)."""
+    if sock is None:
+        return 0
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+    except (OSError, ValueError):
+        return 0
 
 
 def _raw_items(headers: Any) -> list[tuple[bytes, bytes, bytes]]:
