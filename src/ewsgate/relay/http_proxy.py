@@ -1228,7 +1228,9 @@ def _unsent(sock: Any) -> int:
     if sock is None:
         return 0
     try:
-        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        queued: int = struct.unpack(
+            "i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        return queued
     except (OSError, ValueError):
         return 0
 
