@@ -62,6 +62,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from ewsgate.relay.portal_http import portal_client
+
 __all__ = [
     "PENDING",
     "AccessEntry",
@@ -171,7 +173,7 @@ class PortalLogShipper:
         self.relay_id = relay_id
         token = base64.b64encode(f"{relay_id}:{relay_secret}".encode()).decode("ascii")
         self._headers = {"Authorization": f"Basic {token}"}
-        self._client = httpx.AsyncClient(verify=verify, timeout=timeout)
+        self._client = portal_client(verify=verify, timeout=timeout)
 
     async def ship(self, entries: Sequence[dict[str, Any]]) -> None:
         try:

@@ -48,4 +48,9 @@ RELAY: list[Option] = [
            parse=parse_duration, default=10.0, metavar="DURATION"),
     Option("body-timeout", "longest pause allowed in a request or response body (firmware "
            "uploads)", parse=parse_duration, default=300.0, metavar="DURATION"),
+    Option("response-timeout", "longest wait for a device's response head after the request "
+           "was sent (then 504)", parse=parse_duration, default=60.0, metavar="DURATION"),
+    Option("log-fsync-interval", "how often the access-log spool is fsync'd: entries survive "
+           "kill -9 at once, a power cut after this long; 0 syncs every entry before its "
+           "response is delivered", parse=parse_duration, default=0.2, metavar="DURATION"),
 ]
