@@ -24,6 +24,10 @@ Delivery rules (what a caller can rely on):
   the command was sent and that its outcome is unknown.
 * A result is accepted only from a stream of the installation the command was sent to.
 
+Attach listeners (:meth:`ControlHub.add_attach_listener`) are called, in the background, each
+time an installation's stream is accepted: the session service resumes that installation's
+live sessions then (an agent that restarted lost its tunnels).
+
 Liveness: the agent sends a heartbeat every ``heartbeat_interval``; a stream silent for
 ``heartbeat_interval * missed_heartbeats`` is cut and the installation marked offline. The sweep
 also re-checks every live stream's certificate against the database in one batch, so a deleted
@@ -213,6 +217,12 @@ class ControlHub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._presence: dict[int, tuple[bool, str | None, dt.datetime]] = {}
         self._presence_dirty = asyncio.Event()
+        self._attach_listeners: list[Callable[[int], Awaitable[Any]]] = []
+
+    def add_attach_listener(self, listener: Callable[[int], Awaitable[Any]]) -> None:
+        """Call ``listener(installation_id)`` (in the background) whenever a stream attaches."""
+        if listener not in self._attach_listeners:
+            self._attach_listeners.append(listener)
 
     # ------------------------------------------------------------------ queries
 
@@ -346,6 +356,8 @@ class ControlHub:
         if event is not None:
             event.set()
         connection.wakeup.set()
+        for listener in self._attach_listeners:
+            self._spawn(listener(connection.installation_id))
 
     async def detach(self, connection: Connection) -> None:
         """Forget an ended stream; mark the installation offline unless a newer one took over."""
