@@ -260,11 +260,15 @@ class RelayProxy:
     def mark_ended(self, session_id: str) -> None:
         self._ended.setdefault(session_id, self.clock.now())
 
-    async def missing_session_page(self, session_id: str) -> str:
+    async def missing_session_page(self, session_id: str,
+                                   cookie_header: bytes | None = None) -> str:
         """Which page a session id without a live tunnel gets.
 
         Ended (expired here, closed early, or ended at the portal) → "ended"; known and not yet
-        at its end → the agent's tunnel is down, "device unreachable"; never seen → "not found".
+        at its end → the agent's tunnel is down, "device unreachable"; never seen → "not found",
+        unless the browser holds a valid session cookie for it and the portal says it is live:
+        this relay restarted and the agent's tunnel is on its way back → 503 "reconnecting"
+        (the page retries).
         """
         closed = getattr(self.directory, "is_closed", None)
         if session_id in self._ended or (callable(closed) and closed(session_id)):
@@ -282,6 +286,11 @@ class RelayProxy:
                     self.mark_ended(session_id)
                     return "session_ended"
             return "device_unreachable"
+        if cookie_header and self.sessions is not None and self.auth.identify(
+                session_id, cookie_header) is not None:
+            facts = await self.sessions.facts(session_id, max_age=0.5)
+            if facts is not None and facts.live:
+                return "reconnecting"
         return "session_not_found"
 
     # -- connection loop -----------------------------------------------------------------
@@ -692,8 +701,8 @@ class _BrowserConnection:
         info = self.proxy.directory.lookup(session_id)
         now = self.proxy.clock.now()
         if info is None:
-            await self._page(exchange, await self.proxy.missing_session_page(session_id),
-                             close=True)
+            await self._page(exchange, await self.proxy.missing_session_page(
+                session_id, headers.get(b"cookie")), close=True)
             return
         if now >= self.proxy.session_end(info):
             self.proxy.mark_ended(session_id)
