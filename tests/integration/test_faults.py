@@ -1,6 +1,13 @@
 """Faults made for real, outcomes counted end to end (issue: nothing is lost, every outcome is
 told truthfully).
 
+- **kill -9** of the relay and of the portal in the middle of a loop of requests through the
+  whole demo system: every response the browser got is in the job's log exactly once (no seq
+  missing or twice); while the relay is away a signed-in browser is told "reconnecting", never
+  "no session here".
+- **An agent restart** (kill -9, started again): the portal re-sends ``OpenSession`` with a
+  fresh ticket when its control stream is back, and the same session serves pages again.
+
 - **The spool's disk** (root only: each run mounts its own small tmpfs inside its own mount
   namespace, ``unshare -m``, so nothing outside the test sees it): full to the last byte, and
   remounted read-only under the running relay. Every response the browser received complete is
@@ -16,10 +23,16 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
+
+from .conftest import open_session
 
 pytestmark = pytest.mark.integration
 
@@ -105,3 +118,134 @@ def test_a_read_only_spool_keeps_shipping_and_loses_nothing(tmp_path: Path) -> N
     assert data["metrics_during"]["ship_failures"] == 0
     # shipped while read-only: the portal has every entry of the run
     assert len(data["stored"]) == 2 + 3 * 20 + 1
+
+
+# -- the whole system, real processes: kill -9 and restarts -------------------------------------
+
+def _relay_origin(opened: Any) -> str:
+    parts = urlsplit(opened.url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _signed_in(opened: Any) -> str:
+    origin = _relay_origin(opened)
+    page = opened.client.get(origin + "/", follow_redirects=True)
+    assert page.status_code == 200, (page.status_code, page.text[:300])
+    return origin
+
+
+def _job_log(opened: Any, info: Any, until: Any, timeout: float = 60.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            answer = opened.client.get(f"{info.api_url}/jobs/{opened.session['job_id']}/log")
+        except httpx.HTTPError:
+            answer = None  # the portal is restarting
+        if answer is not None and answer.status_code == 200:
+            entries: list[dict[str, Any]] = answer.json()["entries"]
+            if until(entries):
+                return entries
+        assert time.monotonic() < deadline, "the job's log never got there"
+        time.sleep(0.3)
+
+
+def _loop(opened: Any, origin: str, stop: threading.Event, answers: list[tuple[str, Any]],
+          limit: int = 400) -> None:
+    """GETs one after another (bounded: ``limit`` requests), recording what came back."""
+    for i in range(limit):
+        if stop.is_set():
+            return
+        url = f"/app/api/status.json?loop={i}"
+        try:
+            response = opened.client.get(origin + url, timeout=10)
+            answers.append((url, (response.status_code, response.text[:400])))
+        except httpx.HTTPError as exc:
+            answers.append((url, (None, type(exc).__name__)))
+        time.sleep(0.02)
+
+
+def _kill_mid_loop(demo_stack: Any, demo: Any, name: str) -> tuple[Any, list[tuple[str, Any]]]:
+    opened = open_session(demo, "absolute")
+    origin = _signed_in(opened)
+    answers: list[tuple[str, Any]] = []
+    stop = threading.Event()
+    loop = threading.Thread(target=_loop, args=(opened, origin, stop, answers), daemon=True)
+    loop.start()
+    try:
+        time.sleep(1.0)
+        assert answers and all(status == 200 for _, (status, _) in answers)
+        demo_stack.restart(name, kill=True)
+        restarted = len(answers)
+        deadline = time.monotonic() + 60
+        # until the session has served 20 more pages after the restart
+        while sum(1 for _, (status, _) in answers[restarted:] if status == 200) < 20:
+            assert time.monotonic() < deadline, answers[-5:]
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        loop.join(20)
+    return opened, answers
+
+
+def _count_end_to_end(opened: Any, info: Any, answers: list[tuple[str, Any]]) -> None:
+    """Every 200 the browser got is in the job's log once, as ok; no seq twice or missing."""
+    delivered = {url for url, (status, _) in answers if status == 200}
+    entries = _job_log(opened, info, lambda e: delivered <= {x["url"] for x in e
+                                                             if x["outcome"] == "ok"})
+    seqs = [e["seq"] for e in entries]
+    assert seqs == list(range(1, len(entries) + 1))  # 0 lost, 0 duplicated
+    urls = [e["url"] for e in entries]
+    assert all(urls.count(url) == 1 for url in delivered)
+    assert not [e for e in entries if e["outcome"] == "pending"]
+
+
+@pytest.mark.timeout(240)
+def test_kill_9_of_the_relay_mid_loop_loses_nothing_and_says_reconnecting(
+        demo_stack: Any, demo: Any) -> None:
+    opened, answers = _kill_mid_loop(demo_stack, demo, "relay")
+    try:
+        assert len(answers) >= 60
+        statuses = [status for _, (status, _) in answers]
+        # while the relay was away: connection errors, then "reconnecting", never "no session"
+        assert not [text for _, (status, text) in answers if status == 404]
+        waiting = [text for _, (status, text) in answers if status == 503]
+        assert all("Reconnecting" in text for text in waiting)
+        assert statuses.count(200) >= 20
+        assert set(statuses) <= {200, 503, None}
+        _count_end_to_end(opened, demo, answers)
+    finally:
+        opened.client.close()
+
+
+@pytest.mark.timeout(240)
+def test_kill_9_of_the_portal_mid_loop_loses_nothing(demo_stack: Any, demo: Any) -> None:
+    opened, answers = _kill_mid_loop(demo_stack, demo, "portal")
+    try:
+        # the relay and the tunnel do not need the portal to serve a live session
+        statuses = [status for _, (status, _) in answers]
+        assert set(statuses) == {200}, [a for a in answers if a[1][0] != 200][:3]
+        _count_end_to_end(opened, demo, answers)
+    finally:
+        opened.client.close()
+
+
+@pytest.mark.timeout(240)
+def test_an_agent_restart_resumes_its_live_session(demo_stack: Any, demo: Any) -> None:
+    opened = open_session(demo, "absolute")
+    try:
+        origin = _signed_in(opened)
+        assert opened.client.get(origin + "/app/api/status.json?before").status_code == 200
+        demo_stack.restart("agent", kill=True)  # the tunnel dies with it
+        deadline = time.monotonic() + 90
+        while (answer := opened.client.get(origin + "/app/api/status.json?after",
+                                           timeout=10)).status_code != 200:
+            assert time.monotonic() < deadline, (answer.status_code, answer.text[:300])
+            time.sleep(0.5)
+        state = opened.client.get(f"{demo.api_url}/remote-sessions/{opened.id}").json()
+        assert state["status"] == "ready"
+        job = opened.client.get(f"{demo.api_url}/jobs/{opened.session['job_id']}").json()
+        assert job["status"] == "running"
+    finally:
+        opened.client.delete(f"{demo.api_url}/remote-sessions/{opened.id}",
+                             headers={"X-CSRF-Token": opened.csrf, "Origin": demo.portal_url})
+        opened.client.close()
