@@ -135,7 +135,9 @@ class CommandSender(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class HubConfig:
-    """Timing of the hub; the defaults keep "offline within 10 s of a drop"."""
+    """Timing of the hub; the defaults keep "offline within 7.5 s of a drop" (three missed
+    heartbeats) and "offline within 5 s of a replica's crash" (two heartbeat intervals without
+    the row's refresh; it used to be the row's age, 10 s)."""
 
     heartbeat_interval: float = 2.5
     missed_heartbeats: int = 3
@@ -145,7 +147,9 @@ class HubConfig:
     #: how long a command to an offline installation waits for it to connect
     offline_grace: float = 10.0
     #: installations marked online whose last_seen_at is older than this are marked offline
-    stale_after: float = 10.0
+    #: (by any replica's sweep: this is what ends the "online" of a replica that crashed);
+    #: None: twice the heartbeat interval (or twice the refresh interval if that is longer)
+    stale_after: float | None = None
     #: online/offline changes are written in batches, this long after the first one
     presence_delay: float = 0.2
 
@@ -153,6 +157,17 @@ class HubConfig:
         if self.heartbeat_interval <= 0 or self.missed_heartbeats < 1 or self.sweep_interval <= 0:
             raise ValueError("heartbeat_interval and sweep_interval must be > 0, "
                              "missed_heartbeats >= 1")
+        if self.stale_limit <= self.db_sweep_interval:
+            raise ValueError(f"stale_after ({self.stale_limit:g} s) must be longer than "
+                             f"db_sweep_interval ({self.db_sweep_interval:g} s), or live "
+                             "installations would flap offline between refreshes")
+
+    @property
+    def stale_limit(self) -> float:
+        """Seconds after which an unrefreshed "online" row is marked offline."""
+        if self.stale_after is not None:
+            return self.stale_after
+        return 2 * max(self.heartbeat_interval, self.db_sweep_interval)
 
     @property
     def silence_limit(self) -> float:
@@ -500,7 +515,7 @@ class ControlHub:
                 if installation_id not in self._connections:
                     self._note_presence(installation_id, False, None)
         await self.records.mark_stale_offline(
-            now - dt.timedelta(seconds=self.config.stale_after))
+            now - dt.timedelta(seconds=self.config.stale_limit))
 
     async def run_sweeper(self) -> None:
         """Run :meth:`sweep_once` every ``sweep_interval`` until cancelled."""
