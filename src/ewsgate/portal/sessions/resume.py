@@ -19,6 +19,7 @@ otherwise wait for the stuck-open sweep).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -87,11 +88,15 @@ async def resume_installation(service: RemoteSessions, installation_id: int) -> 
     for session_id, payload in payloads:
         task = asyncio.ensure_future(_resume(service, session_id, installation_id, payload))
         service._tasks[session_id] = task
-        task.add_done_callback(lambda _t, sid=session_id: service._tasks.pop(sid, None))
+        task.add_done_callback(functools.partial(_forget, service, session_id))
     if payloads:
         log.info("installation %s is back: re-sending OpenSession for %d live session(s)",
                  installation_id, len(payloads))
     return len(payloads)
+
+
+def _forget(service: RemoteSessions, session_id: str, _task: object) -> None:
+    service._tasks.pop(session_id, None)
 
 
 async def _resume(service: RemoteSessions, session_id: str, installation_id: int,
