@@ -184,6 +184,10 @@ def _kill_mid_loop(demo_stack: Any, demo: Any, name: str) -> tuple[Any, list[tup
     finally:
         stop.set()
         loop.join(20)
+    counts: dict[Any, int] = {}
+    for _, (status, _) in answers:
+        counts[status] = counts.get(status, 0) + 1
+    print(f"kill -9 {name}: {len(answers)} requests, by status {counts}")
     return opened, answers
 
 

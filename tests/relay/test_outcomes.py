@@ -213,3 +213,22 @@ async def test_an_unexpected_relay_error_is_logged_with_the_session_and_recorded
     assert entry["outcome"] == "error" and entry["detail"] == "internal: RuntimeError"
     logged = [r for r in caplog.records if "failed unexpectedly" in r.getMessage()]
     assert logged and sid in logged[0].getMessage() and logged[0].exc_info
+
+
+async def test_a_device_that_never_answers_gets_a_504_after_the_response_timeout(
+        tmp_path: Path, portal: FakePortal, no_tracebacks: Any) -> None:
+    """``--response-timeout`` bounds the wait for the head (60 s by default; 0.5 s here)."""
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h11.Connection(h11.SERVER)
+        await read_request(reader, conn)
+        await asyncio.sleep(30)
+
+    async with RawServer(silent) as device, Relay(tmp_path, portal,
+                                                  response_timeout=0.5) as relay:
+        sid = relay.add_device(device.port)
+        cookie = await relay.login(sid)
+        page = await relay.fetch(sid, "GET", "/slow", cookie=cookie)
+        entry = await _entry(relay, "/slow")
+    assert page.status == 504 and b"did not answer in time" in page.body
+    assert entry["outcome"] == "error" and entry["detail"] == "device_timeout"
+    assert entry["status"] == 504
