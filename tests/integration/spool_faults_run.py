@@ -59,6 +59,45 @@ async def _get(relay: Relay, sid: str, path: str, cookie: str | None) -> dict[st
             "audit_page": b"Remote Technician Log is unavailable" in response.body}
 
 
+async def read_only_start(work: Path) -> dict[str, Any]:
+    """A relay started on a read-only spool: unavailable from the start, recovers when the
+    directory becomes writable, without a restart."""
+    spool = work / "spool"
+    spool.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k,mode=0700", "tmpfs", str(spool)],
+                   check=True)
+    (spool / "log").mkdir()
+    subprocess.run(["mount", "--bind", str(spool / "log"), str(spool / "log")], check=True)
+    subprocess.run(["mount", "-o", "remount,ro,bind", str(spool / "log")], check=True)
+    seen = Seen()
+    routes = {f"/p{i}": (lambda r, b: (200, [("Content-Type", "text/plain")], PAGE))
+              for i in range(2 * ROUNDS)}
+    answers: dict[str, list[dict[str, Any]]] = {"during": [], "after": []}
+    async with FakePortal() as portal, RawServer(device_app(routes, seen)) as device, \
+            Relay(work, portal, spool=spool / "log", ship=True) as relay:
+        available_at_start = relay.log.available
+        sid = relay.add_device(device.port)
+        answers["during"].append(await _get(relay, sid, "/signin", None))
+        forwarded_during_fault = len(seen.requests)
+        subprocess.run(["mount", "-o", "remount,rw,bind", str(spool / "log")], check=True)
+        for _ in range(100):
+            if relay.log.available:
+                break
+            await asyncio.sleep(0.05)
+        recovered_by_itself = relay.log.available
+        cookie = await relay.login(sid)
+        for i in range(ROUNDS):
+            answers["after"].append(await _get(relay, sid, f"/p{i}", cookie))
+        for _ in range(100):
+            if not relay.log.pending():
+                break
+            await asyncio.sleep(0.05)
+        stored = portal.entries()
+    return {"answers": answers, "stored": stored, "available_at_start": available_at_start,
+            "forwarded_during_fault": forwarded_during_fault,
+            "recovered_by_itself": recovered_by_itself}
+
+
 async def main(mode: str, work: Path) -> dict[str, Any]:
     spool = work / "spool"
     spool.mkdir(parents=True, exist_ok=True)
@@ -125,5 +164,6 @@ if __name__ == "__main__":
     if os.geteuid() != 0 or not _own_mount_namespace():
         sys.exit("run as root inside a private mount namespace (unshare -m)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    result = asyncio.run(main(sys.argv[1], Path(sys.argv[2])))
+    run = read_only_start if sys.argv[1] == "readonly-start" else None
+    result = asyncio.run(run(Path(sys.argv[2])) if run else main(sys.argv[1], Path(sys.argv[2])))
     print("RESULT " + json.dumps(result), flush=True)

@@ -120,6 +120,21 @@ def test_a_read_only_spool_keeps_shipping_and_loses_nothing(tmp_path: Path) -> N
     assert len(data["stored"]) == 2 + 3 * 20 + 1
 
 
+def test_a_relay_started_on_a_read_only_spool_refuses_then_recovers_by_itself(
+        tmp_path: Path) -> None:
+    data = _run_spool_fault("readonly-start", tmp_path)
+    assert data["available_at_start"] is False
+    [signin] = data["answers"]["during"]
+    assert signin["status"] == 503 and signin["audit_page"] and signin["retry_after"]
+    assert data["forwarded_during_fault"] == 0
+    assert data["recovered_by_itself"]
+    assert all(a["status"] == 200 for a in data["answers"]["after"])
+    stored = data["stored"]
+    assert [e["seq"] for e in stored] == list(range(1, len(stored) + 1))
+    delivered = {a["path"] for a in data["answers"]["after"]}
+    assert delivered <= {e["url"] for e in stored if e["outcome"] == "ok"}
+
+
 # -- the whole system, real processes: kill -9 and restarts -------------------------------------
 
 def _relay_origin(opened: Any) -> str:
