@@ -137,7 +137,8 @@ class AccessEntry:
     #: response body bytes sent to the browser
     bytes_out: int
     duration_ms: int
-    #: ``ok``, ``refused``, ``auth``, ``ended``, ``error`` or ``aborted``
+    #: ``ok``, ``refused``, ``auth``, ``ended``, ``error``, ``client_gone`` or ``pending`` (a
+    #: begin record, completed later under the same seq)
     outcome: str
     #: a code or a short explanation for anything but ``ok``
     detail: str | None = None
