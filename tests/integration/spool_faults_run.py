@@ -18,11 +18,14 @@ import os
 import ssl
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ewsgate.relay.access_log import AccessLog
 from relay.helpers import FakePortal, RawServer, Relay, Seen, device_app
 
 PAGE = b"<html><body>" + b"p" * 2000 + b"</body></html>"
@@ -98,6 +101,73 @@ async def read_only_start(work: Path) -> dict[str, Any]:
             "recovered_by_itself": recovered_by_itself}
 
 
+def _url_whose_completion_overflows(sid: str, spooled: int) -> str | None:
+    """A ``/fill?x=…`` URL whose begin record ends so close to the end of a tmpfs page that
+    its completion cannot fit in what is left of that page (tmpfs allocates whole pages: once
+    the disk is full, a write fits only in the last page's remainder). Line sizes are measured
+    with a scratch spool; ``spooled`` is the live segment's size."""
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        for length in range(100, 1900, 7):
+            url = "/fill?x=" + "f" * length
+            scratch = AccessLog(Path(scratch_dir) / str(length), None)
+            seq = scratch.begin(session_id=sid, time=time.time(), user="tech@example.com",
+                                method="GET", url=url)
+            begin = scratch._size
+            scratch.record(session_id=sid, time=time.time(), user="tech@example.com",
+                           method="GET", url=url, status=200, bytes_in=0, bytes_out=len(PAGE),
+                           duration_ms=12, outcome="ok", seq=seq)
+            completion = scratch._size - begin
+            scratch.close()
+            room = 4096 - (spooled + begin) % 4096
+            if 0.3 * completion < room < 0.7 * completion:
+                return url
+    return None
+
+
+async def fill_mid_request(work: Path) -> dict[str, Any]:
+    """The disk fills while the device is answering: the begin record is in the spool, the
+    completion cannot be written, so the response must not be delivered."""
+    spool = work / "spool"
+    spool.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k,mode=0700", "tmpfs", str(spool)],
+                   check=True)
+    fillers: list[Path] = []
+
+    def fill_then_answer(request: Any, body: bytes) -> tuple[int, list[Any], bytes]:
+        fillers.append(_fill(spool))
+        return 200, [("Content-Type", "text/plain")], PAGE
+
+    seen = Seen()
+    routes = {"/fill": fill_then_answer,
+              "/ok": lambda r, b: (200, [("Content-Type", "text/plain")], PAGE)}
+    async with FakePortal() as portal, RawServer(device_app(routes, seen)) as device, \
+            Relay(work, portal, spool=spool / "log", ship=True) as relay:
+        sid = relay.add_device(device.port)
+        cookie = await relay.login(sid)
+        url = None
+        for _ in range(10):
+            url = _url_whose_completion_overflows(sid, relay.log._size)
+            if url is not None:
+                break
+            await _get(relay, sid, "/ok?pad=" + "p" * 700, cookie)  # move the page offset
+        assert url is not None
+        withheld = await _get(relay, sid, url, cookie)
+        for filler in fillers:
+            filler.unlink()
+        for _ in range(100):
+            if relay.log.available:
+                break
+            await asyncio.sleep(0.05)
+        after = await _get(relay, sid, "/ok", cookie)
+        for _ in range(100):
+            if not relay.log.pending():
+                break
+            await asyncio.sleep(0.05)
+        stored = portal.entries()
+    return {"withheld": withheld, "after": after, "stored": stored,
+            "device_saw": [r.target.decode() for r, _ in seen.requests]}
+
+
 async def main(mode: str, work: Path) -> dict[str, Any]:
     spool = work / "spool"
     spool.mkdir(parents=True, exist_ok=True)
@@ -164,6 +234,7 @@ if __name__ == "__main__":
     if os.geteuid() != 0 or not _own_mount_namespace():
         sys.exit("run as root inside a private mount namespace (unshare -m)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run = read_only_start if sys.argv[1] == "readonly-start" else None
+    run = {"readonly-start": read_only_start, "fill-mid-request": fill_mid_request}.get(
+        sys.argv[1])
     result = asyncio.run(run(Path(sys.argv[2])) if run else main(sys.argv[1], Path(sys.argv[2])))
     print("RESULT " + json.dumps(result), flush=True)

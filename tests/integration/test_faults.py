@@ -120,6 +120,21 @@ def test_a_read_only_spool_keeps_shipping_and_loses_nothing(tmp_path: Path) -> N
     assert len(data["stored"]) == 2 + 3 * 20 + 1
 
 
+def test_a_response_whose_completion_cannot_be_logged_is_not_delivered(
+        tmp_path: Path) -> None:
+    """The disk fills while the device answers: the begin is spooled, the completion is not,
+    so the browser gets the 503 page instead of the device's 200 — and the log says so."""
+    data = _run_spool_fault("fill-mid-request", tmp_path)
+    assert [path.split("?")[0] for path in data["device_saw"]][-2:] == ["/fill", "/ok"]
+    withheld = data["withheld"]
+    assert withheld["status"] == 503 and withheld["audit_page"] and withheld["retry_after"]
+    assert data["after"]["status"] == 200
+    [entry] = [e for e in data["stored"] if e["url"].startswith("/fill")]
+    assert entry["outcome"] == "error" and entry["status"] == 503
+    assert entry["detail"].startswith("audit_log_unavailable")
+    assert not [e for e in data["stored"] if e["outcome"] == "pending"]
+
+
 def test_a_relay_started_on_a_read_only_spool_refuses_then_recovers_by_itself(
         tmp_path: Path) -> None:
     data = _run_spool_fault("readonly-start", tmp_path)
