@@ -623,8 +623,11 @@ class AccessLog:
         backoff = 0.5
         last_sync = asyncio.get_running_loop().time()
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+            # races with the wakeup, and this task would then never end
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self.ship_interval)
+                async with asyncio.timeout(self.ship_interval):
+                    await self._wakeup.wait()
             self._wakeup.clear()
             try:
                 if not self.write_deferred() or not self.available:
