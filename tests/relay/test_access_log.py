@@ -145,7 +145,7 @@ def _complete(log: AccessLog, sid: str, seq: int, url: str, outcome: str = "ok")
 
 async def test_a_begin_and_its_completion_ship_as_one_entry(tmp_path: Path) -> None:
     portal = Portal()
-    log = AccessLog(tmp_path, portal)
+    log = AccessLog(tmp_path, portal, hold_pending=0)  # begins ship at once
     first = _begin(log, "a", "/slow")
     second = _begin(log, "a", "/fast")
     assert (first, second) == (1, 2)
@@ -203,3 +203,26 @@ async def test_the_shipping_task_survives_unexpected_errors(tmp_path: Path) -> N
         with contextlib.suppress(asyncio.CancelledError):
             await task
         log.close()
+
+
+async def test_a_young_begin_is_held_back_so_a_quick_request_ships_once(tmp_path: Path) -> None:
+    """Most requests complete within ``hold_pending``: the portal then never sees them as
+    pending; a begin that is older ships as pending (a long download shows in flight)."""
+    portal = Portal()
+    log = AccessLog(tmp_path, portal, hold_pending=30)
+    _record(log, "a", "/before")
+    seq = _begin(log, "a", "/quick")
+    _record(log, "b", "/other-session")
+    assert await log.ship_once() == 1  # stops before the young begin
+    assert log.pending()
+    _complete(log, "a", seq, "/quick")
+    assert await log.ship_once() == 2
+    assert [(e["url"], e["outcome"]) for b in portal.batches for e in b] == [
+        ("/before", "ok"), ("/quick", "ok"), ("/other-session", "ok")]
+    long = _begin(log, "a", "/long")
+    log.hold_pending = 0  # as if 30 s had passed
+    assert await log.ship_once() == 1
+    assert portal.batches[-1][0]["outcome"] == "pending"
+    _complete(log, "a", long, "/long")
+    assert await log.ship_once() == 1 and portal.batches[-1][0]["outcome"] == "ok"
+    log.close()

@@ -56,6 +56,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from time import monotonic as _monotonic
 from typing import Any
 
 from ewsgate.relay.log_shipper import (
@@ -182,7 +183,7 @@ class AccessLog:
     def __init__(self, directory: Path, shipper: LogShipper | None, *,
                  fsync_interval: float = 0.2, ship_interval: float = 0.5,
                  batch_size: int = 200, segment_bytes: int = 4 * 1024 * 1024,
-                 max_backoff: float = 30.0) -> None:
+                 max_backoff: float = 30.0, hold_pending: float = 2.0) -> None:
         if fsync_interval < 0:
             raise ValueError("fsync_interval must be 0 (every entry) or a positive duration")
         self.directory = directory
@@ -192,6 +193,10 @@ class AccessLog:
         self.batch_size = batch_size
         self.segment_bytes = segment_bytes
         self.max_backoff = max_backoff
+        self.hold_pending = hold_pending
+        #: when each begin still waiting for its completion was written (monotonic)
+        self._begun_at: dict[tuple[str, int], float] = {}
+        self._held = False
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._cursor_path = directory / "shipped.json"
         self._seq_path = directory / "seq.json"
@@ -335,6 +340,10 @@ class AccessLog:
                             bytes_in=bytes_in, bytes_out=bytes_out, duration_ms=duration_ms,
                             outcome=outcome, detail=detail[:500] if detail else None)
         self._append(_ENCODER.encode(entry.to_json()).encode("utf-8") + b"\n")
+        if outcome == PENDING:
+            self._begun_at[(session_id, seq)] = _monotonic()
+        else:
+            self._begun_at.pop((session_id, seq), None)
         if fresh:
             # committed only now: a failed write leaves no line and uses no number
             self._next_seq[session_id] = max(self._next_seq.get(session_id, 1), seq + 1)
@@ -345,6 +354,8 @@ class AccessLog:
         newer) as soon as a write succeeds again. Takes :meth:`record`'s arguments."""
         seq = fields.pop("seq", None)
         sid = str(fields["session_id"])
+        if seq is not None:
+            self._begun_at.pop((sid, seq), None)
         if seq is None:
             seq = self._next_seq.get(sid, 1)
             self._next_seq[sid] = seq + 1
@@ -494,15 +505,23 @@ class AccessLog:
 
     # -- shipping ------------------------------------------------------------------------
 
-    def _read_batch(self) -> tuple[list[dict[str, Any]], tuple[int, int]]:
+    def _read_batch(self, *, hold: bool = True) -> tuple[list[dict[str, Any]], tuple[int, int]]:
         """Up to ``batch_size`` unshipped entries and the cursor just after them.
 
         A begin (``pending``) whose completion is in the same batch is replaced by it, so the
-        portal usually sees one entry per request.
+        portal usually sees one entry per request. With ``hold``, the batch stops before a
+        begin written less than ``hold_pending`` seconds ago whose completion is not there yet
+        (most requests complete within it, and the portal then never shows them in flight);
+        a longer request is shipped as ``pending`` and completed later.
         """
         segment, offset = self._cursor
         entries: list[dict[str, Any]] = []
         pending_at: dict[tuple[Any, Any], int] = {}
+        #: where each entry's line starts, and the young begins not completed in this batch
+        starts: list[tuple[int, int]] = []
+        young: set[int] = set()
+        now = _monotonic()
+        self._held = False
         while len(entries) < self.batch_size:
             path = self.directory / _segment_name(segment)
             if not path.exists():
@@ -516,6 +535,7 @@ class AccessLog:
                     line = handle.readline()
                     if not line.endswith(b"\n"):
                         break
+                    start = (segment, offset)
                     offset += len(line)
                     try:
                         entry = json.loads(line)
@@ -524,14 +544,24 @@ class AccessLog:
                         continue
                     if entry.get("outcome") == PENDING:
                         pending_at[key] = len(entries)
+                        begun = self._begun_at.get(key)
+                        if hold and begun is not None and now - begun < self.hold_pending:
+                            young.add(len(entries))
                     elif key in pending_at:
-                        entries[pending_at.pop(key)] = entry
+                        index = pending_at.pop(key)
+                        entries[index] = entry
+                        young.discard(index)
                         continue
                     entries.append(entry)
+                    starts.append(start)
                 at_end = handle.read(1) == b""
             if len(entries) >= self.batch_size or segment >= self._segment or not at_end:
                 break
             segment, offset = segment + 1, 0
+        if young:
+            cut = min(young)
+            self._held = True
+            return entries[:cut], starts[cut]
         return entries, (segment, offset)
 
     def _advance(self, cursor: tuple[int, int]) -> None:
@@ -560,14 +590,14 @@ class AccessLog:
 
     def pending(self) -> bool:
         """True if some recorded entry has not been shipped yet."""
-        entries, _ = self._read_batch()
+        entries, _ = self._read_batch(hold=False)
         return bool(entries)
 
-    async def ship_once(self) -> int:
-        """Ship one batch; returns how many entries the portal took (0 if none pending)."""
+    async def ship_once(self, *, hold: bool = True) -> int:
+        """Ship one batch; returns how many entries the portal took (0 if none is ready)."""
         if self.shipper is None:
             return 0
-        entries, cursor = self._read_batch()
+        entries, cursor = self._read_batch(hold=hold)
         if not entries:
             return 0
         self.sync()
@@ -622,7 +652,7 @@ class AccessLog:
         deadline = loop.time() + within
         while loop.time() < deadline:
             try:
-                if not await self.ship_once():
+                if not await self.ship_once(hold=False):
                     return True
             except Exception as exc:  # shutdown: try until the deadline
                 self.last_error = f"{type(exc).__name__}: {exc}"
