@@ -149,3 +149,28 @@ async def test_disconnect_for_a_replaced_certificate_cuts_only_the_stream_that_p
     assert old.closing is None
     assert hub.disconnect(1, "replaced by a new enrolment", cert_serial="ab") is True
     assert old.closing is not None and "new enrolment" in old.closing.message
+
+
+async def test_a_crashed_replicas_installations_go_offline_within_two_heartbeats(db) -> None:
+    """Another replica's sweep repairs the rows of a replica that died: by the age of the last
+    refresh (two heartbeat intervals), not ten seconds of the row's age."""
+    from sqlalchemy import select
+
+    from ewsgate.portal.control.records import ControlRecords
+    from ewsgate.portal.store.models import Installation
+
+    from .conftest import new_installation
+
+    fresh, crashed = await new_installation(db), await new_installation(db)
+    now = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+    records = ControlRecords(db)
+    await records.apply_presence({fresh: (True, "1", now - dt.timedelta(seconds=3)),
+                                  crashed: (True, "1", now - dt.timedelta(seconds=5.5))})
+    config = HubConfig()  # heartbeat 2.5 s, refreshed every 2 s
+    assert config.stale_limit == 5.0
+    survivor = ControlHub(records, config=config, clock=lambda: now)
+    await survivor.sweep_once(0.0)
+    async with db.transaction() as session:
+        online = dict((await session.execute(
+            select(Installation.id, Installation.online))).all())
+    assert online[fresh] is True and online[crashed] is False

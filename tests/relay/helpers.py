@@ -27,7 +27,7 @@ import httpx
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
-from ewsgate.relay.access_log import AccessLog
+from ewsgate.relay.access_log import AccessLog, PortalLogShipper
 from ewsgate.relay.browser_auth import BrowserAuth, OAuthClientConfig
 from ewsgate.relay.clock import Clock, SystemClock
 from ewsgate.relay.http_proxy import ProxyConfig, RelayProxy
@@ -40,6 +40,19 @@ RELAY_ID = "7"
 RELAY_SECRET = "relay-secret-for-tests"
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def spool_entries(spool: Path) -> list[dict[str, Any]]:
+    """The spool's entries as the portal stores them: a forwarded request's ``pending`` begin
+    line replaced by its completion (same session and seq), in the order requests began."""
+    merged: dict[tuple[str, int], dict[str, Any]] = {}
+    for path in sorted(spool.glob("segment-*")):
+        for line in path.read_bytes().splitlines():
+            entry = json.loads(line)
+            key = (entry["session_id"], entry["seq"])
+            if key not in merged or merged[key]["outcome"] == "pending":
+                merged[key] = entry
+    return list(merged.values())
 
 
 def new_session_id() -> str:
@@ -265,11 +278,14 @@ class FakePortal:
         return 404, {"error": "not_found"}
 
     def entries(self) -> list[dict[str, Any]]:
-        """Every shipped entry, deduplicated by (session, seq) as the portal does."""
+        """Every shipped entry, deduplicated by (session, seq) as the portal does (a completion
+        replaces its ``pending`` begin)."""
         unique: dict[tuple[str, int], dict[str, Any]] = {}
         for batch in self.log_batches:
             for entry in batch["entries"]:
-                unique.setdefault((entry["session_id"], entry["seq"]), entry)
+                key = (entry["session_id"], entry["seq"])
+                if key not in unique or unique[key]["outcome"] == "pending":
+                    unique[key] = entry
         return [unique[key] for key in sorted(unique)]
 
 
@@ -313,8 +329,12 @@ class Relay:
     """The relay's browser side on 127.0.0.1 over real TLS, with a static device directory."""
 
     def __init__(self, tmp: Path, portal: FakePortal, *, clock: Clock | None = None,
-                 directory: Any = None, **config: Any) -> None:
+                 directory: Any = None, spool: Path | None = None, ship: bool = False,
+                 **config: Any) -> None:
         self.tmp = tmp
+        #: where the access log spools (default ``tmp/spool``); ``ship``: to the portal
+        self.spool = spool or tmp / "spool"
+        self.ship = ship
         self.portal = portal
         self.clock = clock or SystemClock()
         self.config_overrides = config
@@ -338,7 +358,10 @@ class Relay:
                               portal_url=self.portal.url, cookie_key=b"k" * 32),
             session_host=self.config.session_host, clock=self.clock, keys=self.keys,
             http=self.http, sessions=self.sessions)
-        self.log = AccessLog(self.tmp / "spool", None)
+        self.shipper = PortalLogShipper(self.portal.url, RELAY_ID, RELAY_SECRET) if (
+            self.ship) else None
+        self.log = AccessLog(self.spool, self.shipper, ship_interval=0.1, max_backoff=0.5)
+        self.shipping = asyncio.create_task(self.log.run()) if self.ship else None
         self.proxy = RelayProxy(self.config, self.directory, self.auth, self.log, self.clock,
                                 self.sessions)
         # a context of its own, so the relay's server-name callback is this relay's
@@ -351,6 +374,13 @@ class Relay:
 
     async def __aexit__(self, *exc: object) -> None:
         self.server.close()
+        if self.shipping is not None:
+            self.shipping.cancel()
+            with contextlib.suppress(BaseException):
+                await self.shipping
+        if self.shipper is not None:
+            await self.log.drain(within=3.0)
+            await self.shipper.aclose()
         self.log.close()
         await self.http.aclose()
 

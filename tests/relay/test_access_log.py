@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -116,3 +118,111 @@ def test_redaction_touches_only_the_relays_own_paths() -> None:
         "/.ewsgate/callback?error=access_denied&state=\u2026")
     assert redact_url("/.ewsgate/callback?code&codex=1&state=") == (
         "/.ewsgate/callback?code&codex=1&state=\u2026")
+
+
+class BrokenPortal(Portal):
+    """Fails with an unexpected exception (a bug, an unreadable spool) a number of times."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def ship(self, entries) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("unexpected")
+        await super().ship(entries)
+
+
+def _begin(log: AccessLog, sid: str, url: str) -> int:
+    return log.begin(session_id=sid, time=1.0, user="t@example.com", method="GET", url=url)
+
+
+def _complete(log: AccessLog, sid: str, seq: int, url: str, outcome: str = "ok") -> None:
+    log.record(session_id=sid, time=1.0, user="t@example.com", method="GET", url=url,
+               status=200, bytes_in=0, bytes_out=10, duration_ms=3, outcome=outcome, seq=seq)
+
+
+async def test_a_begin_and_its_completion_ship_as_one_entry(tmp_path: Path) -> None:
+    portal = Portal()
+    log = AccessLog(tmp_path, portal, hold_pending=0)  # begins ship at once
+    first = _begin(log, "a", "/slow")
+    second = _begin(log, "a", "/fast")
+    assert (first, second) == (1, 2)
+    _complete(log, "a", second, "/fast")
+    assert await log.ship_once() == 2
+    # the still-open request went as pending; the finished one only as its completion
+    assert [(e["seq"], e["outcome"]) for e in portal.batches[0]] == [(1, "pending"), (2, "ok")]
+    _complete(log, "a", first, "/slow", outcome="error")
+    _record(log, "a", "/next")
+    assert await log.ship_once() == 2
+    assert [(e["seq"], e["outcome"]) for e in portal.batches[1]] == [(1, "error"), (3, "ok")]
+    log.close()
+
+
+def test_a_begin_without_completion_is_completed_as_relay_stopped_on_start(
+        tmp_path: Path) -> None:
+    """kill -9 between forwarding and completing: the next start says so, truthfully."""
+    log = AccessLog(tmp_path, None)
+    open_seq = _begin(log, "a", "/in-flight")
+    done = _begin(log, "a", "/done")
+    _complete(log, "a", done, "/done")
+    log.close()  # no completion for /in-flight: as if the relay died here
+    again = AccessLog(tmp_path, None)
+    assert _begin(again, "a", "/after") == 3  # numbers are not reused
+    again.close()
+    lines = [json.loads(line) for p in sorted(tmp_path.glob("segment-*.jsonl"))
+             for line in p.read_bytes().splitlines()]
+    finals = [e for e in lines if e["seq"] == open_seq and e["outcome"] != "pending"]
+    assert len(finals) == 1 and finals[0]["outcome"] == "error"
+    assert finals[0]["detail"].startswith("relay_stopped") and finals[0]["status"] is None
+    # a third start completes /after (left open above) and nothing twice
+    third = AccessLog(tmp_path, None)
+    third.close()
+    stopped = [json.loads(line)["seq"] for p in tmp_path.glob("segment-*.jsonl")
+               for line in p.read_bytes().splitlines() if b"relay_stopped" in line]
+    assert sorted(stopped) == [1, 3]
+
+
+async def test_the_shipping_task_survives_unexpected_errors(tmp_path: Path) -> None:
+    """Any exception is logged, backed off and retried; the task never ends quietly."""
+    portal = BrokenPortal(failures=2)
+    log = AccessLog(tmp_path, portal, ship_interval=0.01, max_backoff=0.02)
+    task = asyncio.create_task(log.run())
+    try:
+        _record(log, "a", "/1")
+        for _ in range(500):
+            if portal.batches:
+                break
+            await asyncio.sleep(0.01)
+        assert not task.done()
+        assert [e["url"] for b in portal.batches for e in b] == ["/1"]
+        assert log.ship_failures == 2 and log.last_error is None
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        log.close()
+
+
+async def test_a_young_begin_is_held_back_so_a_quick_request_ships_once(tmp_path: Path) -> None:
+    """Most requests complete within ``hold_pending``: the portal then never sees them as
+    pending; a begin that is older ships as pending (a long download shows in flight)."""
+    portal = Portal()
+    log = AccessLog(tmp_path, portal, hold_pending=30)
+    _record(log, "a", "/before")
+    seq = _begin(log, "a", "/quick")
+    _record(log, "b", "/other-session")
+    assert await log.ship_once() == 1  # stops before the young begin
+    assert log.pending()
+    _complete(log, "a", seq, "/quick")
+    assert await log.ship_once() == 2
+    assert [(e["url"], e["outcome"]) for b in portal.batches for e in b] == [
+        ("/before", "ok"), ("/quick", "ok"), ("/other-session", "ok")]
+    long = _begin(log, "a", "/long")
+    log.hold_pending = 0  # as if 30 s had passed
+    assert await log.ship_once() == 1
+    assert portal.batches[-1][0]["outcome"] == "pending"
+    _complete(log, "a", long, "/long")
+    assert await log.ship_once() == 1 and portal.batches[-1][0]["outcome"] == "ok"
+    log.close()

@@ -53,8 +53,8 @@ async def _get(relay: Relay, sid: str, cookie: str, path: str, version: str = "1
                 break
             else:
                 break
-    except h11.RemoteProtocolError:
-        complete = False
+    except (h11.RemoteProtocolError, ConnectionError):
+        complete = False  # a close mid-body, or the reset the relay sends to say so
     writer.close()
     return status, headers, body, complete
 

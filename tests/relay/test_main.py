@@ -58,3 +58,27 @@ def test_https_or_loopback_http_portal_urls_pass_the_check(url):
     from ewsgate.relay.portal_url import require_secure_portal_url
 
     assert require_secure_portal_url(url) == url
+
+
+def test_the_response_timeout_and_fsync_policy_are_settings(tmp_path: Path) -> None:
+    """Flag, environment variable and config key, checked once (default 60 s / 200 ms)."""
+    from ewsgate.config import resolve
+    from ewsgate.relay.main import RelaySettings
+    from ewsgate.relay.options import RELAY
+
+    _files(tmp_path)
+    base = {"portal_url": "https://portal.example", "data_dir": str(tmp_path),
+            "relay_id": "1", "relay_secret": "s"}
+
+    def settings(given: dict[str, str], environ: dict[str, str] | None = None,
+                 file_data: dict[str, object] | None = None) -> RelaySettings:
+        return RelaySettings.from_values(resolve(RELAY, {**base, **given}, section="relay",
+                                                 environ=environ or {}, file_data=file_data))
+
+    default = settings({})
+    assert (default.response_timeout, default.log_fsync_interval) == (60.0, 0.2)
+    flagged = settings({"response_timeout": "90s", "log_fsync_interval": "0"})
+    assert (flagged.response_timeout, flagged.log_fsync_interval) == (90.0, 0.0)
+    other = settings({}, {"EWSGATE_RESPONSE_TIMEOUT": "15s"},
+                     {"relay": {"log-fsync-interval": "1s"}})
+    assert (other.response_timeout, other.log_fsync_interval) == (15.0, 1.0)

@@ -8,7 +8,7 @@ import pytest
 
 from ewsgate.relay.device_cookies import DeviceCookies
 
-from .helpers import FakePortal, RawServer, Relay, Seen, device_app
+from .helpers import FakePortal, RawServer, Relay, Seen, device_app, spool_entries
 
 pytestmark = pytest.mark.integration
 
@@ -356,7 +356,11 @@ async def test_every_request_is_logged_in_order_with_its_outcome(
         await relay.fetch(sid, "POST", "/up", body=b"z", cookie=cookie,
                           headers=[("Sec-Fetch-Site", "cross-site")])
         lines = b"".join(p.read_bytes() for p in (tmp_path / "spool").glob("segment-*"))
-    entries = [json.loads(line) for line in lines.splitlines()]
+    raw = [json.loads(line) for line in lines.splitlines()]
+    # the forwarded POST was spooled as pending before the device saw it, then completed
+    assert [(e["seq"], e["outcome"]) for e in raw if e["seq"] == 3] == [(3, "pending"),
+                                                                         (3, "ok")]
+    entries = spool_entries(tmp_path / "spool")
     assert [e["seq"] for e in entries] == [1, 2, 3, 4]
     assert [(e["method"], e["status"], e["outcome"]) for e in entries] == [
         ("GET", 302, "auth"), ("GET", 303, "auth"), ("POST", 200, "ok"), ("POST", 403, "refused")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from wsproto.events import CloseConnection, Message, TextMessage
@@ -12,7 +13,7 @@ from wsproto.events import CloseConnection, Message, TextMessage
 from ewsgate.relay.clock import ManualClock
 from ewsgate.relay.http_proxy import ProxyConfig
 
-from .helpers import FakePortal, RawServer, Relay, Seen, device_app
+from .helpers import FakePortal, RawServer, Relay, Seen, device_app, spool_entries
 from .ws_peers import WsClient, WsDevice
 
 pytestmark = pytest.mark.integration
@@ -172,14 +173,15 @@ async def test_in_flight_response_ends_at_expiry(tmp_path: Path, portal: FakePor
                 total += len(chunk)
         assert total < 2000 * 1024  # cut off, not streamed to the end
         writer.close()
-        text = b""
+        entries: list[dict[str, Any]] = []
         for _ in range(100):  # the relay logs as it tears the connection down
-            text = b"".join(p.read_bytes() for p in (tmp_path / "spool").glob("segment-*"))
-            if b'"url":"/log"' in text:
+            entries = [e for e in spool_entries(tmp_path / "spool")
+                       if e["url"] == "/log" and e["outcome"] != "pending"]
+            if entries:
                 break
             await asyncio.sleep(0.05)
-        entry = next(line for line in text.splitlines() if b'"url":"/log"' in line)
-        assert b'"outcome":"ended"' in entry and b'"status":200' in entry
+        entry = entries[0]
+        assert entry["outcome"] == "ended" and entry["status"] == 200
 
 
 async def test_new_requests_after_expiry_get_the_ended_page(

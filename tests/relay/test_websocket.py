@@ -7,7 +7,6 @@ Raw TLS to the relay, a device on 127.0.0.1 that answers upgrades honestly or no
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 
@@ -16,21 +15,21 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, T
 
 from ewsgate.relay.clock import ManualClock
 
-from .helpers import FakePortal, RawServer, Relay
+from .helpers import FakePortal, RawServer, Relay, spool_entries
 from .ws_peers import KEY, WsClient, WsDevice, upgrade_request
 
 pytestmark = pytest.mark.integration
 
 
 def _entries(tmp_path: Path, url: str) -> list[dict]:
-    lines = b"".join(p.read_bytes() for p in sorted((tmp_path / "spool").glob("segment-*")))
-    return [e for e in (json.loads(line) for line in lines.splitlines() if line.strip())
-            if e.get("url") == url]
+    """The spool's entries for ``url`` as the portal stores them (begin merged with its
+    completion)."""
+    return [e for e in spool_entries(tmp_path / "spool") if e.get("url") == url]
 
 
 async def _entry(tmp_path: Path, url: str) -> dict:
     for _ in range(200):  # the connection logs as it tears down, just after the last byte
-        found = _entries(tmp_path, url)
+        found = [e for e in _entries(tmp_path, url) if e["outcome"] != "pending"]
         if found:
             return found[-1]
         await asyncio.sleep(0.02)

@@ -115,3 +115,28 @@ async def test_control_characters_from_the_relay_are_stored_escaped(rt: RtWorld)
     assert entry.detail.startswith("\\x1b[2J\\x1b]0;owned\\x07\\x0aERROR forged\\x0d")
     assert len(entry.detail) <= 4000 and entry.detail.endswith("…")
     assert entry.url == "/a\\x1bb"
+
+
+async def test_a_completion_replaces_its_begin_in_any_order_and_only_once(rt: RtWorld) -> None:
+    """The relay spools a forwarded request as ``pending`` before the device sees it and
+    completes it after; both may arrive in any order, any number of times."""
+    sid, job_id = await _session(rt)
+    begin = _entry(sid, 1, status=None, outcome="pending", detail="in_flight", bytes_out=0)
+    done = _entry(sid, 1, status=502, outcome="error", detail="device_reset: reset")
+    assert await _ingest(rt, [begin]) == {"accepted": 1, "duplicates": 0, "rejected": []}
+    assert [(r.outcome, r.status) for r in await _stored(rt, job_id)] == [("pending", None)]
+    assert await _ingest(rt, [begin, done]) == {"accepted": 1, "duplicates": 1, "rejected": []}
+    assert await _ingest(rt, [done, begin]) == {"accepted": 0, "duplicates": 2, "rejected": []}
+    rows = await _stored(rt, job_id)
+    assert [(r.seq, r.outcome, r.status, r.detail) for r in rows] == [
+        (1, "error", 502, "device_reset: reset")]
+    # completion first (a re-shipped begin after a relay restart): the completion stays
+    later_begin = _entry(sid, 2, status=None, outcome="pending", detail="in_flight")
+    assert await _ingest(rt, [_entry(sid, 2), later_begin]) == {
+        "accepted": 1, "duplicates": 1, "rejected": []}
+    # a begin whose completion never came stays visible as such
+    third = await _ingest(rt, [_entry(sid, 3, status=None, outcome="pending",
+                                      detail="in_flight")])
+    assert third["accepted"] == 1
+    rows = await _stored(rt, job_id)
+    assert [(r.seq, r.outcome) for r in rows] == [(1, "error"), (2, "ok"), (3, "pending")]

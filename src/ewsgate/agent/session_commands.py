@@ -20,6 +20,10 @@ docs/sessions.md)::
    command);
 4. progress ``ready`` and the result ``{"status": "ready", "session_id"}``.
 
+An ``OpenSession`` for a session whose tunnel is still up (the portal re-sends it when the
+control stream comes back, see :mod:`ewsgate.portal.sessions.resume`) answers ``ready`` at
+once. A restarted agent has no tunnel and opens it again with the fresh ticket.
+
 ``CloseSession`` ``{"session_id", "reason"}`` ends the tunnel and every device connection of the
 session at once; ``{"closed": false}`` when there was none.
 """
@@ -113,6 +117,13 @@ def session_handlers(tunnels: Tunnels, *, verify: Verify | None = None,
 
     async def open_session(ctx: CommandContext) -> dict[str, Any]:
         spec = _spec(ctx.payload)
+        current = getattr(tunnels, "session", None)
+        live = current(spec.session_id) if callable(current) else None
+        if live is not None and getattr(live, "active", True):
+            # the portal re-sends OpenSession when this agent's control stream comes back; a
+            # tunnel that survived the reconnect is the session resumed already
+            ctx.progress("ready", "the tunnel is already up")
+            return {"status": "ready", "session_id": spec.session_id, "resumed": True}
         identity = ctx.payload.get("identity")
         if not isinstance(identity, dict):
             raise CommandFailure("bad_payload", "OpenSession needs the 'identity' object")

@@ -44,7 +44,17 @@ Theory of operation (one browser connection, after TLS)::
   WebSocket frames passes, and at the session's end both sides get close 1008.
 - **Timeouts**: ``header_timeout`` for a whole request head from its first byte (slow-loris),
   ``idle_timeout`` between requests, ``body_timeout`` for a body making no progress (long, for
-  firmware uploads), ``response_timeout`` for the device's first response byte.
+  firmware uploads), ``response_timeout`` (``--response-timeout``, 60 s) for the device's
+  response head.
+- **Outcomes are what happened** (:mod:`.outcomes`): a device-side failure (a reset tunnel
+  stream, a device that closes or stalls) before the response head is a 502/504 page, after it
+  the browser connection is aborted, never ended as if the body were whole; a browser that
+  leaves is ``client_gone``; anything unexpected is logged with the session id and recorded as
+  ``error``/``internal``, and no exception leaves the connection handler.
+- **Fail closed on the audit log**: a forwarded request is spooled (``pending``) before the
+  device sees it and completed before its response's last bytes leave; when the spool cannot
+  take the entry, the request is not forwarded, or the response not delivered (503 "the audit
+  log is unavailable"), and no sign-in starts.
 - **Expiry**: once a connection is bound to a session, a watchdog on the relay's clock cancels
   it at the session's end: in-flight responses are cut, WebSockets get close 1008 both ways and
   a short grace, and the next request on a new connection gets the "session ended" page. A
@@ -58,9 +68,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import re
 import socket
+import struct
+import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,7 +81,8 @@ from typing import Any
 
 import h11
 
-from ewsgate.relay.access_log import AccessLog
+from ewsgate.relay import outcomes
+from ewsgate.relay.access_log import AccessLog, AuditLogUnavailable
 from ewsgate.relay.browser_auth import Authenticator, Identity, RelayResponse
 from ewsgate.relay.clock import Clock
 from ewsgate.relay.device_cookies import DeviceCookies, HtmlShimInjector
@@ -99,6 +113,7 @@ from ewsgate.relay.session_pages import render
 from ewsgate.relay.sign_out import LOGOUT_PATH, clearing_headers, sign_out_allowed
 from ewsgate.relay.upstream import (
     ByteStream,
+    DeviceStreamError,
     SessionDirectory,
     SessionInfo,
     UpstreamUnavailable,
@@ -150,7 +165,7 @@ class ProxyConfig:
     header_timeout: float = 10.0
     idle_timeout: float = 75.0
     body_timeout: float = 300.0
-    response_timeout: float = 120.0
+    response_timeout: float = 60.0
     max_header_bytes: int = 32 * 1024
     read_size: int = 64 * 1024
     #: no session lives longer than this on the relay, whatever its ticket says
@@ -212,10 +227,17 @@ class _Exchange:
     logged: bool = False
     #: the browser's address (written into refusals' detail)
     client: str | None = None
+    #: the spooled begin record's seq, once the request was forwarded
+    seq: int | None = None
 
 
 class _CloseConnection(Exception):
     """Stop serving this browser connection (after whatever was already sent)."""
+
+
+class _BrowserGone(ConnectionResetError):
+    """Writing to the browser failed while the proxy was reading the device: the browser's
+    side, however it surfaces."""
 
 
 @dataclass
@@ -311,11 +333,15 @@ class RelayProxy:
             if not bound:
                 del self._bound[session_id]
 
-    async def missing_session_page(self, session_id: str) -> str:
+    async def missing_session_page(self, session_id: str,
+                                   cookie_header: bytes | None = None) -> str:
         """Which page a session id without a live tunnel gets.
 
         Ended (expired here, closed early, or ended at the portal) → "ended"; known and not yet
-        at its end → the agent's tunnel is down, "device unreachable"; never seen → "not found".
+        at its end → the agent's tunnel is down, "device unreachable"; never seen → "not found",
+        unless the browser holds a valid session cookie for it and the portal says it is live:
+        this relay restarted and the agent's tunnel is on its way back → 503 "reconnecting"
+        (the page retries).
         """
         closed = getattr(self.directory, "is_closed", None)
         if session_id in self._ended or (callable(closed) and closed(session_id)):
@@ -333,6 +359,11 @@ class RelayProxy:
                     self.mark_ended(session_id)
                     return "session_ended"
             return "device_unreachable"
+        if cookie_header and self.sessions is not None and self.auth.identify(
+                session_id, cookie_header) is not None:
+            facts = await self.sessions.facts(session_id, max_age=0.5)
+            if facts is not None and facts.live:
+                return "reconnecting"
         return "session_not_found"
 
     # -- connection loop -----------------------------------------------------------------
@@ -361,13 +392,18 @@ class RelayProxy:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
+        except Exception:
+            # a bug: never let it end the relay's accept loop's task unlogged
+            log.exception("browser connection for session %s failed unexpectedly",
+                          connection.session.session_id if connection.session else "-")
         finally:
             await connection.close()
 
     def log(self, exchange: _Exchange) -> None:
+        """Record ``exchange`` (its completion, if it was begun); raises
+        :class:`AuditLogUnavailable` when the spool cannot take it."""
         if exchange.logged or self.access_log is None:
             return
-        exchange.logged = True
         detail = exchange.detail
         if exchange.outcome == "refused":
             # the job's entry has no client field (the portal's schema); the relay's log has
@@ -379,7 +415,34 @@ class RelayProxy:
             method=exchange.method, url=exchange.url, status=exchange.status,
             bytes_in=exchange.bytes_in, bytes_out=exchange.bytes_out,
             duration_ms=int((time.monotonic() - exchange.started) * 1000),
-            outcome=exchange.outcome, detail=detail)
+            outcome=exchange.outcome, detail=detail, seq=exchange.seq)
+        exchange.logged = True
+
+    def log_or_keep(self, exchange: _Exchange) -> None:
+        """Record ``exchange``; if the spool cannot take it now, keep it in memory to be
+        written once the spool recovers (see :meth:`AccessLog.defer`)."""
+        try:
+            self.log(exchange)
+        except AuditLogUnavailable:
+            exchange.logged = True
+            if self.access_log is not None:
+                self.access_log.defer(
+                    session_id=exchange.session_id, time=exchange.wall, user=exchange.user,
+                    method=exchange.method, url=exchange.url, status=exchange.status,
+                    bytes_in=exchange.bytes_in, bytes_out=exchange.bytes_out,
+                    duration_ms=int((time.monotonic() - exchange.started) * 1000),
+                    outcome=exchange.outcome, detail=exchange.detail, seq=exchange.seq)
+
+    def begin(self, exchange: _Exchange) -> None:
+        """Spool ``exchange`` as forwarded (raises :class:`AuditLogUnavailable`)."""
+        if self.access_log is not None and exchange.seq is None:
+            exchange.seq = self.access_log.begin(
+                session_id=exchange.session_id, time=exchange.wall, user=exchange.user,
+                method=exchange.method, url=exchange.url)
+
+    @property
+    def audit_available(self) -> bool:
+        return self.access_log is None or self.access_log.available
 
 
 class _BrowserConnection:
@@ -429,13 +492,17 @@ class _BrowserConnection:
         self._ending: asyncio.Task[None] | None = None
         #: the session's device-cookie namespace (:mod:`.device_cookies`)
         self._device_cookies: DeviceCookies | None = None
+        #: bytes of the current response already written to the browser
+        self._response_written = 0
+        #: the browser connection was aborted on purpose (nothing more may be written)
+        self.aborted = False
 
     async def close(self) -> None:
         if self.session is not None:
             self.proxy._unbind(self.session.session_id, self)
         if self._watchdog is not None and self._watchdog is not asyncio.current_task():
             self._watchdog.cancel()
-        if self._out and not self.expired:
+        if self._out and not self.expired and not self.aborted:
             with contextlib.suppress(Exception):
                 await self._flush()
         await self._drop_upstream()
@@ -473,10 +540,15 @@ class _BrowserConnection:
         data = self.conn.send(event) or b""
         if more_headers:
             data = _with_header_lines(data, more_headers)
+        if isinstance(event, h11.Response):
+            self._response_written = 0
         if isinstance(event, h11.EndOfMessage) and self._exchange is not None:
             # the entry is in the spool before the browser can hold the complete response,
             # so a relay killed right after answering has still recorded the request
-            self.proxy.log(self._exchange)
+            try:
+                self.proxy.log(self._exchange)
+            except AuditLogUnavailable:
+                await self._audit_refusal(self._exchange)
         if data:
             self._out.append(data)
             self._out_size += len(data)
@@ -491,7 +563,59 @@ class _BrowserConnection:
             data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
             self._out.clear()
             self._out_size = 0
+            self._response_written += len(data)
             await self._write(data)
+
+    async def _audit_refusal(self, exchange: _Exchange) -> None:
+        """The spool could not record ``exchange``: its response is not delivered.
+
+        Nothing of it sent yet → a 503 "the audit log is unavailable" page (written raw: the
+        h11 state is abandoned with the connection); some of it sent → the connection is
+        aborted, so the browser cannot take a partial body for a whole one. Raises
+        :class:`_CloseConnection`.
+        """
+        self._out.clear()
+        self._out_size = 0
+        exchange.outcome = "error"
+        exchange.detail = outcomes.AUDIT_LOG_UNAVAILABLE
+        if self._response_written == 0:
+            exchange.status = 503
+            exchange.bytes_out = 0
+            self.writer.write(outcomes.raw_page(
+                "audit_log_unavailable", portal_url=self.config.portal_url,
+                session_host=self.config.session_host(exchange.session_id)).data)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.config.header_timeout):
+                    await self.writer.drain()
+        else:
+            self._reset_transport()
+        self.proxy.log_or_keep(exchange)
+        raise _CloseConnection
+
+    async def _abort(self) -> None:
+        """End the browser connection as failed: what was held is sent, then a reset (a TCP
+        RST under the TLS), so the browser never sees a short body as a complete one."""
+        with contextlib.suppress(Exception):
+            await self._flush()
+            async with asyncio.timeout(1.0):
+                # what the device sent is passed on before the reset (which drops unsent data)
+                await self.writer.drain()
+                for _ in range(100):  # the kernel has no event for "sent": poll, bounded
+                    if not (self.writer.transport.get_write_buffer_size() or _unsent(
+                            self.writer.get_extra_info("socket"))):
+                        break
+                    await asyncio.sleep(0.01)
+        self._reset_transport()
+
+    def _reset_transport(self) -> None:
+        """Abort the browser's connection with a TCP RST (SO_LINGER 0): TLS has no way to
+        say "incomplete", and a plain close could pass for the end of a close-delimited body."""
+        self.aborted = True
+        sock = self.writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.writer.transport.abort()
 
     async def _next_request(self, first: bool) -> h11.Request | None:
         """The next request head, or None when the browser closed or went idle."""
@@ -630,16 +754,57 @@ class _BrowserConnection:
         except asyncio.CancelledError:
             exchange.outcome, exchange.detail = "ended", "session_expired_mid_request"
             raise
+        except _CloseConnection:
+            raise
+        except DeviceStreamError as exc:
+            # the device side failed (a reset tunnel stream, the agent gone), not the browser
+            await self._device_failed(exchange, outcomes.device_failure(exc))
+            raise _CloseConnection from exc
         except (ConnectionError, OSError, TimeoutError) as exc:
             if self.expired:
                 exchange.outcome, exchange.detail = "ended", "session_expired_mid_request"
             elif exchange.outcome == "ok":
-                exchange.outcome = "aborted"
+                exchange.outcome = outcomes.CLIENT_GONE
                 exchange.detail = exchange.detail or f"{type(exc).__name__}: {exc}"[:200]
+            raise _CloseConnection from exc
+        except h11.ProtocolError as exc:
+            await self._device_failed(exchange, f"bad_device_response: {exc}"[:300])
+            raise _CloseConnection from exc
+        except Exception as exc:
+            log.exception("session %s: request %s %s failed unexpectedly", session_id,
+                          exchange.method, target[:200])
+            await self._device_failed(exchange, outcomes.internal(exc), internal=True)
             raise _CloseConnection from exc
         finally:
             self._exchange = None
-            self.proxy.log(exchange)
+            self.proxy.log_or_keep(exchange)
+
+    async def _device_failed(self, exchange: _Exchange, detail: str, *,
+                             internal: bool = False) -> None:
+        """A failure after forwarding: before the response head → a 502 (500 if ours) page;
+        after it → the browser connection is aborted. The entry is ``error`` with ``detail``."""
+        exchange.outcome, exchange.detail = "error", detail
+        kind = "internal_error" if internal else "bad_gateway"
+        text = None if internal else outcomes.DEVICE_FAILED_TEXT
+        if self.conn.our_state is h11.SEND_RESPONSE:
+            with contextlib.suppress(_CloseConnection):
+                await self._page(exchange, kind, close=True, outcome="error", detail=text)
+            return
+        if not self._response_written:
+            # the head is serialised but still held: replace it with the error page
+            self._out.clear()
+            self._out_size = 0
+            page = outcomes.raw_page(kind, portal_url=self.config.portal_url,
+                                     session_host=self.config.session_host(exchange.session_id),
+                                     detail=text)
+            exchange.status, exchange.bytes_out = page.status, 0
+            exchange.detail = detail
+            with contextlib.suppress(Exception):
+                self.writer.write(page.data)
+                async with asyncio.timeout(self.config.header_timeout):
+                    await self.writer.drain()
+            return
+        await self._abort()
 
     async def _handle_session_request(self, request: h11.Request, session_id: str,
                                       exchange: _Exchange) -> None:
@@ -664,8 +829,8 @@ class _BrowserConnection:
         info = self.proxy.directory.lookup(session_id)
         now = self.proxy.clock.now()
         if info is None or session_id in self.proxy._ended:
-            await self._page(exchange, await self.proxy.missing_session_page(session_id),
-                             close=True)
+            await self._page(exchange, await self.proxy.missing_session_page(
+                session_id, headers.get(b"cookie")), close=True)
             return
         if now >= self.proxy.session_end(info) or session_id in self.proxy._ended:
             # expired, or ended here (end_session) before its tunnel is gone
@@ -678,6 +843,12 @@ class _BrowserConnection:
             self._watchdog = asyncio.create_task(self._expire_at(self.proxy.session_end(info)))
         cookie_header = headers.get(b"cookie")
         path = target.decode("latin-1")
+        if not self.proxy.audit_available:
+            # fail closed: no sign-in starts and nothing is forwarded while the spool is down
+            # (this page's own entry is the probe that notices the spool is back)
+            await self._page(exchange, "audit_log_unavailable", close=True, outcome="error",
+                             detail=None)
+            return
         if path.startswith(RELAY_PATH_PREFIX):
             await self._relay_path(request, info, path, cookie_header, exchange)
             return
@@ -838,6 +1009,8 @@ class _BrowserConnection:
             headers += clearing_headers(self._fields.get(b"cookie"))
         if kind == "not_signed_in":
             headers.append((b"WWW-Authenticate", b'Cookie realm="Remote Technician"'))
+        if page.status == 503:
+            headers.append((b"Retry-After", str(outcomes.RETRY_AFTER_SECONDS).encode()))
         response = RelayResponse(status=page.status, headers=headers, body=page.body,
                                  outcome=outcome or _outcome_for(kind),
                                  detail=exchange.detail or page.code)
@@ -968,6 +1141,10 @@ class _BrowserConnection:
                        exchange: _Exchange, websocket: bool) -> None:
         device_request, device_lines = self._device_request_head(request, info, websocket)
         retry = request.method in (b"GET", b"HEAD", b"OPTIONS") and not websocket
+        try:
+            self.proxy.begin(exchange)
+        except AuditLogUnavailable:
+            await self._audit_refusal(exchange)
         while True:
             reused = self.upstream is not None
             try:
@@ -1003,7 +1180,9 @@ class _BrowserConnection:
                     continue
                 if head is None:
                     await self._page(exchange, "bad_gateway", close=True, outcome="error",
-                                     detail="Its response could not be read or parsed.")
+                                     detail=outcomes.DEVICE_FAILED_TEXT if (
+                                         exchange.detail or "").startswith("device_reset")
+                                     else "Its response could not be read or parsed.")
                 await self._relay_response(upstream, info, exchange, pump, head)
                 return
             finally:
@@ -1033,7 +1212,10 @@ class _BrowserConnection:
             if event is not h11.NEED_DATA:
                 return event
             if self._out:
-                await self._flush()  # never hold the browser's bytes while waiting
+                try:
+                    await self._flush()  # never hold the browser's bytes while waiting
+                except (ConnectionError, OSError, TimeoutError) as exc:
+                    raise _BrowserGone(str(exc)) from exc  # not the device's failure
             async with asyncio.timeout(wait):
                 data = await upstream.stream.read(self.config.read_size)
             upstream.conn.receive_data(data)
@@ -1061,17 +1243,26 @@ class _BrowserConnection:
             done, _ = await asyncio.wait({head_task, pump}, return_when=asyncio.FIRST_COMPLETED)
             if pump in done and pump.exception() is not None and not head_task.done():
                 error = pump.exception()
+                if isinstance(error, DeviceStreamError):
+                    exchange.detail = outcomes.device_failure(error)
+                    return None
                 if isinstance(error, h11.RemoteProtocolError):
                     exchange.detail = f"bad_request_body: {error}"[:300]
                     await self._page(exchange, "bad_request", close=True,
                                      detail=f"The request body was malformed: {error}.")
                     return None
-                exchange.outcome, exchange.detail = "aborted", "browser_closed_mid_request"
+                exchange.outcome, exchange.detail = outcomes.CLIENT_GONE, (
+                    "browser_closed_mid_request")
                 raise _CloseConnection
             return await head_task
         except TimeoutError:
             exchange.detail = "device_timeout"
             await self._page(exchange, "device_timeout", close=True, outcome="error")
+            return None
+        except _BrowserGone:
+            raise
+        except DeviceStreamError as exc:
+            exchange.detail = outcomes.device_failure(exc)
             return None
         except (h11.RemoteProtocolError, ConnectionError, OSError) as exc:
             exchange.detail = f"bad_device_response: {exc}"[:300]
@@ -1224,16 +1415,20 @@ class _BrowserConnection:
         while True:
             try:
                 event = await self._upstream_event(upstream, self.config.body_timeout)
-            except (h11.RemoteProtocolError, ConnectionError, OSError) as exc:
-                # e.g. HTTP/1.0 + chunked without its last chunk: pass on what the device sent,
-                # then close without ending the message, so the browser sees it is incomplete
+            except _BrowserGone:
+                raise
+            except (h11.RemoteProtocolError, ConnectionError, OSError, TimeoutError) as exc:
+                # e.g. HTTP/1.0 + chunked without its last chunk, a reset tunnel stream, a
+                # stalled device: pass on what the device sent, then abort the connection
+                # without ending the message, so the browser sees it is incomplete
                 exchange.outcome = "error"
-                exchange.detail = f"device_body_incomplete: {exc}"[:300]
+                exchange.detail = outcomes.body_failure(exc)
                 await self._drop_upstream()
                 tail = transform.finish() if transform is not None else b""
                 if tail:
                     exchange.bytes_out += len(tail)
                     await self._send(h11.Data(data=tail))
+                await self._abort()
                 raise _CloseConnection from exc
             if isinstance(event, h11.Data):
                 data = transform.feed(event.data) if transform else bytes(event.data)
@@ -1329,6 +1524,18 @@ def _markup(content_type: str) -> bool:
 
 _REWRITTEN_RESPONSE_HEADERS = frozenset({
     b"location", b"content-location", b"refresh", b"link", b"set-cookie"})
+
+
+def _unsent(sock: Any) -> int:
+    """Bytes the kernel has not yet sent on ``sock`` (0 if unknown)."""
+    if sock is None:
+        return 0
+    try:
+        queued: int = struct.unpack(
+            "i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        return queued
+    except (OSError, ValueError):
+        return 0
 
 
 def _raw_items(headers: Any) -> list[tuple[bytes, bytes, bytes]]:

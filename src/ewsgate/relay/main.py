@@ -37,14 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from ewsgate.config import ConfigError, HostPort
 from ewsgate.fsmode import private_dir
 from ewsgate.relay.access_log import AccessLog, PortalLogShipper
 from ewsgate.relay.browser_auth import BrowserAuth, OAuthClientConfig
 from ewsgate.relay.clock import SystemClock
 from ewsgate.relay.http_proxy import MAX_SESSION_SECONDS, ProxyConfig, RelayProxy
+from ewsgate.relay.portal_http import portal_client
 from ewsgate.relay.portal_sessions import PortalSessions
 from ewsgate.relay.portal_url import require_secure_portal_url
 from ewsgate.relay.registry import TunnelRegistry
@@ -82,6 +81,8 @@ class RelaySettings:
     header_timeout: float
     body_timeout: float
     portal_unreachable_after: float = DEFAULT_UNREACHABLE_AFTER
+    response_timeout: float = 60.0
+    log_fsync_interval: float = 0.2
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> RelaySettings:
@@ -134,7 +135,12 @@ class RelaySettings:
             header_timeout=float(values.get("header_timeout") or 10.0),
             body_timeout=float(values.get("body_timeout") or 300.0),
             portal_unreachable_after=unreachable,
+            response_timeout=float(values.get("response_timeout") or 60.0),
+            log_fsync_interval=float(values["log_fsync_interval"]) if values.get(
+                "log_fsync_interval") is not None else 0.2,
         )
+        if settings.response_timeout <= 0:
+            raise ConfigError("--response-timeout must be positive (e.g. 60s)")
         for flag, file in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key),
                            ("--tunnel-cert", settings.tunnel_cert),
                            ("--tunnel-key", settings.tunnel_key),
@@ -188,8 +194,9 @@ async def serve(settings: RelaySettings, stop: asyncio.Event) -> None:
                                public_port=settings.public_port,
                                header_timeout=settings.header_timeout,
                                body_timeout=settings.body_timeout,
+                               response_timeout=settings.response_timeout,
                                max_session_seconds=settings.max_session)
-    http = httpx.AsyncClient(verify=verify, timeout=10.0)
+    http = portal_client(verify=verify, timeout=10.0)
     sessions = PortalSessions(settings.portal_url, settings.relay_id, settings.relay_secret,
                               http, clock)
     auth = BrowserAuth(
@@ -200,7 +207,8 @@ async def serve(settings: RelaySettings, stop: asyncio.Event) -> None:
         sessions=sessions)
     shipper = PortalLogShipper(settings.portal_url, settings.relay_id, settings.relay_secret,
                                verify=verify)
-    access_log = AccessLog(settings.data_dir / "access-log", shipper)
+    access_log = AccessLog(settings.data_dir / "access-log", shipper,
+                           fsync_interval=settings.log_fsync_interval)
     proxy = RelayProxy(proxy_config, registry, auth, access_log, clock, sessions)
     proxy.sign_in_refusal = lambda: revocations.unreachable_reason(clock.now())
     feed = RevocationFeed(settings.portal_url, settings.relay_id, settings.relay_secret, http,

@@ -51,4 +51,9 @@ RELAY: list[Option] = [
     Option("portal-unreachable-after", "after this long without word from the portal's "
            "revocation stream, refuse new tunnels and sign-ins (live sessions run to their "
            "expiry)", parse=parse_duration, default=30.0, metavar="DURATION"),
+    Option("response-timeout", "longest wait for a device's response head after the request "
+           "was sent (then 504)", parse=parse_duration, default=60.0, metavar="DURATION"),
+    Option("log-fsync-interval", "how often the access-log spool is fsync'd: entries survive "
+           "kill -9 at once, a power cut after this long; 0 syncs every entry before its "
+           "response is delivered", parse=parse_duration, default=0.2, metavar="DURATION"),
 ]

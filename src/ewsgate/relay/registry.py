@@ -33,7 +33,12 @@ from ewsgate.aio.errors import StreamRefusedError, TunnelError
 from ewsgate.aio.streams import TunnelStream
 from ewsgate.relay.clock import Clock, SystemClock
 from ewsgate.relay.tickets import TunnelTicket
-from ewsgate.relay.upstream import ByteStream, SessionInfo, UpstreamUnavailable
+from ewsgate.relay.upstream import (
+    ByteStream,
+    DeviceStreamError,
+    SessionInfo,
+    UpstreamUnavailable,
+)
 from ewsgate.tunnel import ErrorCode
 
 __all__ = ["LiveTunnel", "SessionEndListener", "TunnelByteStream", "TunnelRegistry"]
@@ -63,10 +68,16 @@ class TunnelByteStream:
         self.stream = stream
 
     async def read(self, max_bytes: int) -> bytes:
-        return await self.stream.read(max_bytes)
+        try:
+            return await self.stream.read(max_bytes)
+        except TunnelError as exc:
+            raise DeviceStreamError(f"the tunnel stream to the device failed: {exc}") from exc
 
     async def write(self, data: bytes) -> None:
-        await self.stream.send(data)
+        try:
+            await self.stream.send(data)
+        except TunnelError as exc:
+            raise DeviceStreamError(f"the tunnel stream to the device failed: {exc}") from exc
 
     async def write_eof(self) -> None:
         self.stream.write_eof()

@@ -107,7 +107,25 @@ _PAGES: dict[str, tuple[int, str, str, str]] = {
         "This browser no longer holds the session: its cookie was removed and the relay will "
         "not accept it again. The session itself goes on until it ends in the portal; open the "
         "device from the portal to sign in again.", "Go to the portal"),
+    "audit_log_unavailable": (
+        503, "The Remote Technician Log is unavailable",
+        "This relay cannot write the session's log right now, and nothing is passed to or from "
+        "the device unless it is logged. Nothing was sent to the device for this request. "
+        "This page retries by itself; if it persists, tell the relay's operator (its spool "
+        "disk is full or read-only).", "Go to the portal"),
+    "reconnecting": (
+        503, "Reconnecting to the device",
+        "The relay is reconnecting to the site's agent (it restarted a moment ago). This page "
+        "retries by itself in a few seconds; your session is still live.", "Go to the portal"),
+    "internal_error": (
+        500, "The relay failed on this request",
+        "Something went wrong inside the relay while handling this request; it was logged. "
+        "Try again; if it keeps happening, tell the relay's operator.", "Go to the portal"),
 }
+
+#: pages that reload themselves (503s: the condition is expected to pass)
+_RETRYING = frozenset({"audit_log_unavailable", "reconnecting"})
+_RETRY_META = '<meta http-equiv="refresh" content="3">\n'
 
 
 def render(kind: str, *, portal_url: str, detail: str | None = None,
@@ -130,4 +148,6 @@ def render(kind: str, *, portal_url: str, detail: str | None = None,
                   f"</a>.</p>{action}")
     body = _TEMPLATE.format(title=html.escape(title), message=text, action=action,
                             code=html.escape(kind))
+    if kind in _RETRYING:
+        body = body.replace("<title>", _RETRY_META + "<title>", 1)
     return Page(status or default_status, kind, body.encode("utf-8"))

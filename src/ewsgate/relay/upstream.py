@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 __all__ = [
     "ByteStream",
+    "DeviceStreamError",
     "DeviceView",
     "Endpoint",
     "SessionDirectory",
@@ -44,6 +45,13 @@ class UpstreamUnavailable(Exception):
     """No stream could be opened to the device (tunnel down, agent refused, device silent)."""
 
     code = "device_unreachable"
+
+
+class DeviceStreamError(ConnectionResetError):
+    """The stream to the device failed mid-exchange (tunnel stream reset, agent gone, device
+    reset): a device-side failure, never the browser's. The message names the cause."""
+
+    code = "device_reset"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +128,11 @@ class SessionInfo:
 
 
 class ByteStream(Protocol):
-    """A bidirectional byte stream to the device (a tunnel stream or a TCP connection)."""
+    """A bidirectional byte stream to the device (a tunnel stream or a TCP connection).
+
+    A failure of the stream itself is raised as :class:`DeviceStreamError` (or another
+    ``ConnectionError``/``OSError`` of a TCP connection), never as a transport's own type.
+    """
 
     async def read(self, max_bytes: int) -> bytes:
         """Up to ``max_bytes`` bytes; ``b""`` once the device has finished sending."""

@@ -9,6 +9,10 @@ One place maps failures to responses:
   ``malformed_json`` when the body is not JSON at all; ``details`` lists every problem;
 * HTTP errors (unknown path, wrong method) → their status with a ``code`` such as
   ``not_found`` / ``method_not_allowed``;
+* a database that is unavailable right now (locked past the busy timeout, down, out of
+  connections, a lock conflict: :mod:`ewsgate.portal.store.unavailable`) → 503
+  ``database_unavailable`` with ``Retry-After`` (JSON under ``/api/``, a short HTML page
+  elsewhere); the transaction was rolled back;
 * anything else → 500 ``internal_error`` without internals (logged).
 
 Only paths under ``/api/`` get JSON; the web UI's pages keep their HTML error handling.
@@ -16,6 +20,7 @@ Only paths under ``/api/`` get JSON; the web UI's pages keep their HTML error ha
 
 from __future__ import annotations
 
+import html
 import logging
 from typing import Any
 
@@ -25,10 +30,12 @@ from fastapi.exception_handlers import (
     request_validation_exception_handler,
 )
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ewsgate.portal.services.errors import RateLimited, ServiceError
+from ewsgate.portal.store.unavailable import RETRY_AFTER_SECONDS, unavailable_reason
 
 __all__ = ["API_PREFIX", "error_response", "install_error_handlers"]
 
@@ -116,6 +123,31 @@ async def _http_error(request: Request, exc: Exception) -> Response:
                           headers=dict(exc.headers) if exc.headers else None)
 
 
+_UNAVAILABLE_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="{retry}">
+<title>Temporarily unavailable · ewsgate</title></head>
+<body><h1>The portal is temporarily unavailable</h1>
+<p>Its database cannot be used right now ({reason}). Nothing was changed. This page retries
+by itself in {retry} seconds.</p></body></html>
+"""
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    reason = unavailable_reason(exc)
+    if reason is None:
+        return await _unexpected(request, exc)
+    log.warning("database unavailable on %s %s: %s (%s)", request.method, request.url.path,
+                reason, type(exc).__name__)
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if not _is_api(request):
+        return HTMLResponse(_UNAVAILABLE_PAGE.format(reason=html.escape(reason),
+                                                     retry=RETRY_AFTER_SECONDS),
+                            status_code=503, headers=headers)
+    return error_response(503, "database_unavailable",
+                          f"the portal's database is unavailable right now ({reason}); nothing "
+                          f"was changed; retry in {RETRY_AFTER_SECONDS} s", headers=headers)
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return error_response(500, "internal_error",
@@ -127,4 +159,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(SQLAlchemyError, _database_error)
     app.add_exception_handler(Exception, _unexpected)

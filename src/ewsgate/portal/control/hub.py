@@ -24,6 +24,10 @@ Delivery rules (what a caller can rely on):
   the command was sent and that its outcome is unknown.
 * A result is accepted only from a stream of the installation the command was sent to.
 
+Attach listeners (:meth:`ControlHub.add_attach_listener`) are called, in the background, each
+time an installation's stream is accepted: the session service resumes that installation's
+live sessions then (an agent that restarted lost its tunnels).
+
 Liveness: the agent sends a heartbeat every ``heartbeat_interval``; a stream silent for
 ``heartbeat_interval * missed_heartbeats`` is cut and the installation marked offline. The sweep
 also re-checks every live stream's certificate against the database in one batch, so a deleted
@@ -134,7 +138,9 @@ class CommandSender(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class HubConfig:
-    """Timing of the hub; the defaults keep "offline within 10 s of a drop"."""
+    """Timing of the hub; the defaults keep "offline within 7.5 s of a drop" (three missed
+    heartbeats) and "offline within 5 s of a replica's crash" (two heartbeat intervals without
+    the row's refresh; it used to be the row's age, 10 s)."""
 
     heartbeat_interval: float = 2.5
     missed_heartbeats: int = 3
@@ -144,7 +150,9 @@ class HubConfig:
     #: how long a command to an offline installation waits for it to connect
     offline_grace: float = 10.0
     #: installations marked online whose last_seen_at is older than this are marked offline
-    stale_after: float = 10.0
+    #: (by any replica's sweep: this is what ends the "online" of a replica that crashed);
+    #: None: twice the heartbeat interval (or twice the refresh interval if that is longer)
+    stale_after: float | None = None
     #: online/offline changes are written in batches, this long after the first one
     presence_delay: float = 0.2
 
@@ -152,6 +160,17 @@ class HubConfig:
         if self.heartbeat_interval <= 0 or self.missed_heartbeats < 1 or self.sweep_interval <= 0:
             raise ValueError("heartbeat_interval and sweep_interval must be > 0, "
                              "missed_heartbeats >= 1")
+        if self.stale_limit <= self.db_sweep_interval:
+            raise ValueError(f"stale_after ({self.stale_limit:g} s) must be longer than "
+                             f"db_sweep_interval ({self.db_sweep_interval:g} s), or live "
+                             "installations would flap offline between refreshes")
+
+    @property
+    def stale_limit(self) -> float:
+        """Seconds after which an unrefreshed "online" row is marked offline."""
+        if self.stale_after is not None:
+            return self.stale_after
+        return 2 * max(self.heartbeat_interval, self.db_sweep_interval)
 
     @property
     def silence_limit(self) -> float:
@@ -216,6 +235,12 @@ class ControlHub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._presence: dict[int, tuple[bool, str | None, dt.datetime]] = {}
         self._presence_dirty = asyncio.Event()
+        self._attach_listeners: list[Callable[[int], Awaitable[Any]]] = []
+
+    def add_attach_listener(self, listener: Callable[[int], Awaitable[Any]]) -> None:
+        """Call ``listener(installation_id)`` (in the background) whenever a stream attaches."""
+        if listener not in self._attach_listeners:
+            self._attach_listeners.append(listener)
 
     # ------------------------------------------------------------------ queries
 
@@ -353,6 +378,8 @@ class ControlHub:
         if event is not None:
             event.set()
         connection.wakeup.set()
+        for listener in self._attach_listeners:
+            self._spawn(listener(connection.installation_id))
 
     async def detach(self, connection: Connection) -> None:
         """Forget an ended stream; mark the installation offline unless a newer one took over."""
@@ -497,7 +524,7 @@ class ControlHub:
                 if installation_id not in self._connections:
                     self._note_presence(installation_id, False, None)
         await self.records.mark_stale_offline(
-            now - dt.timedelta(seconds=self.config.stale_after))
+            now - dt.timedelta(seconds=self.config.stale_limit))
 
     async def run_sweeper(self) -> None:
         """Run :meth:`sweep_once` every ``sweep_interval`` until cancelled."""

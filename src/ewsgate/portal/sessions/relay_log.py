@@ -13,6 +13,16 @@ An entry is what the relay's access log writes (:class:`ewsgate.relay.access_log
 bytes_in, bytes_out, duration_ms, outcome, detail``; ``at`` (ISO 8601) and ``user_email`` are
 accepted as the same fields under the job log's names.
 
+**Begin and completion.** A relay spools a forwarded request twice under one seq: a *begin*
+(``outcome: "pending"``) before the device sees it, and its *completion* (the real outcome)
+before the response's last bytes leave. Both can arrive, in either order, any number of times.
+Every entry is inserted with ``ON CONFLICT (job_id, seq) DO UPDATE … WHERE`` the stored row
+is ``pending`` and the incoming one is not: so the row ends as the completion whatever the
+order, and a repeated begin or completion changes nothing (one statement, batch order kept).
+A row left ``pending`` means the relay has not told how the request ended (still in flight,
+or the relay lost its spool); a relay that restarts completes its own orphans as ``error`` /
+``relay_stopped``.
+
 Validation is per entry: a malformed entry, or one naming a session that is not pinned to the
 calling relay, is *rejected* (reported back with its index and a reason) and the rest of the
 batch is stored; the relay drops rejected entries instead of resending them forever. Over-long
@@ -34,9 +44,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ewsgate.portal.store.models import JobLogEntry, RemoteSession
 from ewsgate.textsafe import safe_text
 
-__all__ = ["MAX_BATCH", "IngestResult", "LogEntryError", "ingest", "parse_entry"]
+__all__ = ["MAX_BATCH", "PENDING", "IngestResult", "LogEntryError", "ingest", "parse_entry"]
 
 MAX_BATCH = 1000
+#: the outcome of a begin record (the completion has not arrived)
+PENDING = "pending"
 MAX_URL = 8192
 MAX_DETAIL = 4000
 _INT_FIELDS = ("bytes_in", "bytes_out", "duration_ms")
@@ -146,18 +158,29 @@ _JOBS_OF_SESSIONS = select(_SESSIONS.c.id, _SESSIONS.c.job_id).where(
     _SESSIONS.c.relay_id == bindparam("relay_id"))
 
 
-def _insert_once(insert: Any) -> Any:
-    """``INSERT … ON CONFLICT (job_id, seq) DO NOTHING RETURNING id`` as one statement object.
+_COMPLETED_FIELDS = ("at", "user_email", "method", "url", "status", "bytes_in", "bytes_out",
+                     "duration_ms", "outcome", "detail")
 
-    Built once per dialect and executed with a list of parameter sets, so SQLAlchemy compiles it
-    once (its compiled cache keys on the statement, not on the rows) and renders each batch with
-    "insertmanyvalues": the cached compiled row is repeated into a multi-row ``VALUES`` at the
-    string level, no per-row expression objects. Building ``insert().values([...rows])`` per
-    batch, as this module first did, cost a fresh compile with one bind object per cell, about
-    0.5 ms of CPU per entry. A Core insert on the table also skips the ORM's bulk-insert path.
+
+def _insert_once(insert: Any) -> Any:
+    """``INSERT … ON CONFLICT (job_id, seq) DO UPDATE SET <the entry> WHERE stored outcome =
+    'pending' AND new outcome <> 'pending' RETURNING id`` as one statement object.
+
+    A new row, or a completion replacing its begin, comes back in ``RETURNING``; a duplicate
+    does not. Built once per dialect and executed with a list of parameter sets, so SQLAlchemy
+    compiles it once (its compiled cache keys on the statement, not on the rows) and renders
+    each batch with "insertmanyvalues": the cached compiled row is repeated into a multi-row
+    ``VALUES`` at the string level, no per-row expression objects. Building
+    ``insert().values([...rows])`` per batch, as this module first did, cost a fresh compile
+    with one bind object per cell, about 0.5 ms of CPU per entry. A Core insert on the table
+    also skips the ORM's bulk-insert path.
     """
-    return (insert(_LOG).on_conflict_do_nothing(index_elements=["job_id", "seq"])
-            .returning(_LOG.c.id))
+    statement = insert(_LOG)
+    return statement.on_conflict_do_update(
+        index_elements=["job_id", "seq"],
+        set_={name: statement.excluded[name] for name in _COMPLETED_FIELDS},
+        where=(_LOG.c.outcome == PENDING) & (statement.excluded.outcome != PENDING),
+    ).returning(_LOG.c.id)
 
 
 _INSERTS = {"postgresql": _insert_once(pg_insert), "sqlite": _insert_once(sqlite_insert)}
@@ -191,14 +214,18 @@ async def ingest(session: AsyncSession, relay_id: int, entries: Sequence[Any]) -
                            "pinned to this relay"})
             continue
         key = (job_id, values["seq"])
-        if key in rows_to_insert:
+        known = rows_to_insert.get(key)
+        if known is not None:
             result.duplicates += 1
+            if known["outcome"] == PENDING and values["outcome"] != PENDING:
+                values["job_id"] = job_id
+                rows_to_insert[key] = values  # the completion wins over its begin
             continue
         values["job_id"] = job_id
         rows_to_insert[key] = values
     if rows_to_insert:
         statement = _INSERTS[connection.dialect.name]
-        inserted = len((await connection.execute(statement, list(rows_to_insert.values()))).all())
-        result.accepted += inserted
-        result.duplicates += len(rows_to_insert) - inserted
+        stored = len((await connection.execute(statement, list(rows_to_insert.values()))).all())
+        result.accepted += stored
+        result.duplicates += len(rows_to_insert) - stored
     return result

@@ -89,6 +89,8 @@ class RemoteTechnician:
     clock: Callable[[], datetime]
     renderer: Renderer
     ca_source: Callable[[], CertificateAuthority | None] = lambda: None
+    #: the portal's control server (its ``hub``), when it has one
+    hub_source: Callable[[], Any] = lambda: None
     sweep_interval: float = 1.0
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
     #: the relays' event streams' shared poller (portal.sessions.revocation_stream), on demand
@@ -104,10 +106,19 @@ class RemoteTechnician:
         if self._sweeper is None:
             self._sweeper = asyncio.ensure_future(self._sweep_forever())
 
+    def _listen_for_attaches(self) -> None:
+        """Resume sessions when an installation's stream comes back (the control server joins
+        the background services late, so this is retried on each sweep until it is there)."""
+        hub = getattr(self.hub_source(), "hub", None)
+        add = getattr(hub, "add_attach_listener", None)
+        if callable(add):
+            add(self.sessions.installation_connected)
+
     async def _sweep_forever(self) -> None:
         ticks = 0
         while True:
             try:
+                self._listen_for_attaches()
                 await self.sessions.sweep()
                 ticks += 1
                 if ticks % 60 == 0:
@@ -185,6 +196,7 @@ def mount_from_context(app: Any, ctx: Any, *, pages: bool = True) -> RemoteTechn
         hub=_ContextHub(ctx), auth=ctx.config.auth, clock=ctx.clock,
         session_config=session_config,
         ca_source=lambda: getattr(_control_server(ctx), "ca", None))
+    rt.hub_source = lambda: _control_server(ctx)
     mount_remote_technician(app, rt, pages=pages)
     ctx.background.append(rt)
     return rt

@@ -41,7 +41,6 @@ from ewsgate.portal.services import audit, device_pins
 from ewsgate.portal.services import devices as device_service
 from ewsgate.portal.services import jobs as job_service
 from ewsgate.portal.services.access import Action, Actor, load_tree, scope_for
-from ewsgate.portal.services.device_identity import verify_payload
 from ewsgate.portal.services.errors import Conflict, NotFound, PermissionDenied, ServiceError
 from ewsgate.portal.sessions.naming import (
     SessionConfig,
@@ -50,6 +49,7 @@ from ewsgate.portal.sessions.naming import (
     pick_relay,
     session_address,
 )
+from ewsgate.portal.sessions.resume import open_session_payload, resume_installation
 from ewsgate.portal.sessions.revocation import prune_revocations
 from ewsgate.portal.sessions.status import LIVE, SessionStatus, can_move
 from ewsgate.portal.store.db import Database
@@ -204,21 +204,10 @@ class RemoteSessions:
             job.result = {"session_id": session_id, "url": address.url,
                           "expires_at": expires_at.isoformat(), "relay": relay.name,
                           "status": row.status, "timeline": {"created": now.isoformat()}}
-            dev = device_payload(device)
-            ticket = self.tickets.tunnel_ticket(
-                relay_id=str(relay.id), installation_id=str(installation.id),
-                session_id=session_id, expires_at=expires_at, device=dev,
+            payload = open_session_payload(
+                self, session_id=session_id, installation_id=installation.id, device=device,
+                relay=relay, expires_at=expires_at, device_view=device_payload(device),
                 certificate_thumbprint=installation.cert_thumbprint)
-            payload = {
-                "session_id": session_id,
-                "expires_at": expires_at.isoformat(),
-                "expires_at_unix_ms": int(expires_at.timestamp() * 1000),
-                "device": dev,
-                "identity": verify_payload(device),
-                "relay": {"id": str(relay.id), "name": relay.name,
-                          "tunnel_address": relay.tunnel_address},
-                "ticket": ticket.token,
-            }
             await session.flush()
             await audit.record(session, "remote_session.start", actor=actor,
                                target_id=session_id, customer_id=job.customer_id,
@@ -451,6 +440,13 @@ class RemoteSessions:
         except ServiceError as exc:
             # The agent's own hard cap and the relay's expiry still end the session.
             log.info("CloseSession for %s not confirmed: %s", session_id, exc.message)
+
+    async def installation_connected(self, installation_id: int) -> int:
+        """The installation's control stream is (back) up: resume its live sessions
+        (:mod:`.resume`); returns how many ``OpenSession`` commands were re-sent."""
+        if self._closing:
+            return 0
+        return await resume_installation(self, installation_id)
 
     async def sweep(self) -> None:
         """One pass of the sweeper: expiry, stuck opens, teardown; once a minute, forget

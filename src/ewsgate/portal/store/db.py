@@ -23,6 +23,7 @@ that lives only in the process (tests, in-memory use).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -94,8 +95,10 @@ def parse_database_url(text: str) -> tuple[URL, str | None]:
     return url, schema
 
 
-def create_engine(url_text: str, *, pool: bool = True, echo: bool = False) -> AsyncEngine:
-    """An async engine for ``url_text`` with ewsgate's per-connection settings applied."""
+def create_engine(url_text: str, *, pool: bool = True, echo: bool = False,
+                  busy_timeout: float = 30.0) -> AsyncEngine:
+    """An async engine for ``url_text`` with ewsgate's per-connection settings applied
+    (``busy_timeout``: how long SQLite waits for a lock before "database is locked")."""
     url, schema = parse_database_url(url_text)
     kwargs: dict[str, Any] = {"echo": echo}
     if url.drivername.startswith("sqlite"):
@@ -104,22 +107,23 @@ def create_engine(url_text: str, *, pool: bool = True, echo: bool = False) -> As
             if not path.exists():
                 private_dir(path.parent)
                 private_file(path)
-        kwargs["connect_args"] = {"timeout": 30}
+        kwargs["connect_args"] = {"timeout": busy_timeout}
     elif schema is not None:
         kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
     if not pool:
         kwargs["poolclass"] = NullPool
     engine = create_async_engine(url, **kwargs)
     if url.drivername.startswith("sqlite"):
-        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(engine.sync_engine, "connect",
+                     functools.partial(_sqlite_on_connect, busy_ms=int(busy_timeout * 1000)))
     return engine
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any, *, busy_ms: int = 30000) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={busy_ms:d}")
     cursor.close()
 
 
@@ -127,9 +131,9 @@ class Database:
     """An engine plus a session factory; one per process (or per test)."""
 
     def __init__(self, url: str, *, pool: bool = True, echo: bool = False,
-                 keyring: Keyring | None = None) -> None:
+                 keyring: Keyring | None = None, busy_timeout: float = 30.0) -> None:
         self.url = url
-        self.engine = create_engine(url, pool=pool, echo=echo)
+        self.engine = create_engine(url, pool=pool, echo=echo, busy_timeout=busy_timeout)
         self.keyring = keyring or Keyring.ephemeral()
         bind_keyring(self.engine, self.keyring)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False,
