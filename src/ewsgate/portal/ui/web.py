@@ -195,6 +195,8 @@ class PortalUI:
         if actor is not None and (actor.can_anywhere(Action.OPEN_SESSION)
                                   or actor.can_anywhere(Action.MANAGE_ACCESS)):
             items.append(("sessions", "Live sessions", "/remote-sessions"))
+        if actor is not None and actor.can_anywhere(Action.VIEW_AUDIT):
+            items.append(("audit", "Audit", "/audit"))
         return items
 
     def cookie_name(self) -> str:
