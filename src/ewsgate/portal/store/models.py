@@ -134,6 +134,9 @@ class Installation(Base):
     #: ``x5t#S256`` of the current client certificate (tunnel tickets are bound to it)
     cert_thumbprint: Mapped[str | None] = mapped_column(String(64))
     agent_version: Mapped[str | None] = mapped_column(String(64))
+    #: the site's device subnets (CIDR texts); when set, the agent reaches nothing outside them
+    #: (nor outside its own ``--site-subnets``: the tighter list wins)
+    site_subnets: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class InstallationRevocation(Base):
