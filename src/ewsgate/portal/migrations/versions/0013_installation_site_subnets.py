@@ -1,7 +1,7 @@
 """Installations: the site subnets the portal sets for each agent (models.Installation).
 
 Revision ID: 0013
-Revises: 0006
+Revises: 0008
 Create Date: 2026-12-04 19:40:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013"
-down_revision: str | None = "0006"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
