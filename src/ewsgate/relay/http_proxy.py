@@ -752,7 +752,12 @@ class _BrowserConnection:
         try:
             await self._handle_session_request(request, session_id, exchange)
         except asyncio.CancelledError:
-            exchange.outcome, exchange.detail = "ended", "session_expired_mid_request"
+            if self.websocket is not None and self.websocket.bridge.ended:
+                # cut after its grace: the entry still says the close 1008 it got
+                exchange.outcome, exchange.detail = outcomes.websocket_outcome(
+                    self.websocket.stats, ended=True)
+            else:
+                exchange.outcome, exchange.detail = "ended", "session_expired_mid_request"
             raise
         except _CloseConnection:
             raise
@@ -1465,11 +1470,8 @@ class _BrowserConnection:
                 await stream.aclose()
             stats = websocket.stats
             exchange.bytes_in, exchange.bytes_out = stats.bytes_in, stats.bytes_out
-            exchange.detail = stats.summary()[:300]
-            if websocket.bridge.ended:
-                exchange.outcome = "ended"
-            elif stats.error is not None:
-                exchange.outcome = "error"
+            exchange.outcome, exchange.detail = outcomes.websocket_outcome(
+                stats, ended=websocket.bridge.ended)
         raise _CloseConnection
 
 
