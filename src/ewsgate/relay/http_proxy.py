@@ -127,6 +127,7 @@ from ewsgate.relay.ws_handshake import (
     device_handshake_lines,
 )
 from ewsgate.relay.ws_proxy import WebSocketProxy
+from ewsgate.textsafe import safe_text
 
 __all__ = ["MAX_SESSION_SECONDS", "ProxyConfig", "RelayProxy"]
 
@@ -384,7 +385,8 @@ class RelayProxy:
             pass
         except h11.ProtocolError as exc:
             # e.g. a device answering 101 to a request that asked for no upgrade
-            log.warning("browser connection dropped: HTTP framing error: %s", exc)
+            log.warning("browser connection dropped: HTTP framing error: %s",
+                        safe_text(exc, limit=300))
         except asyncio.CancelledError:
             if not connection.expired:
                 raise
@@ -699,7 +701,8 @@ class _BrowserConnection:
         url = request.target.decode("latin-1") if request is not None else "-"
         if session_id is None or self.proxy.access_log is None:
             log.warning("refused %d (%s) from %s before any session was named: %s %s: %s",
-                        status, kind, self.client, method, url[:200], detail[:300])
+                        status, kind, self.client, safe_text(method, limit=32),
+                        safe_text(url, limit=200), safe_text(detail, limit=300))
             return
         self.proxy.log(_Exchange(
             session_id=session_id, method=method, url=url, started=time.monotonic(),
@@ -777,7 +780,7 @@ class _BrowserConnection:
             raise _CloseConnection from exc
         except Exception as exc:
             log.exception("session %s: request %s %s failed unexpectedly", session_id,
-                          exchange.method, target[:200])
+                          safe_text(exchange.method, limit=32), safe_text(target, limit=200))
             await self._device_failed(exchange, outcomes.internal(exc), internal=True)
             raise _CloseConnection from exc
         finally:
