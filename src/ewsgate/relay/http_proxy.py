@@ -408,7 +408,6 @@ class RelayProxy:
             return
         detail = exchange.detail
         if exchange.outcome == "refused":
-            # the job's entry has no client field (the portal's schema); the relay's log has
             refusals.info("refused %s %s %s: status %s, %s, client %s", exchange.session_id,
                           exchange.method[:16], log_url(exchange.url), exchange.status,
                           log_detail(detail), exchange.client)
@@ -417,7 +416,7 @@ class RelayProxy:
             method=exchange.method, url=exchange.url, status=exchange.status,
             bytes_in=exchange.bytes_in, bytes_out=exchange.bytes_out,
             duration_ms=int((time.monotonic() - exchange.started) * 1000),
-            outcome=exchange.outcome, detail=detail, seq=exchange.seq)
+            outcome=exchange.outcome, detail=detail, seq=exchange.seq, client=exchange.client)
         exchange.logged = True
 
     def log_or_keep(self, exchange: _Exchange) -> None:
@@ -433,14 +432,15 @@ class RelayProxy:
                     method=exchange.method, url=exchange.url, status=exchange.status,
                     bytes_in=exchange.bytes_in, bytes_out=exchange.bytes_out,
                     duration_ms=int((time.monotonic() - exchange.started) * 1000),
-                    outcome=exchange.outcome, detail=exchange.detail, seq=exchange.seq)
+                    outcome=exchange.outcome, detail=exchange.detail, seq=exchange.seq,
+                    client=exchange.client)
 
     def begin(self, exchange: _Exchange) -> None:
         """Spool ``exchange`` as forwarded (raises :class:`AuditLogUnavailable`)."""
         if self.access_log is not None and exchange.seq is None:
             exchange.seq = self.access_log.begin(
                 session_id=exchange.session_id, time=exchange.wall, user=exchange.user,
-                method=exchange.method, url=exchange.url)
+                method=exchange.method, url=exchange.url, client=exchange.client)
 
     @property
     def audit_available(self) -> bool:
