@@ -75,8 +75,8 @@ def websocket_outcome(stats: WebSocketStats, *, ended: bool) -> tuple[str, str]:
     summary = stats.summary()
     if ended:
         if stats.close_code != POLICY_VIOLATION:  # a close was under way when it ended
-            summary = f"{summary}; the session ended: close 1008 sent both ways"
-        return "ended", summary[-300:] if len(summary) > 300 else summary
+            summary = f"the session ended: close 1008 sent both ways; {summary}"
+        return "ended", summary[:300]
     if stats.vanished == Side.DEVICE.value:
         return "error", f"device_reset: {summary}"[:300]
     if stats.error is not None:
