@@ -353,6 +353,8 @@ class JobLogEntry(Base):
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
     outcome: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(Text)
+    #: the browser's address as the relay saw it (None for entries from older relays)
+    client: Mapped[str | None] = mapped_column(String(64))
 
 
 class Relay(Base):
