@@ -65,6 +65,13 @@ class _ContextHub:
     async def send_command(self, installation_id: int, kind: str,
                            payload: Any = None, *, timeout: float = 30.0,  # noqa: ASYNC109
                            on_progress: Any = None) -> dict[str, Any]:
+        from ewsgate.portal.control.routing import router_of
+
+        router = router_of(self._ctx)
+        if router is not None:  # in process, or to the replica holding the stream
+            routed: dict[str, Any] = await router.send_command(
+                installation_id, kind, payload, timeout=timeout, on_progress=on_progress)
+            return routed
         control = _control_server(self._ctx)
         if control is None:
             raise InstallationOffline("this portal runs without its control server, so no "
