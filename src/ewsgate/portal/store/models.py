@@ -53,6 +53,7 @@ __all__ = [
     "Installation",
     "Job",
     "JobLogEntry",
+    "LoginFailure",
     "Relay",
     "RemoteSession",
     "RoleAssignment",
@@ -352,3 +353,14 @@ class TunnelReport(Base):
     budget: Mapped[str | None] = mapped_column(String(32))
     count: Mapped[int] = mapped_column(Integer, default=1)
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class LoginFailure(Base):
+    """A failed (or in-progress) login attempt for one key, shared by every portal replica
+    (``ewsgate.portal.login_limits``); rows past the failure window and lockout are deleted."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_key_failed_at", "key", "failed_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(400))
+    failed_at: Mapped[datetime] = mapped_column(index=True)
