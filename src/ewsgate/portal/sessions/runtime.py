@@ -13,7 +13,8 @@ server) and hands it to :func:`mount_remote_technician`, which adds
   page and the job log fragment (:mod:`.pages`),
 
 and keeps itself in ``app.state.ewsgate_rt``. :class:`RemoteTechnician` is a background
-service of the portal (``start``: the sweeper — expiry, teardown, code pruning; ``stop``).
+service of the portal (``start``: the sweeper — expiry, teardown, code pruning, each pass run
+by exactly one replica; ``stop``).
 
 The control hub and the CA are those of the portal's control server, found among the portal's
 background services when needed (it has ``hub`` and ``ca``; it joins them after the app is
@@ -42,6 +43,7 @@ from ewsgate.portal.oauth.tokens import TokenIssuer
 from ewsgate.portal.sessions.naming import SessionConfig
 from ewsgate.portal.sessions.service import CommandSender, RemoteSessions
 from ewsgate.portal.store.db import Database
+from ewsgate.portal.store.sweep_lock import SweepLocks
 from ewsgate.portal.ui.rendering import Renderer
 
 __all__ = ["RemoteTechnician", "build_remote_technician", "mount_from_context",
@@ -97,7 +99,14 @@ class RemoteTechnician:
     renderer: Renderer
     ca_source: Callable[[], CertificateAuthority | None] = lambda: None
     sweep_interval: float = 1.0
+    #: exactly one replica runs each sweep pass (default: locks on ``db``)
+    sweep_locks: SweepLocks | None = None
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
+    _ticks: int = field(default=0, repr=False)
+    _locks: SweepLocks = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._locks = self.sweep_locks or SweepLocks(self.db)
 
     @property
     def ca(self) -> CertificateAuthority | None:
@@ -109,14 +118,24 @@ class RemoteTechnician:
         if self._sweeper is None:
             self._sweeper = asyncio.ensure_future(self._sweep_forever())
 
+    async def sweep_once(self) -> bool:
+        """One pass, if this replica gets the sweep's lock (:mod:`~ewsgate.portal.store.
+        sweep_lock`); True when it ran. Every 60th pass of a replica also prunes spent codes."""
+        async with self._locks.hold("remote-sessions") as mine:
+            if not mine:
+                return False
+            await self.sessions.sweep()
+        self._ticks += 1
+        if self._ticks % 60 == 0:
+            async with self._locks.hold("oauth-codes") as mine:
+                if mine:
+                    await self.oauth.prune()
+        return True
+
     async def _sweep_forever(self) -> None:
-        ticks = 0
         while True:
             try:
-                await self.sessions.sweep()
-                ticks += 1
-                if ticks % 60 == 0:
-                    await self.oauth.prune()
+                await self.sweep_once()
             except Exception:
                 log.exception("Remote Technician sweep failed; retrying")
             await asyncio.sleep(self.sweep_interval)
