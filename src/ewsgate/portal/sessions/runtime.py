@@ -36,6 +36,7 @@ from ewsgate.config import ConfigError
 from ewsgate.pki import CertificateAuthority
 from ewsgate.portal.auth import AuthSettings
 from ewsgate.portal.control.hub import InstallationOffline
+from ewsgate.portal.oauth.key_sync import SigningKeySync
 from ewsgate.portal.oauth.keys import SigningKeys
 from ewsgate.portal.oauth.routes import OAuthEndpoints
 from ewsgate.portal.oauth.server import AuthorizationServer, OAuthConfig
@@ -104,9 +105,12 @@ class RemoteTechnician:
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
     _ticks: int = field(default=0, repr=False)
     _locks: SweepLocks = field(init=False, repr=False)
+    #: the signing keys kept in step with the other replicas through the database
+    key_sync: SigningKeySync = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._locks = self.sweep_locks or SweepLocks(self.db)
+        self.key_sync = SigningKeySync(self.db, self.keys)
 
     @property
     def ca(self) -> CertificateAuthority | None:
@@ -116,6 +120,7 @@ class RemoteTechnician:
     async def start(self) -> None:
         """Start the sweeper (expiry, teardown of ended sessions, pruning of spent codes)."""
         if self._sweeper is None:
+            await self.key_sync.sync()
             self._sweeper = asyncio.ensure_future(self._sweep_forever())
 
     async def sweep_once(self) -> bool:
@@ -135,6 +140,7 @@ class RemoteTechnician:
     async def _sweep_forever(self) -> None:
         while True:
             try:
+                await self.key_sync.sync()  # every replica: keys made or retired elsewhere
                 await self.sweep_once()
             except Exception:
                 log.exception("Remote Technician sweep failed; retrying")
@@ -185,7 +191,8 @@ def mount_remote_technician(app: Any, rt: RemoteTechnician, *, pages: bool = Tru
     from ewsgate.portal.sessions import pages as session_pages
 
     app.state.ewsgate_rt = rt
-    endpoints = OAuthEndpoints(rt.oauth, rt.keys, rt.auth, rt.renderer, rt.clock)
+    endpoints = OAuthEndpoints(rt.oauth, rt.keys, rt.auth, rt.renderer, rt.clock,
+                               refresh_keys=rt.key_sync.sync)
     for route in endpoints.routes():
         app.router.routes.append(route)
     app.include_router(remote_sessions.router)

@@ -57,6 +57,7 @@ __all__ = [
     "Relay",
     "RemoteSession",
     "RoleAssignment",
+    "SigningKeyRow",
     "TunnelReport",
     "User",
     "WebSession",
@@ -364,3 +365,14 @@ class LoginFailure(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key: Mapped[str] = mapped_column(String(400))
     failed_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class SigningKeyRow(Base):
+    """An ES256 signing key shared by every portal replica (``ewsgate.portal.oauth.key_sync``):
+    the private JWK as JSON, created and (once) retired."""
+
+    __tablename__ = "signing_keys"
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime]
+    retired_at: Mapped[datetime | None]
+    jwk: Mapped[str] = mapped_column(Text)

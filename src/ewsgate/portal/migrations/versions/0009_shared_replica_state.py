@@ -1,4 +1,5 @@
-"""State every portal replica shares: login failures (models.LoginFailure).
+"""State every portal replica shares: login failures and signing keys (models.LoginFailure,
+models.SigningKeyRow).
 
 Revision ID: 0009
 Revises: 0006
@@ -34,9 +35,18 @@ def upgrade() -> None:
                               unique=False)
         batch_op.create_index(batch_op.f("ix_login_failures_failed_at"), ["failed_at"],
                               unique=False)
+    op.create_table(
+        "signing_keys",
+        sa.Column("kid", sa.String(length=64), nullable=False),
+        sa.Column("created_at", when, nullable=False),
+        sa.Column("retired_at", when, nullable=True),
+        sa.Column("jwk", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("kid", name=op.f("pk_signing_keys")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("signing_keys")
     with op.batch_alter_table("login_failures", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_login_failures_failed_at"))
         batch_op.drop_index("ix_login_failures_key_failed_at")
