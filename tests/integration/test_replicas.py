@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from control.conftest import (
     FAST_CLIENT,
     eventually,
@@ -28,7 +29,6 @@ from control.conftest import (
 )
 from control.nats_server import running_nats
 from control.test_verify_identity import MAC, SERIAL, add_device
-
 from ewsgate import pki
 from ewsgate.agent.address_policy import ALLOW_LOOPBACK_FOR_TESTS, AddressPolicy
 from ewsgate.agent.commands import default_handlers
