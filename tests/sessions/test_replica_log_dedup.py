@@ -11,8 +11,8 @@ import pytest
 from ewsgate.portal.sessions.relay_log import ingest
 from ewsgate.portal.store.db import Database
 
-from .test_relay_log import _entry, _session, _stored
 from .rt_world import RtWorld
+from .test_relay_log import _entry, _session, _stored
 
 pytestmark = pytest.mark.db
 
