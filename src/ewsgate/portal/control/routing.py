@@ -264,8 +264,9 @@ class NatsRouter:
             return await self._request(nc, installation_id, kind, encoded, timeout)
         finally:
             if progress_sub is not None:
+                # drain, not unsubscribe: notes already received still reach the callback
                 with contextlib.suppress(Exception):
-                    await progress_sub.unsubscribe()
+                    await asyncio.wait_for(progress_sub.drain(), 5)
 
     async def _request(self, nc: Any, installation_id: int, kind: str, encoded: bytes,
                        timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
@@ -337,27 +338,33 @@ class NatsRouter:
         if hub is None or not hub.is_online(request.installation_id):
             return _reply_from_error(_offline(request.installation_id), self.replica)
         on_progress = None
+        notes: list[asyncio.Task[None]] = []
         if request.progress_to:
             subject = request.progress_to
 
-            async def on_progress(progress: Progress) -> None:
-                await self._nc.publish(subject, ProgressNote(
+            def on_progress(progress: Progress) -> None:
+                # published in order, and all of them before the reply (see below)
+                notes.append(asyncio.ensure_future(self._nc.publish(subject, ProgressNote(
                     command_id=progress.command_id, stage=progress.stage,
-                    detail=progress.detail).encode())
+                    detail=progress.detail).encode())))
 
         try:
             result = await hub.send_command(request.installation_id, request.kind,
                                             request.payload, timeout=request.timeout,
                                             on_progress=on_progress)
+            reply = CommandReply(ok=True, result=result, holder=self.replica)
         except ServiceError as exc:
-            return _reply_from_error(exc, self.replica)
+            reply = _reply_from_error(exc, self.replica)
         except Exception as exc:  # answer rather than leave the caller to its timeout
             log.exception("forwarded %s for installation %s failed", request.kind,
                           request.installation_id)
-            return CommandReply(ok=False, error_class="CommandError", error_code="portal_error",
-                                error_message=f"the replica holding the stream failed: {exc}",
-                                holder=self.replica)
-        return CommandReply(ok=True, result=result, holder=self.replica)
+            reply = CommandReply(ok=False, error_class="CommandError",
+                                 error_code="portal_error",
+                                 error_message=f"the replica holding the stream failed: {exc}",
+                                 holder=self.replica)
+        if notes:
+            await asyncio.gather(*notes, return_exceptions=True)
+        return reply
 
 
 def _control_hub(ctx: Any) -> ControlHub | None:
