@@ -167,13 +167,16 @@ class NatsRouter:
         import nats
 
         try:
-            self._nc = await nats.connect(
-                self.broker_url, name=f"ewsgate-portal {self.replica}",
+            # bounded: the client would otherwise keep retrying a server that is not there
+            self._nc = await asyncio.wait_for(nats.connect(
+                self.broker_url.split(","), name=f"ewsgate-portal {self.replica}",
                 connect_timeout=self._connect_timeout, max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5, allow_reconnect=True)
+                reconnect_time_wait=0.5, allow_reconnect=True),
+                self._connect_timeout * 2)
         except Exception as exc:
-            raise RuntimeError(f"--broker-url {self.broker_url}: cannot connect to NATS ({exc}); "
-                               "start nats-server there or fix the URL") from None
+            reason = "no answer" if isinstance(exc, TimeoutError) else str(exc) or type(exc)
+            raise RuntimeError(f"--broker-url {self.broker_url}: cannot connect to NATS "
+                               f"({reason}); start nats-server there or fix the URL") from None
         self._hub = self._hub_source()
         if self._hub is not None:
             self._hub.presence_listeners.append(self._changes.put_nowait)
