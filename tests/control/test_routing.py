@@ -222,3 +222,18 @@ def test_replica_messages_round_trip_and_reject_garbage():
             parse_request(bad)
     with pytest.raises(MessageError):
         CommandReply(ok=False, error_class="SystemExit")
+
+
+async def test_a_broker_that_does_not_answer_stops_the_router_with_the_reason() -> None:
+    router = NatsRouter(lambda: None, "nats://127.0.0.1:1", replica="x", connect_timeout=0.5)
+    with pytest.raises(RuntimeError, match=r"cannot connect to NATS.*start nats-server"):
+        await asyncio.wait_for(router.start(), 10)
+
+
+def test_the_broker_url_must_be_nats() -> None:
+    from ewsgate.portal.options import parse_broker_url
+
+    assert parse_broker_url(" nats://a:4222, nats://b:4222 ") == "nats://a:4222,nats://b:4222"
+    for bad in ("", "http://a:4222", "nats://", "a:4222"):
+        with pytest.raises(ValueError):
+            parse_broker_url(bad)

@@ -220,9 +220,10 @@ class NatsRouter:
         held = self._hub is not None and self._hub.is_online(installation_id)
         current = self._subscriptions.get(installation_id)
         if held and current is None:
-            self._subscriptions[installation_id] = await self._nc.subscribe(
-                command_subject(installation_id), cb=self._on_request)
-            await self._nc.flush()
+            subscription = await self._nc.subscribe(command_subject(installation_id),
+                                                    cb=self._on_request)
+            await self._nc.flush()  # the server has the SUB: requests now find this replica
+            self._subscriptions[installation_id] = subscription
         elif not held and current is not None:
             # until the server has the UNSUB, requests still arrive and are answered "offline"
             await current.unsubscribe()
