@@ -120,7 +120,11 @@ class RemoteTechnician:
     async def start(self) -> None:
         """Start the sweeper (expiry, teardown of ended sessions, pruning of spent codes)."""
         if self._sweeper is None:
-            await self.key_sync.sync()
+            try:  # before the first key is made, so that replicas agree on one
+                await self.key_sync.sync()
+            except Exception:
+                log.exception("sharing the signing keys through the database failed; "
+                              "retrying on every sweep")
             self._sweeper = asyncio.ensure_future(self._sweep_forever())
 
     async def sweep_once(self) -> bool:
