@@ -21,9 +21,11 @@ asyncio API, with less CPU per TLS record and per socket call.
 The relay heartbeats to the portal (:mod:`ewsgate.relay.heartbeat`) so sessions are placed only
 on live relays. SIGTERM drains it: the heartbeat says ``draining`` (no new sessions come), live
 sessions run to their end or to ``--drain-timeout`` (default 10 min), then end with the clear
-page, and the relay says ``stopped``. SIGINT (or a second SIGTERM) stops it at once, gracefully:
-listeners close, tunnels get GOAWAY, and the access log tries for a few seconds to ship what is
-left (whatever is not shipped stays in the spool and is shipped by the next start).
+page (served for :data:`DRAIN_LINGER` seconds more), and the relay says ``stopped``.
+``--drain-timeout 0`` turns draining off: SIGTERM then stops at once, as for a restart, and
+the sessions wait for the relay to come back. SIGINT (or a second SIGTERM) stops it at once,
+gracefully: listeners close, tunnels get GOAWAY, and the access log tries for a few seconds to
+ship what is left (whatever is not shipped stays in the spool and is shipped by the next start).
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ __all__ = ["RelaySettings", "run", "serve"]
 log = logging.getLogger("ewsgate.relay")
 #: the portal sends a heartbeat every 5 s: a shorter bound would refuse work between two
 MIN_UNREACHABLE_AFTER = 10.0
+#: after a drain ended sessions at its deadline, browsers get the clear page this long
+DRAIN_LINGER = 3.0
 
 
 @dataclass(frozen=True)
@@ -292,6 +296,13 @@ async def _wait_for_stop_or_drain(settings: RelaySettings, stop: asyncio.Event,
                 await draining_task
     await heartbeat.stopped()
     log.info("drained: the portal was told this relay stopped")
+    ended = (draining_task.result() if draining_task.done() and not draining_task.cancelled()
+             and draining_task.exception() is None else 0)
+    if ended and not stop.is_set():
+        # a tab that reloads in the next seconds gets the clear page, not a refused connection
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_LINGER):
+                await stop.wait()
 
 
 def run(values: dict[str, Any]) -> int:
@@ -306,7 +317,10 @@ def run(values: dict[str, Any]) -> int:
         loop = asyncio.get_running_loop()
 
         def on_sigterm() -> None:
-            (stop if draining.is_set() else draining).set()  # a second SIGTERM: stop now
+            if settings.drain_timeout == 0 or draining.is_set():
+                stop.set()  # no drain configured, or a second SIGTERM: stop now
+            else:
+                draining.set()
 
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGINT, stop.set)

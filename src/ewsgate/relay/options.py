@@ -58,5 +58,6 @@ RELAY: list[Option] = [
            "response is delivered", parse=parse_duration, default=0.2, metavar="DURATION"),
     Option("drain-timeout", "on SIGTERM the relay drains: no new sessions, live ones run to "
            "their end or this long, then end with the clear page (a second SIGTERM or SIGINT "
-           "stops at once)", parse=parse_duration, default=600.0, metavar="DURATION"),
+           "stops at once; 0: no drain, SIGTERM stops at once as for a restart)",
+           parse=parse_duration, default=600.0, metavar="DURATION"),
 ]
