@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from ewsgate.agent.address_policy import parse_site_subnets
-from ewsgate.config import Option, parse_host_port, parse_path, parse_positive_int, parse_url
+from ewsgate.config import (
+    HostPort,
+    Option,
+    parse_host_port,
+    parse_path,
+    parse_positive_int,
+    parse_url,
+)
 
 REVERIFY_AFTER = Option("reverify-after", "seconds after which a session's device is checked "
                         "again before a new device connection (it is always checked again on "
@@ -39,8 +46,23 @@ MAX_DEVICE_CONNECTIONS = Option(
     "once; the relay's streams beyond it are refused (REFUSED_STREAM) and reported to the "
     "portal", parse=parse_positive_int, default=32, metavar="N")
 
+def parse_host_ports(text: str) -> tuple[HostPort, ...]:
+    """``HOST:PORT[,HOST:PORT...]`` → the addresses, in order."""
+    found = tuple(parse_host_port(part) for part in text.split(",") if part.strip())
+    if not found:
+        raise ValueError("expected HOST:PORT[,HOST:PORT...]")
+    return found
+
+
+PORTAL_ADDRESSES = Option(
+    "portal-addresses", "every portal replica's control address, comma-separated (names may "
+    "resolve to several); the agent dials them in turn and moves to the next when its replica "
+    "dies. Saved in the data directory (default: the address from enrolment)",
+    parse=parse_host_ports, metavar="HOST:PORT,...")
+
 RUN: list[Option] = [
     DATA_DIR,
+    PORTAL_ADDRESSES,
     PROXY,
     SITE_SUBNETS,
     MAX_DEVICE_CONNECTIONS,
