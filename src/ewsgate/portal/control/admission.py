@@ -37,8 +37,8 @@ MAX_RETRY_AFTER = 60.0
 class AdmissionConfig:
     """Streams admitted per second and the burst; ``rate`` 0 admits everything."""
 
-    rate: float = 200.0
-    burst: int = 400
+    rate: float = 150.0
+    burst: int = 300
 
     def __post_init__(self) -> None:
         if self.rate < 0:
