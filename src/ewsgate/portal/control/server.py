@@ -371,6 +371,8 @@ class ControlServer:
                                                     monotonic=time.monotonic),
                                    SessionReports(self._database, self.clock))
         servicer.admission = ConnectAdmission(self.config.admission, time.monotonic())
+        #: the Connect token bucket (its counters: admitted, refused)
+        self.admission = servicer.admission
         pb_grpc.add_ControlServicer_to_server(  # type: ignore[no-untyped-call]
             servicer, server)
         pb_grpc.add_EnrolmentServicer_to_server(  # type: ignore[no-untyped-call]
