@@ -69,3 +69,28 @@ def test_no_address_is_refused() -> None:
 
 def test_the_system_resolver_lists_loopback() -> None:
     assert "127.0.0.1" in system_resolver("127.0.0.1", 80)
+
+
+def test_the_state_keeps_the_portal_addresses(tmp_path) -> None:
+    import json
+
+    from ewsgate.agent.state import AgentState
+
+    state = AgentState(tmp_path)
+    state.info_path.write_text(json.dumps({"installation_id": "7",
+                                           "control_address": "127.0.0.1:8001",
+                                           "server_name": "ewsgate-portal"}))
+    state.save_control_addresses([parse_host_port("a.example:8001"),
+                                  parse_host_port("[2001:db8::1]:8001")])
+    info = json.loads(state.info_path.read_text())
+    assert info["control_addresses"] == ["a.example:8001", "[2001:db8::1]:8001"]
+    assert info["control_address"] == "127.0.0.1:8001"  # the enrolment's, kept
+    assert oct(state.info_path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_flag_takes_a_comma_separated_list() -> None:
+    from ewsgate.agent.options import parse_host_ports
+
+    assert parse_host_ports("a:1, b:2") == (HostPort("a", 1), HostPort("b", 2))
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        parse_host_ports(" , ")

@@ -56,6 +56,8 @@ def enroll(values: dict[str, Any]) -> int:
     except EnrolError as exc:
         print(f"ewsgate agent enroll: {exc.code}: {exc}", file=sys.stderr)
         return 1
+    if values.get("portal_addresses"):  # every replica, for failover (see agent run)
+        state.save_control_addresses(list(values["portal_addresses"]))
     print(f"enrolled as installation {identity.installation_id}; certificate "
           f"{identity.serial} valid until {identity.not_after:%Y-%m-%d %H:%M} UTC; "
           f"control server {identity.control_address}; data in {state.data_dir}")

@@ -26,26 +26,6 @@ PROXY = Option("proxy", "HTTP CONNECT proxy for outbound connections, e.g. "
                "http://user:pass@proxy:3128 (default: HTTPS_PROXY)", parse=parse_url,
                metavar="URL")
 
-ENROLL: list[Option] = [
-    Option("portal", "HOST:PORT of the portal's gRPC enrolment port (the portal's "
-           "--enrol-listen; it tells the agent where its control server is)",
-           parse=parse_host_port, required=True, metavar="HOST:PORT"),
-    Option("token", "the one-time enrolment token from the portal (<secret>.<ca-pin>)",
-           required=True),
-    DATA_DIR,
-    PROXY,
-]
-
-SITE_SUBNETS = Option("site-subnets", "the site's device subnets, comma-separated (e.g. "
-                      "10.20.0.0/24,2001:db8:5::/64); when set, the agent sends nothing -- no "
-                      "SNMP, no ARP priming, no TCP -- to an address outside them (default: "
-                      "any address the address policy allows)", parse=parse_site_subnets,
-                      metavar="CIDR,...")
-MAX_DEVICE_CONNECTIONS = Option(
-    "max-device-connections", "device connections one Remote Technician session may hold at "
-    "once; the relay's streams beyond it are refused (REFUSED_STREAM) and reported to the "
-    "portal", parse=parse_positive_int, default=32, metavar="N")
-
 def parse_host_ports(text: str) -> tuple[HostPort, ...]:
     """``HOST:PORT[,HOST:PORT...]`` → the addresses, in order."""
     found = tuple(parse_host_port(part) for part in text.split(",") if part.strip())
@@ -59,6 +39,27 @@ PORTAL_ADDRESSES = Option(
     "resolve to several); the agent dials them in turn and moves to the next when its replica "
     "dies. Saved in the data directory (default: the address from enrolment)",
     parse=parse_host_ports, metavar="HOST:PORT,...")
+
+ENROLL: list[Option] = [
+    Option("portal", "HOST:PORT of the portal's gRPC enrolment port (the portal's "
+           "--enrol-listen; it tells the agent where its control server is)",
+           parse=parse_host_port, required=True, metavar="HOST:PORT"),
+    Option("token", "the one-time enrolment token from the portal (<secret>.<ca-pin>)",
+           required=True),
+    DATA_DIR,
+    PROXY,
+    PORTAL_ADDRESSES,
+]
+
+SITE_SUBNETS = Option("site-subnets", "the site's device subnets, comma-separated (e.g. "
+                      "10.20.0.0/24,2001:db8:5::/64); when set, the agent sends nothing -- no "
+                      "SNMP, no ARP priming, no TCP -- to an address outside them (default: "
+                      "any address the address policy allows)", parse=parse_site_subnets,
+                      metavar="CIDR,...")
+MAX_DEVICE_CONNECTIONS = Option(
+    "max-device-connections", "device connections one Remote Technician session may hold at "
+    "once; the relay's streams beyond it are refused (REFUSED_STREAM) and reported to the "
+    "portal", parse=parse_positive_int, default=32, metavar="N")
 
 RUN: list[Option] = [
     DATA_DIR,
