@@ -77,3 +77,37 @@ async def test_agent_fails_over_to_the_other_replica_when_its_portal_is_killed(
             f"agent on the other replica {took:.1f} s after its portal was killed\n")
     finally:
         processes.stop_all()
+
+
+async def test_agent_moves_to_the_next_replica_without_the_full_backoff(
+        db: Database, ca, portal, enrol, agents) -> None:
+    """In one process (any database): two control servers, the agent on the first; when it
+    stops, the agent is on the second after a short jittered pause, although its backoff is
+    long (a round only ends, and the full backoff only starts, when every address failed)."""
+    from ewsgate.agent.control_client import ClientConfig
+    from ewsgate.config import HostPort
+    from ewsgate.portal.control import ControlServer, ControlServerConfig
+
+    from .conftest import FAST_HUB, eventually, utc_now
+
+    other = ControlServer(ControlServerConfig(listen="127.0.0.1:0", enrol_listen=None,
+                                              hub=FAST_HUB), database=db, ca=ca, clock=utc_now)
+    await other.start()
+    try:
+        enrolled = await enrol("agent")
+        enrolled.state.save_control_addresses([HostPort("127.0.0.1", portal.port),
+                                               HostPort("127.0.0.1", other.port)])
+        slow = ClientConfig(agent_version="test", backoff_base=20.0, backoff_cap=60.0,
+                            connect_timeout=5.0)
+        running = agents(enrolled.state, config=slow)
+        await eventually(lambda: portal.hub.online_ids(), 10)
+        assert enrolled.installation_id in portal.hub.online_ids()
+        loop = asyncio.get_running_loop()
+        stopped_at = loop.time()
+        await portal.stop(0)
+        await eventually(lambda: enrolled.installation_id in other.hub.online_ids(), 10)
+        took = loop.time() - stopped_at
+        assert took < 10, took  # the full backoff would be 10..20 s
+        assert running.client.failovers == 1
+    finally:
+        await other.stop(0.2)

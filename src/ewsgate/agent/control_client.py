@@ -230,6 +230,7 @@ class ControlClient:
         #: how portal names resolve (injected in tests)
         self.resolve: Resolver = system_resolver
         self._addresses: PortalAddresses | None = None
+        self._was_up = False
         #: streams lost after a Welcome, each followed by a move to the next address
         self.failovers = 0
         #: seconds the portal asked the agent to wait before its next attempt (admission)
@@ -260,6 +261,7 @@ class ControlClient:
             self._set(ClientState.CONNECTING)
             started = loop.time()
             welcomed = False
+            self._was_up = False
             address: HostPort | None = None
             try:
                 self._identity = self.data.load()
@@ -290,13 +292,13 @@ class ControlClient:
                 continue
             if welcomed and loop.time() - started >= self.config.stable_after:
                 self.backoff.reset()
-            if welcomed and self._addresses is not None:
+            if (welcomed or self._was_up) and self._addresses is not None:
                 # the replica held a stream and lost it: try the next one soon
                 self._addresses.succeeded()
                 self.failovers += 1
             round_over = self._addresses.advance() if self._addresses is not None else True
             delay = (self.backoff.next_delay() if round_over
-                     else self.backoff.rng.uniform(0, 2 * self.backoff.base))
+                     else self.backoff.rng.uniform(0, min(1.0, 2 * self.backoff.base)))
             if self.retry_after is not None:  # the portal asked for a pause (admission)
                 delay, self.retry_after = max(delay, self.retry_after), None
             log.warning("control stream to %s down (%s); reconnecting in %.1f s%s",
@@ -358,6 +360,7 @@ class ControlClient:
         if first.WhichOneof("body") != "welcome":
             raise _Reconnect("the portal did not answer Hello with Welcome")
         welcome = first.welcome
+        self._was_up = True  # however the stream ends from here, this replica held it
         self._skew_ms = welcome.server_time_unix_ms - self._now_ms_local()
         interval = max(0.05, welcome.heartbeat_interval_ms / 1000 or 2.5)
         self.connects += 1
