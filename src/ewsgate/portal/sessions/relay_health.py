@@ -66,8 +66,11 @@ log = logging.getLogger(__name__)
 
 #: how often a relay heartbeats (the portal tells the relay in its answer)
 HEARTBEAT_INTERVAL = 5.0
-#: a relay silent for longer than this is lost (three missed heartbeats)
-HEARTBEAT_TIMEOUT = 15.0
+#: a relay silent for longer than this is lost: six missed heartbeats, the relay's own
+#: ``--portal-unreachable-after`` default, and room for a relay restarted in place (a crash and
+#: its supervisor's restart, an upgrade with ``--drain-timeout 0``) to come back before its
+#: sessions are failed
+HEARTBEAT_TIMEOUT = 30.0
 #: what a heartbeat may say
 RELAY_STATES = ("serving", "draining", "stopped")
 #: the advisory-lock key of the lost-relay sweep (ASCII "ewsgRLAY")
