@@ -296,7 +296,8 @@ class DemoStack:
             ["relay", "--config", str(relay_dir / "relay.toml"),
              "--listen", f"{HOST}:{self.relay_port}", "--tunnel-listen",
              f"{HOST}:{self.tunnel_port}", "--domain", DOMAIN, "--portal-url", portal_url,
-             "--data-dir", str(relay_dir), "--public-port", str(self.relay_port)],
+             "--data-dir", str(relay_dir), "--public-port", str(self.relay_port),
+             "--drain-timeout", "0"],  # stopping the demo (or restarting its relay) is no drain
             wait_port=(HOST, self.relay_port), timeout=60)
 
         # 5. the agent: enrol with a one-time token, then keep the control stream up

@@ -38,6 +38,9 @@ RELAY_ROUTES = {
         "ships the Remote Technician Log; each entry is itself the record (job_log_entries, "
         "deduplicated by seq), so an audit entry per shipped request would only repeat it",
     ("POST", "/api/v1/relay/log-batches"): "the same log shipping, in batches",
+    ("POST", "/api/v1/relay/heartbeat"):
+        "a liveness beat every few seconds; the relay's row (heartbeat_at, state) is itself "
+        "the record, and the sessions a drained or lost relay ends are audited one by one",
     ("POST", "/api/v1/relay/certificate"):
         "audited as relay.certificate with the relay as actor; "
         "tests/sessions/test_audit_relay.py asserts it",

@@ -203,7 +203,8 @@ async def e2e(rt: RtWorld, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
             "relay", "--listen", f"127.0.0.1:{relay_port}",
             "--tunnel-listen", f"127.0.0.1:{tunnel_port}", "--domain", "rt.localhost",
             "--portal-url", portal_url, "--data-dir", str(relay_dir), "--relay-id", relay_id,
-            "--relay-secret", secret, ready_port=relay_port, log=tmp_path / "relay.log"))
+            "--relay-secret", secret, "--drain-timeout", "0",  # teardown stops it at once
+            ready_port=relay_port, log=tmp_path / "relay.log"))
         ctx = app.state.portal
         async with rt.db.transaction() as s:
             signed_in = await login(s, rt.emails["tech"], PASSWORD, settings=ctx.config.auth,

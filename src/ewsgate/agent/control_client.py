@@ -44,8 +44,10 @@ from typing import Any
 import grpc
 
 from ewsgate import pki
+from ewsgate.agent.portal_addresses import PortalAddresses, Resolver, system_resolver
 from ewsgate.agent.proxy import ProxyConfig
 from ewsgate.agent.state import AgentIdentity, AgentState
+from ewsgate.config import HostPort
 from ewsgate.proto import control_pb2 as pb
 from ewsgate.proto import control_pb2_grpc as pb_grpc
 from ewsgate.textsafe import safe_text
@@ -59,6 +61,7 @@ __all__ = [
     "CommandGate",
     "CommandHandler",
     "ControlClient",
+    "retry_after_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -122,6 +125,21 @@ class ClientConfig:
     renew_check_interval: float = 60.0
     #: never renew twice within this many seconds (guards against a clock far in the future)
     min_renew_interval: float = 600.0
+
+
+def retry_after_of(details: str | None) -> float | None:
+    """The pause a portal's admission refusal asks for (``retry_after=<seconds>`` in the
+    status details), bounded to 0.1..60 s; None when it names none."""
+    if not details:
+        return None
+    _, found, rest = details.partition("retry_after=")
+    if not found:
+        return None
+    number = rest.split()[0].rstrip(";,s") if rest.split() else ""
+    try:
+        return min(60.0, max(0.1, float(number)))
+    except ValueError:
+        return None
 
 
 class Backoff:
@@ -209,6 +227,14 @@ class ControlClient:
         self._cut = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._identity: AgentIdentity | None = None
+        #: how portal names resolve (injected in tests)
+        self.resolve: Resolver = system_resolver
+        self._addresses: PortalAddresses | None = None
+        self._was_up = False
+        #: streams lost after a Welcome, each followed by a move to the next address
+        self.failovers = 0
+        #: seconds the portal asked the agent to wait before its next attempt (admission)
+        self.retry_after: float | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -235,14 +261,20 @@ class ControlClient:
             self._set(ClientState.CONNECTING)
             started = loop.time()
             welcomed = False
+            self._was_up = False
+            address: HostPort | None = None
             try:
                 self._identity = self.data.load()
-                welcomed = await self._session(self._identity)
+                addresses = self._addresses_for(self._identity)
+                address = addresses.current()
+                welcomed = await self._session(self._identity, address)
                 self.last_error = "the portal ended the stream"
             except _Reconnect as exc:
                 self.last_error = str(exc)
             except grpc.aio.AioRpcError as exc:
                 self.last_error = safe_text(f"{exc.code().name}: {exc.details()}")
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    self.retry_after = retry_after_of(exc.details())
                 if exc.code() in (grpc.StatusCode.PERMISSION_DENIED,
                                   grpc.StatusCode.UNAUTHENTICATED):
                     log.error("the portal refuses this installation: %s",
@@ -260,8 +292,18 @@ class ControlClient:
                 continue
             if welcomed and loop.time() - started >= self.config.stable_after:
                 self.backoff.reset()
-            delay = self.backoff.next_delay()
-            log.warning("control stream down (%s); reconnecting in %.1f s", self.last_error, delay)
+            if (welcomed or self._was_up) and self._addresses is not None:
+                # the replica held a stream and lost it: try the next one soon
+                self._addresses.succeeded()
+                self.failovers += 1
+            round_over = self._addresses.advance() if self._addresses is not None else True
+            delay = (self.backoff.next_delay() if round_over
+                     else self.backoff.rng.uniform(0, min(1.0, 2 * self.backoff.base)))
+            if self.retry_after is not None:  # the portal asked for a pause (admission)
+                delay, self.retry_after = max(delay, self.retry_after), None
+            log.warning("control stream to %s down (%s); reconnecting in %.1f s%s",
+                        address, self.last_error, delay,
+                        "" if round_over else " to the next portal address")
             self._set(ClientState.BACKOFF)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
@@ -284,11 +326,20 @@ class ControlClient:
         options += proxy.grpc_options() if proxy else [("grpc.enable_http_proxy", 0)]
         return options
 
-    async def _session(self, identity: AgentIdentity) -> bool:
+    def _addresses_for(self, identity: AgentIdentity) -> PortalAddresses:
+        """The rotation over the identity's portal addresses (rebuilt when they change)."""
+        wanted = identity.portal_addresses
+        if self._addresses is None or self._addresses.configured != wanted:
+            self._addresses = PortalAddresses(wanted, resolve=self.resolve,
+                                              rng=self.backoff.rng)
+        return self._addresses
+
+    async def _session(self, identity: AgentIdentity, address: HostPort | None = None) -> bool:
         credentials = grpc.ssl_channel_credentials(
             root_certificates=identity.ca_pem, private_key=identity.key_pem,
             certificate_chain=identity.cert_pem)
-        async with grpc.aio.secure_channel(str(identity.control_address), credentials,
+        target = str(address or identity.control_address)
+        async with grpc.aio.secure_channel(target, credentials,
                                            options=self._channel_options(identity)) as channel:
             call = pb_grpc.ControlStub(channel).Connect()  # type: ignore[no-untyped-call]
             try:
@@ -309,6 +360,7 @@ class ControlClient:
         if first.WhichOneof("body") != "welcome":
             raise _Reconnect("the portal did not answer Hello with Welcome")
         welcome = first.welcome
+        self._was_up = True  # however the stream ends from here, this replica held it
         self._skew_ms = welcome.server_time_unix_ms - self._now_ms_local()
         interval = max(0.05, welcome.heartbeat_interval_ms / 1000 or 2.5)
         self.connects += 1

@@ -56,6 +56,8 @@ def enroll(values: dict[str, Any]) -> int:
     except EnrolError as exc:
         print(f"ewsgate agent enroll: {exc.code}: {exc}", file=sys.stderr)
         return 1
+    if values.get("portal_addresses"):  # every replica, for failover (see agent run)
+        state.save_control_addresses(list(values["portal_addresses"]))
     print(f"enrolled as installation {identity.installation_id}; certificate "
           f"{identity.serial} valid until {identity.not_after:%Y-%m-%d %H:%M} UTC; "
           f"control server {identity.control_address}; data in {state.data_dir}")
@@ -65,7 +67,8 @@ def enroll(values: dict[str, Any]) -> int:
 async def _run(state: AgentState, proxy_flag: str | None, *,
                site_subnets: tuple[Any, ...] = (),
                allow_loopback_devices: bool = False, max_device_connections: int = 32,
-               reverify_after: float = 300.0) -> int:
+               reverify_after: float = 300.0,
+               portal_addresses: tuple[Any, ...] = ()) -> int:
     from ewsgate.agent.address_policy import ALLOW_LOOPBACK_FOR_TESTS, AddressPolicy
     from ewsgate.agent.commands import default_handlers
     from ewsgate.agent.control_client import ClientConfig, ControlClient
@@ -73,6 +76,8 @@ async def _run(state: AgentState, proxy_flag: str | None, *,
     from ewsgate.agent.session_commands import session_handlers
     from ewsgate.agent.tunnel_client import TunnelClient, TunnelClientConfig
 
+    if portal_addresses:  # remembered: later runs dial the same replicas
+        state.save_control_addresses(list(portal_addresses))
     identity = state.load()
     # one policy for every packet toward a device: identity check, priming, device dials
     addresses = AddressPolicy(site_subnets=site_subnets,
@@ -117,7 +122,8 @@ async def _run(state: AgentState, proxy_flag: str | None, *,
         log.info("site subnets: %s (nothing outside them is reached)",
                  ", ".join(str(net) for net in site_subnets))
     log.info("installation %s: connecting to %s%s", identity.installation_id,
-             identity.control_address, f" via proxy {config.proxy}" if config.proxy else "")
+             ", ".join(str(a) for a in identity.portal_addresses),
+             f" via proxy {config.proxy}" if config.proxy else "")
     try:
         await client.run()
     finally:
@@ -140,7 +146,9 @@ def run(values: dict[str, Any], *, allow_loopback_devices: bool = False) -> int:
                                    allow_loopback_devices=allow_loopback_devices,
                                    max_device_connections=int(
                                        values.get("max_device_connections") or 32),
-                                   reverify_after=_reverify_after(values)))
+                                   reverify_after=_reverify_after(values),
+                                   portal_addresses=tuple(values.get("portal_addresses")
+                                                          or ())))
     except StateError as exc:
         print(f"ewsgate agent run: {exc.code}: {exc}", file=sys.stderr)
         return 1

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from ewsgate.agent.address_policy import parse_site_subnets
-from ewsgate.config import Option, parse_host_port, parse_path, parse_positive_int, parse_url
+from ewsgate.config import (
+    HostPort,
+    Option,
+    parse_host_port,
+    parse_path,
+    parse_positive_int,
+    parse_url,
+)
 
 REVERIFY_AFTER = Option("reverify-after", "seconds after which a session's device is checked "
                         "again before a new device connection (it is always checked again on "
@@ -19,6 +26,20 @@ PROXY = Option("proxy", "HTTP CONNECT proxy for outbound connections, e.g. "
                "http://user:pass@proxy:3128 (default: HTTPS_PROXY)", parse=parse_url,
                metavar="URL")
 
+def parse_host_ports(text: str) -> tuple[HostPort, ...]:
+    """``HOST:PORT[,HOST:PORT...]`` → the addresses, in order."""
+    found = tuple(parse_host_port(part) for part in text.split(",") if part.strip())
+    if not found:
+        raise ValueError("expected HOST:PORT[,HOST:PORT...]")
+    return found
+
+
+PORTAL_ADDRESSES = Option(
+    "portal-addresses", "every portal replica's control address, comma-separated (names may "
+    "resolve to several); the agent dials them in turn and moves to the next when its replica "
+    "dies. Saved in the data directory (default: the address from enrolment)",
+    parse=parse_host_ports, metavar="HOST:PORT,...")
+
 ENROLL: list[Option] = [
     Option("portal", "HOST:PORT of the portal's gRPC enrolment port (the portal's "
            "--enrol-listen; it tells the agent where its control server is)",
@@ -27,6 +48,7 @@ ENROLL: list[Option] = [
            required=True),
     DATA_DIR,
     PROXY,
+    PORTAL_ADDRESSES,
 ]
 
 SITE_SUBNETS = Option("site-subnets", "the site's device subnets, comma-separated (e.g. "
@@ -41,6 +63,7 @@ MAX_DEVICE_CONNECTIONS = Option(
 
 RUN: list[Option] = [
     DATA_DIR,
+    PORTAL_ADDRESSES,
     PROXY,
     SITE_SUBNETS,
     MAX_DEVICE_CONNECTIONS,

@@ -47,6 +47,13 @@ class AgentIdentity:
     ca_pem: bytes
     control_address: HostPort
     server_name: str
+    #: every portal replica to dial, in order (empty: just ``control_address``)
+    control_addresses: tuple[HostPort, ...] = ()
+
+    @property
+    def portal_addresses(self) -> tuple[HostPort, ...]:
+        """The addresses to dial: ``control_addresses``, else ``control_address``."""
+        return self.control_addresses or (self.control_address,)
 
     @property
     def cert(self) -> x509.Certificate:
@@ -104,7 +111,15 @@ class AgentState:
         info = {"installation_id": identity.installation_id,
                 "control_address": str(identity.control_address),
                 "server_name": identity.server_name,
+                **({"control_addresses": [str(a) for a in identity.control_addresses]}
+                   if identity.control_addresses else {}),
                 "enrolled_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        _write(self.info_path, json.dumps(info, indent=2).encode() + b"\n", 0o600)
+
+    def save_control_addresses(self, addresses: list[HostPort]) -> None:
+        """Record the portal replicas to dial (``ewsgate agent run --portal-addresses``)."""
+        info = json.loads(self.info_path.read_text())
+        info["control_addresses"] = [str(a) for a in addresses]
         _write(self.info_path, json.dumps(info, indent=2).encode() + b"\n", 0o600)
 
     def save_renewal(self, key_pem: bytes, cert_pem: bytes, ca_pem: bytes) -> None:
@@ -134,10 +149,15 @@ class AgentState:
             cert_pem = self.cert_path.read_bytes()
             ca_pem = self.ca_path.read_bytes()
             address = parse_host_port(str(info["control_address"]))
+            listed = info.get("control_addresses") or []
+            if not isinstance(listed, list):
+                raise ValueError("control_addresses is not a list of HOST:PORT")
             identity = AgentIdentity(installation_id=str(info["installation_id"]),
                                      key_pem=key_pem, cert_pem=cert_pem, ca_pem=ca_pem,
                                      control_address=address,
-                                     server_name=str(info["server_name"]))
+                                     server_name=str(info["server_name"]),
+                                     control_addresses=tuple(parse_host_port(str(a))
+                                                             for a in listed))
         except (OSError, ValueError, KeyError) as exc:
             raise StateError("agent.state_unreadable",
                              f"the data directory {self.data_dir} is damaged ({exc}); "

@@ -52,6 +52,9 @@ PORTAL: list[Option] = [
     Option("grpc-advertise", "HOST:PORT agents dial for the control stream, told to them at "
            "enrolment (default: the host they enrolled with, the --grpc-listen port)",
            parse=parse_host_port, metavar="HOST:PORT"),
+    Option("connect-rate", "control streams admitted per second (token bucket, bursts of "
+           "twice the rate); agents over it are told when to come back, spread at that rate; "
+           "0 admits all", parse=float, default=150.0, metavar="PER_SECOND"),
     Option("ca-cert", "the CA certificate (PEM) to load instead of DATA_DIR/ca/ca.crt",
            parse=parse_path, metavar="FILE"),
     Option("ca-key", "the CA private key (PEM) to load instead of DATA_DIR/ca/ca.key",

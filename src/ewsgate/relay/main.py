@@ -18,9 +18,14 @@ A random key for the session cookies is created once in ``DATA_DIR/cookie.key``.
 The process runs on uvloop when it is installed (it is, with uvicorn[standard]): the same
 asyncio API, with less CPU per TLS record and per socket call.
 
-SIGINT/SIGTERM stop it gracefully: listeners close, tunnels get GOAWAY, and the access log
-tries for a few seconds to ship what is left (whatever is not shipped stays in the spool and is
-shipped by the next start).
+The relay heartbeats to the portal (:mod:`ewsgate.relay.heartbeat`) so sessions are placed only
+on live relays. SIGTERM drains it: the heartbeat says ``draining`` (no new sessions come), live
+sessions run to their end or to ``--drain-timeout`` (default 10 min), then end with the clear
+page (served for :data:`DRAIN_LINGER` seconds more), and the relay says ``stopped``.
+``--drain-timeout 0`` turns draining off: SIGTERM then stops at once, as for a restart, and
+the sessions wait for the relay to come back. SIGINT (or a second SIGTERM) stops it at once,
+gracefully: listeners close, tunnels get GOAWAY, and the access log tries for a few seconds to
+ship what is left (whatever is not shipped stays in the spool and is shipped by the next start).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from ewsgate.fsmode import private_dir
 from ewsgate.relay.access_log import AccessLog, PortalLogShipper
 from ewsgate.relay.browser_auth import BrowserAuth, OAuthClientConfig
 from ewsgate.relay.clock import SystemClock
+from ewsgate.relay.heartbeat import RelayHeartbeat, drain
 from ewsgate.relay.http_proxy import MAX_SESSION_SECONDS, ProxyConfig, RelayProxy
 from ewsgate.relay.portal_http import portal_client
 from ewsgate.relay.portal_sessions import PortalSessions
@@ -57,6 +63,8 @@ __all__ = ["RelaySettings", "run", "serve"]
 log = logging.getLogger("ewsgate.relay")
 #: the portal sends a heartbeat every 5 s: a shorter bound would refuse work between two
 MIN_UNREACHABLE_AFTER = 10.0
+#: after a drain ended sessions at its deadline, browsers get the clear page this long
+DRAIN_LINGER = 3.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,7 @@ class RelaySettings:
     portal_unreachable_after: float = DEFAULT_UNREACHABLE_AFTER
     response_timeout: float = 60.0
     log_fsync_interval: float = 0.2
+    drain_timeout: float = 600.0
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> RelaySettings:
@@ -138,7 +147,11 @@ class RelaySettings:
             response_timeout=float(values.get("response_timeout") or 60.0),
             log_fsync_interval=float(values["log_fsync_interval"]) if values.get(
                 "log_fsync_interval") is not None else 0.2,
+            drain_timeout=float(values["drain_timeout"]) if values.get(
+                "drain_timeout") is not None else 600.0,
         )
+        if settings.drain_timeout < 0:
+            raise ConfigError("--drain-timeout must be 0 or more (e.g. 10m)")
         if settings.response_timeout <= 0:
             raise ConfigError("--response-timeout must be positive (e.g. 60s)")
         for flag, file in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key),
@@ -176,8 +189,9 @@ def cookie_key(data_dir: Path) -> bytes:
     return key
 
 
-async def serve(settings: RelaySettings, stop: asyncio.Event) -> None:
-    """Run the relay until ``stop`` is set."""
+async def serve(settings: RelaySettings, stop: asyncio.Event,
+                draining: asyncio.Event | None = None) -> None:
+    """Run the relay until ``stop`` is set, or drain it when ``draining`` is set."""
     private_dir(settings.data_dir)
     clock = SystemClock()
     verify: Any = str(settings.portal_ca) if settings.portal_ca else True
@@ -213,6 +227,9 @@ async def serve(settings: RelaySettings, stop: asyncio.Event) -> None:
     proxy.sign_in_refusal = lambda: revocations.unreachable_reason(clock.now())
     feed = RevocationFeed(settings.portal_url, settings.relay_id, settings.relay_secret, http,
                           registry, revocations, clock)
+    heartbeat = RelayHeartbeat(settings.portal_url, settings.relay_id, settings.relay_secret,
+                               http, clock)
+    beating = asyncio.create_task(heartbeat.run())
     following = asyncio.create_task(feed.run())
     shipping = asyncio.create_task(access_log.run())
     tunnel_host, tunnel_port = await tunnels.start()
@@ -229,9 +246,12 @@ async def serve(settings: RelaySettings, stop: asyncio.Event) -> None:
     print(f"ewsgate relay {settings.relay_id}: sessions at https://s-<id>.{settings.domain}:"
           f"{settings.public_port}/ ; tunnels on {tunnel_host}:{tunnel_port}", flush=True)
     try:
-        await stop.wait()
+        await _wait_for_stop_or_drain(settings, stop, draining, heartbeat, registry, clock)
     finally:
         server.close()
+        beating.cancel()
+        with contextlib.suppress(BaseException):
+            await beating
         following.cancel()
         with contextlib.suppress(BaseException):
             await following
@@ -246,6 +266,45 @@ async def serve(settings: RelaySettings, stop: asyncio.Event) -> None:
         await http.aclose()
 
 
+async def _wait_for_stop_or_drain(settings: RelaySettings, stop: asyncio.Event,
+                                  draining: asyncio.Event | None, heartbeat: RelayHeartbeat,
+                                  registry: TunnelRegistry, clock: SystemClock) -> None:
+    """Until ``stop``; or, once ``draining`` is set, drain (a ``stop`` cuts it short)."""
+    waits = [asyncio.ensure_future(stop.wait())]
+    if draining is not None:
+        waits.append(asyncio.ensure_future(draining.wait()))
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    if stop.is_set() or draining is None:
+        return
+    deadline = clock.now() + settings.drain_timeout
+    log.info("draining: no new sessions; %d live session(s) run to their end or %.0f s",
+             len(registry.sessions), settings.drain_timeout)
+    heartbeat.set_draining(deadline)
+    draining_task = asyncio.ensure_future(drain(registry, clock, deadline))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((draining_task, stopping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not draining_task.done():
+            draining_task.cancel()
+            with contextlib.suppress(BaseException):
+                await draining_task
+    await heartbeat.stopped()
+    log.info("drained: the portal was told this relay stopped")
+    ended = (draining_task.result() if draining_task.done() and not draining_task.cancelled()
+             and draining_task.exception() is None else 0)
+    if ended and not stop.is_set():
+        # a tab that reloads in the next seconds gets the clear page, not a refused connection
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_LINGER):
+                await stop.wait()
+
+
 def run(values: dict[str, Any]) -> int:
     """Entry point of ``ewsgate relay`` (values resolved from flags, environment and config)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
@@ -254,11 +313,19 @@ def run(values: dict[str, Any]) -> int:
 
     async def main() -> None:
         stop = asyncio.Event()
+        draining = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        await serve(settings, stop)
+
+        def on_sigterm() -> None:
+            if settings.drain_timeout == 0 or draining.is_set():
+                stop.set()  # no drain configured, or a second SIGTERM: stop now
+            else:
+                draining.set()
+
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGINT, stop.set)
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        await serve(settings, stop, draining)
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         runner.run(main())

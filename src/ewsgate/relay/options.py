@@ -56,4 +56,8 @@ RELAY: list[Option] = [
     Option("log-fsync-interval", "how often the access-log spool is fsync'd: entries survive "
            "kill -9 at once, a power cut after this long; 0 syncs every entry before its "
            "response is delivered", parse=parse_duration, default=0.2, metavar="DURATION"),
+    Option("drain-timeout", "on SIGTERM the relay drains: no new sessions, live ones run to "
+           "their end or this long, then end with the clear page (a second SIGTERM or SIGINT "
+           "stops at once; 0: no drain, SIGTERM stops at once as for a restart)",
+           parse=parse_duration, default=600.0, metavar="DURATION"),
 ]

@@ -145,6 +145,11 @@ class TunnelRegistry:
                 await changed.wait()
         return info
 
+    async def wait_change(self) -> None:
+        """Return at the next change of the live tunnels (one registered, dropped or ended)."""
+        changed = self._changed
+        await changed.wait()
+
     # ------------------------------------------------------------------ the tunnel server's side
 
     def is_closed(self, session_id: str) -> bool:

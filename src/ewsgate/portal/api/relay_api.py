@@ -9,6 +9,9 @@ GET      /api/v1/relay/sessions/{id}            a session pinned to this relay: 
 GET      /api/v1/relay/events                   server-sent events: a snapshot of this relay's
                                                 sessions, then revocations as they happen
                                                 (see :mod:`ewsgate.portal.sessions.revocation`)
+POST     /api/v1/relay/heartbeat                ``{"state": "serving"|"draining"|"stopped",
+                                                "drain_deadline_unix"?}`` → the interval and
+                                                timeout (see :mod:`..sessions.relay_health`)
 POST     /api/v1/relay/certificate              ``{"csr_pem"}`` → a server certificate from
                                                 the portal CA for the relay's registered names
 GET      /.well-known/ewsgate-ca.pem            the portal CA certificate (public, no auth)
@@ -27,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -41,6 +45,7 @@ from ewsgate.portal.services.errors import (
     ServiceError,
 )
 from ewsgate.portal.sessions.relay_certs import RelayCertError, sign_relay_csr
+from ewsgate.portal.sessions.relay_health import RELAY_STATES, record_heartbeat
 from ewsgate.portal.sessions.relay_log import MAX_BATCH, ingest
 from ewsgate.portal.sessions.revocation import event_key, fresh, relay_changes, relay_snapshot
 from ewsgate.portal.sessions.revocation_stream import RevocationStreams, StreamLagging
@@ -113,6 +118,34 @@ async def ship_log(request: Request) -> Response:
     async with rt.db.transaction() as session:
         result = await ingest(session, relay.id, entries)
     return JSONResponse(result.as_json(), headers=_NO_STORE)
+
+
+@router.post("/api/v1/relay/heartbeat")
+async def relay_heartbeat(request: Request) -> Response:
+    """Record that the relay is up and what it is doing (serving, draining, stopped)."""
+    rt = remote_technician_of(request.app)
+    relay = await _relay(request, rt)
+    data = await _json_body(request)
+    state = data.get("state") if isinstance(data, dict) else None
+    if state not in RELAY_STATES:
+        raise InvalidInput(f'expected {{"state": one of {", ".join(RELAY_STATES)}}}',
+                           field="state")
+    deadline_unix = data.get("drain_deadline_unix")
+    deadline = None
+    if state == "draining":
+        if not isinstance(deadline_unix, int | float) or isinstance(deadline_unix, bool):
+            raise InvalidInput("a draining relay sends drain_deadline_unix (seconds since "
+                               "the epoch)", field="drain_deadline_unix")
+        deadline = datetime.fromtimestamp(float(deadline_unix), UTC)
+    now = rt.clock()
+    async with rt.db.transaction() as session:
+        await record_heartbeat(session, relay, state, now, deadline)
+    health = rt.sessions.relay_health
+    if state == "stopped":
+        await rt.sessions.fail_lost_relays()
+    return JSONResponse({"state": state, "heartbeat_interval": health.interval,
+                         "heartbeat_timeout": health.timeout,
+                         "server_time": now.timestamp()}, headers=_NO_STORE)
 
 
 @router.get("/api/v1/relay/sessions/{session_id}")

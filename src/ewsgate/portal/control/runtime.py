@@ -21,6 +21,7 @@ from typing import Any
 
 from ewsgate import pki
 from ewsgate.config import ConfigError, HostPort
+from ewsgate.portal.control.admission import AdmissionConfig
 from ewsgate.portal.control.hub import InstallationOffline, ProgressCallback
 from ewsgate.portal.control.server import ControlServer, ControlServerConfig
 from ewsgate.portal.store.db import Database
@@ -65,10 +66,16 @@ def control_config_from_values(values: Mapping[str, Any]) -> ControlServerConfig
         host = urlsplit(public_url).hostname
         if host:
             names.append(host)
+    rate = values.get("connect_rate")
+    try:
+        admission = AdmissionConfig() if rate is None else AdmissionConfig(
+            rate=float(rate), burst=max(1, int(2 * float(rate))))
+    except ValueError as exc:
+        raise ConfigError(f"--connect-rate {rate}: {exc}") from None
     return ControlServerConfig(listen=str(values["grpc_listen"]),
                                enrol_listen=str(enrolment_address(values)),
                                advertise=str(advertise) if advertise else "",
-                               server_names=tuple(names))
+                               server_names=tuple(names), admission=admission)
 
 
 def control_server_from_values(values: Mapping[str, Any], *, database: Database,

@@ -41,6 +41,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ewsgate import pki
+from ewsgate.portal.control.admission import AdmissionConfig, ConnectAdmission
 from ewsgate.portal.control.enrolment import EnrolmentServicer, EnrolmentSettings
 from ewsgate.portal.control.hub import Connection, ControlHub, HubConfig
 from ewsgate.portal.control.records import ControlRecords, Refusal
@@ -81,6 +82,8 @@ class ControlServerConfig:
     cert_lifetime: dt.timedelta = pki.CLIENT_CERT_LIFETIME
     hub: HubConfig = field(default_factory=HubConfig)
     commands: CommandRetention = field(default_factory=CommandRetention)
+    #: streams admitted per second (token bucket on Connect, see .admission)
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
 
 
 def peer_certificate(context: grpc.aio.ServicerContext[object, object]) -> x509.Certificate | None:
@@ -155,6 +158,8 @@ class ControlServicer(pb_grpc.ControlServicer):
         self.records = hub.records
         self.ca = ca
         self.cert_lifetime = cert_lifetime
+        #: the reconnect-storm guard (replaced by ControlServer with its configured rate)
+        self.admission = ConnectAdmission(AdmissionConfig(), time.monotonic())
 
     async def Connect(self, request_iterator: object,
                       context: grpc.aio.ServicerContext[pb.AgentMessage, pb.PortalMessage],
@@ -171,6 +176,15 @@ class ControlServicer(pb_grpc.ControlServicer):
                                 "the client certificate names no installation of this portal")
             return
         installation_id, serial = int(ident), pki.serial_hex(cert)
+        if context.done() or (context.time_remaining() or 1.0) <= 0:
+            return  # the agent gave up while the call queued: no work for it
+        decision = self.admission.decide(time.monotonic())
+        if not decision.admitted:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"busy: this portal admits {self.admission.config.rate:g} "
+                                "control streams per second and is taking a reconnect storm; "
+                                f"retry_after={decision.retry_after:g}")
+            return
         try:
             await self.records.authorize(
                 installation_id, serial, cert.not_valid_after_utc,
@@ -352,11 +366,15 @@ class ControlServer:
                                            common_name=SERVER_NAME)
         chain = issued.cert_pem + self.ca.cert_pem
         server = grpc.aio.server(options=server_options())
+        servicer = ControlServicer(self.hub, self.ca, self.config.cert_lifetime,
+                                   TunnelReportSink(self._database, clock=self.clock,
+                                                    monotonic=time.monotonic),
+                                   SessionReports(self._database, self.clock))
+        servicer.admission = ConnectAdmission(self.config.admission, time.monotonic())
+        #: the Connect token bucket (its counters: admitted, refused)
+        self.admission = servicer.admission
         pb_grpc.add_ControlServicer_to_server(  # type: ignore[no-untyped-call]
-            ControlServicer(self.hub, self.ca, self.config.cert_lifetime,
-                            TunnelReportSink(self._database, clock=self.clock,
-                                             monotonic=time.monotonic),
-                            SessionReports(self._database, self.clock)), server)
+            servicer, server)
         pb_grpc.add_EnrolmentServicer_to_server(  # type: ignore[no-untyped-call]
             EnrolmentServicer(self._database, self.ca, self._enrolment_settings, self.clock,
                               on_replaced=self._certificate_replaced),

@@ -49,6 +49,12 @@ from ewsgate.portal.sessions.naming import (
     pick_relay,
     session_address,
 )
+from ewsgate.portal.sessions.relay_health import (
+    RelayHealthConfig,
+    describe_unplaceable,
+    placeable,
+    sweep_lost_relays,
+)
 from ewsgate.portal.sessions.resume import open_session_payload, resume_installation
 from ewsgate.portal.sessions.revocation import prune_revocations
 from ewsgate.portal.sessions.status import LIVE, SessionStatus, can_move
@@ -169,6 +175,8 @@ class RemoteSessions:
         self._background: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._next_prune: datetime | None = None
+        #: relay heartbeat interval and timeout (portal.sessions.relay_health)
+        self.relay_health = RelayHealthConfig()
 
     def now(self) -> datetime:
         """The service's clock (injected; a fake one in tests)."""
@@ -226,10 +234,11 @@ class RemoteSessions:
         counts = dict((await session.execute(
             select(RemoteSession.relay_id, func.count())
             .where(RemoteSession.status.in_(_LIVE)).group_by(RemoteSession.relay_id))).all())
-        try:
-            return pick_relay(relays, {str(k): v for k, v in counts.items() if k is not None})
-        except LookupError as exc:
-            raise Conflict(str(exc), code="no_relay") from None
+        candidates = placeable(relays, self._clock(), self.relay_health.timeout)
+        if not candidates:
+            raise Conflict(describe_unplaceable(relays, self._clock(), self.relay_health.timeout),
+                           code="no_relay")
+        return pick_relay(candidates, {str(k): v for k, v in counts.items() if k is not None})
 
     def _spawn_open(self, session_id: str, installation_id: int,
                     payload: dict[str, Any]) -> None:
@@ -453,12 +462,21 @@ class RemoteSessions:
         """One pass of the sweeper: expiry, stuck opens, teardown; once a minute, forget
         installation revocations no relay needs any more."""
         await self.expire()
+        await self.fail_lost_relays()
         await self.teardown()
         now = self._clock()
         if self._next_prune is None or now >= self._next_prune:
             self._next_prune = now + timedelta(minutes=1)
             async with self.db.transaction() as session:
                 await prune_revocations(session, now)
+
+    async def fail_lost_relays(self) -> int:
+        """Fail the live sessions of relays that stopped heartbeating (and end those of
+        relays that drained and stopped); one replica at a time (:mod:`.relay_health`)."""
+        async def move(session_id: str, status: SessionStatus, reason: str) -> bool:
+            return await self.move(session_id, status, reason)
+
+        return await sweep_lost_relays(self.db, self._clock(), self.relay_health.timeout, move)
 
     async def run_sweeper(self, interval: float = 1.0) -> None:
         """Run :meth:`sweep` every ``interval`` seconds until cancelled."""

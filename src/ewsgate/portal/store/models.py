@@ -372,6 +372,12 @@ class Relay(Base):
     secret_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
     last_seen_at: Mapped[datetime | None]
+    #: the relay's last heartbeat (``POST /api/v1/relay/heartbeat``); NULL: it never sent one
+    heartbeat_at: Mapped[datetime | None]
+    #: what the last heartbeat said: ``serving``, ``draining`` or ``stopped``
+    relay_state: Mapped[str | None] = mapped_column(String(16))
+    #: while draining: when the relay ends the sessions still running on it
+    drain_deadline: Mapped[datetime | None]
 
 
 class RemoteSession(Base):
