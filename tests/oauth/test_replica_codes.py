@@ -20,7 +20,7 @@ pytestmark = pytest.mark.db
 
 async def test_a_code_raced_on_two_replicas_is_redeemed_once_and_revoked_on_both(
         rt: RtWorld, rt_database_url: str) -> None:
-    db_b = Database(rt_database_url)
+    db_b = Database(rt_database_url, keyring=rt.db.keyring)  # replicas share DATA_DIR/keys
     oauth_b = AuthorizationServer(db_b, rt.issuer, OAuthConfig(issuer=ISSUER), rt.clock)
     try:
         row = await _session(rt)

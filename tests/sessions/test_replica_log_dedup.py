@@ -19,7 +19,7 @@ pytestmark = pytest.mark.db
 
 async def test_overlapping_batches_on_two_replicas_are_stored_once(
         rt: RtWorld, rt_database_url: str) -> None:
-    db_b = Database(rt_database_url)
+    db_b = Database(rt_database_url, keyring=rt.db.keyring)  # replicas share DATA_DIR/keys
     try:
         session_id, job_id = await _session(rt)
         relay_id = rt.relays["relay-x"]

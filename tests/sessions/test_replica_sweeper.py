@@ -42,7 +42,7 @@ def _replica(rt: RtWorld, db: Database, sessions: RemoteSessions, hub: ScriptedH
 
 @pytest.fixture
 async def two(rt: RtWorld, rt_database_url: str) -> AsyncIterator[tuple[Replica, Replica]]:
-    db_b = Database(rt_database_url)
+    db_b = Database(rt_database_url, keyring=rt.db.keyring)  # replicas share DATA_DIR/keys
     hub_b = ScriptedHub()
     sessions_b = RemoteSessions(db_b, hub_b, rt.issuer,
                                 SessionConfig(open_timeout_seconds=5), rt.clock)
