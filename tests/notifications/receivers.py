@@ -20,10 +20,10 @@ import h11
 import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
-__all__ = ["Received", "SmtpReceiver", "TestCA", "WebhookReceiver"]
+__all__ = ["LoopbackCA", "Received", "SmtpReceiver", "WebhookReceiver"]
 
 
-class TestCA:
+class LoopbackCA:
     """A throw-away CA and a certificate for 127.0.0.1 and localhost."""
 
     def __init__(self) -> None:
@@ -56,7 +56,7 @@ class _Handler:
 class SmtpReceiver:
     """``async with SmtpReceiver(ca) as smtp: smtp.port, smtp.messages``."""
 
-    def __init__(self, ca: TestCA, *, user: str = "notify", password: str = "s3cret pass"
+    def __init__(self, ca: LoopbackCA, *, user: str = "notify", password: str = "s3cret pass"
                  ) -> None:
         self.ca, self.user, self.password = ca, user, password
         self.messages: list[EmailMessage] = []
@@ -105,7 +105,7 @@ class Received:
 class WebhookReceiver:
     """``async with WebhookReceiver(ca, statuses=[503, 200]) as hook: hook.url``."""
 
-    ca: TestCA
+    ca: LoopbackCA
     statuses: list[int] = field(default_factory=lambda: [200])
     received: list[Received] = field(default_factory=list)
     port: int = 0

@@ -89,4 +89,4 @@ def test_webhook_body_is_compact_json_with_id_and_type() -> None:
     body = webhook_body(7, "session_ended", {"device_name": "Impressora ç"})
     assert json.loads(body) == {"id": 7, "type": "session_ended",
                                 "data": {"device_name": "Impressora ç"}}
-    assert b" " not in body.replace("Impressora ".encode(), b"")
+    assert b" " not in body.replace(b"Impressora ", b"")

@@ -1,8 +1,8 @@
 """The notification events: what happened, in a form every channel can render.
 
-An event kind is a short name (``session_started``); :func:`ewsgate.portal.notifications.outbox.notify`
-accepts any kind in :data:`EVENT_KINDS`, so an event added later (the approval workflow's
-``session_requested``, ``session_approved``, ``session_denied``) is one call where it happens.
+An event kind is a short name (``session_started``); :func:`~.outbox.notify` accepts any kind
+in :data:`EVENT_KINDS`, so an event added later (the approval workflow's ``session_requested``,
+``session_approved``, ``session_denied``) is one call where it happens.
 """
 
 from __future__ import annotations

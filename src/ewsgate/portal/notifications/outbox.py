@@ -58,8 +58,8 @@ class RetryPolicy:
 def backoff(attempts: int, policy: RetryPolicy, rng: Callable[[], float] = random.random) -> float:
     """Seconds to wait after the ``attempts``-th failed attempt: ``base·2^(attempts-1)``
     capped, then between half and all of it (equal jitter)."""
-    ceiling = min(policy.cap_seconds, policy.base_seconds * 2 ** max(0, attempts - 1))
-    return ceiling / 2 + ceiling / 2 * rng()
+    ceiling = min(policy.cap_seconds, policy.base_seconds * 2.0 ** max(0, attempts - 1))
+    return float(ceiling / 2 + ceiling / 2 * rng())
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +99,14 @@ async def notify(session: AsyncSession, kind: str, *, dealer_id: int, customer_i
         contacts = {c.customer_id: c for c in (await session.scalars(
             select(CustomerContacts).where(CustomerContacts.customer_id.in_(chain)))).all()}
         for cid in chain:
-            row = contacts.get(cid)
-            if row is None:
+            found = contacts.get(cid)
+            if found is None:
                 continue
             if kind not in APPROVER_EVENTS:
-                targets += [("email", e, cid) for e in row.emails]
-            if row.webhook_url:
+                targets += [("email", e, cid) for e in found.emails]
+            if found.webhook_url:
                 # the webhook hears of every event; the body's ``type`` tells them apart
-                targets.append(("webhook", row.webhook_url, cid))
+                targets.append(("webhook", found.webhook_url, cid))
     rows = []
     seen: set[tuple[str, str]] = set()
     for channel, target, source in targets:
@@ -162,7 +162,7 @@ async def record_delivered(session: AsyncSession, item: Claimed, *, now: datetim
 async def record_failure(session: AsyncSession, item: Claimed, error: str, *, now: datetime,
                          policy: RetryPolicy, permanent: bool = False,
                          rng: Callable[[], float] = random.random) -> str | None:
-    """Record a failed attempt (rules 3–4): the row's new status (``pending`` to retry, or
+    """Record a failed attempt (rules 3 and 4): the row's new status (``pending`` to retry, or
     ``failed``), or None when the lease was lost. ``permanent``: retrying cannot help."""
     gave_up = permanent or item.attempts >= policy.max_attempts
     status = "failed" if gave_up else "pending"

@@ -15,9 +15,9 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import aiosmtplib
@@ -79,7 +79,7 @@ class EmailSender:
             await aiosmtplib.send(
                 self.message(notification_id, kind, target, data), hostname=s.host,
                 port=s.port, username=s.username, password=s.password,
-                use_tls=s.implicit_tls, start_tls=True if s.starttls else False,
+                use_tls=s.implicit_tls, start_tls=s.starttls,
                 tls_context=self.tls_context, timeout=s.timeout)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             details = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
@@ -89,6 +89,9 @@ class EmailSender:
             permanent = 500 <= exc.code < 600
             return Outcome(False, f"{where} answered {exc.code} {exc.message}",
                            permanent=permanent)
+        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError,
+                aiosmtplib.SMTPServerDisconnected) as exc:
+            return Outcome(False, f"{where} unreachable: {exc}")
         except aiosmtplib.SMTPException as exc:
             return Outcome(False, f"{where}: {exc}; check --smtp-url and that the server "
                            "offers STARTTLS or TLS")
