@@ -90,7 +90,8 @@ async def test_failed_notifications_are_listed_for_administrators_in_scope(
         from ewsgate.portal.store.models import CustomerContacts
 
         for key in ("A", "B"):
-            s.add(CustomerContacts(customer_id=world.customer[key], emails=[f"sec@{key.lower()}.example"],
+            s.add(CustomerContacts(customer_id=world.customer[key],
+                                   emails=[f"sec@{key.lower()}.example"],
                                    updated_at=world.clock()))
         await s.flush()
         for key in ("A", "B"):
