@@ -46,6 +46,10 @@ def mount_notifications(app: FastAPI, ctx: PortalContext, *, pages: bool) -> Non
     from ewsgate.portal.notifications.api import router
 
     app.include_router(router)
+    if pages:
+        from ewsgate.portal.notifications.pages import mount_pages
+
+        mount_pages(app)
     worker = build_worker(ctx)
     app.state.ewsgate_notifications = worker
     ctx.background.append(worker)
