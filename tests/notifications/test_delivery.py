@@ -228,3 +228,40 @@ async def test_parent_contacts_and_webhook_hear_of_child_customer_sessions(
     await _start_session(rt)
     targets = sorted(r.target for r in await _rows(rt))
     assert targets == ["group-sec@holding.example", "sec@customer-a.example"]
+
+
+async def test_a_session_request_is_mailed_to_the_customers_approvers_only(
+        rt: RtWorld) -> None:
+    """``session_requested`` goes to the approvers in scope (not another customer's
+    administrator, not an inactive one), and not to the plain contacts."""
+    from ewsgate.portal.notifications.recipients import approver_emails
+    from ewsgate.portal.store.models import User
+
+    await _contacts(rt, emails=["sec@customer-a.example"])
+    async with rt.db.transaction() as s:
+        inactive = User(dealer_id=rt.dealer, email="gone@example.com", name="gone",
+                        password_hash="x", active=False, created_at=rt.clock())
+        s.add(inactive)
+        await s.flush()
+        from ewsgate.portal.store.models import RoleAssignment
+
+        s.add(RoleAssignment(user_id=inactive.id, role="administrator", dealer_id=rt.dealer,
+                             customer_id=None, created_at=rt.clock()))
+        await s.flush()
+        approvers = await approver_emails(s, dealer_id=rt.dealer, customer_id=rt.customer["A"])
+        assert approvers == ["admin@example.com"]
+        await notify(s, "session_requested", dealer_id=rt.dealer, customer_id=rt.customer["A"],
+                     data={"user_email": "tech@example.com", "device_name": "Printer on",
+                           "reason": "paper jam on tray 2", "ticket": "INC-42"},
+                     now=rt.clock(), approver_emails=approvers)
+    async with SmtpReceiver(CA) as smtp:
+        worker = NotificationWorker(
+            rt.db, {"email": EmailSender(_smtp(smtp.port), tls_context=CA.client_context())},
+            clock=rt.clock)
+        assert await worker.run_once() == 1
+    [message] = smtp.messages
+    assert message["To"] == "admin@example.com"
+    assert message["Subject"] == "Remote Technician: tech@example.com asks to open Printer on"
+    body = message.get_content()
+    assert "Reason: paper jam on tray 2" in body and "Ticket: INC-42" in body
+    assert "waits for your answer" in body
