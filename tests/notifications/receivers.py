@@ -56,9 +56,9 @@ class _Handler:
 class SmtpReceiver:
     """``async with SmtpReceiver(ca) as smtp: smtp.port, smtp.messages``."""
 
-    def __init__(self, ca: LoopbackCA, *, user: str = "notify", password: str = "s3cret pass"
-                 ) -> None:
-        self.ca, self.user, self.password = ca, user, password
+    def __init__(self, ca: LoopbackCA, *, user: str = "notify", password: str = "s3cret pass",
+                 tls: bool = True) -> None:
+        self.ca, self.user, self.password, self.tls = ca, user, password, tls
         self.messages: list[EmailMessage] = []
         self.envelopes: list[Any] = []
         self.logins: list[str] = []
@@ -75,12 +75,12 @@ class SmtpReceiver:
 
     async def __aenter__(self) -> SmtpReceiver:
         handler = _Handler(self.messages, self.envelopes)
-        context = self.ca.server_context()
+        context = self.ca.server_context() if self.tls else None
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: SMTP(handler, hostname="localhost", tls_context=context,
-                         require_starttls=True, auth_required=True,
-                         authenticator=self._authenticate),
+                         require_starttls=self.tls, auth_required=self.tls,
+                         authenticator=self._authenticate if self.tls else None),
             "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
