@@ -80,3 +80,23 @@ async def test_a_lease_lost_to_a_crash_is_taken_over_and_the_late_outcome_ignore
         row = (await s.scalars(select(Notification))).one()
     assert row.status == "delivered" and row.delivered_at == rt.clock()
     assert row.next_attempt_at <= rt.clock() + timedelta(seconds=60)
+
+
+async def test_old_delivered_rows_are_pruned_failed_kept_longer_pending_never(
+        rt: RtWorld) -> None:
+    await _queue(rt, 4)
+    async with rt.db.transaction() as s:
+        rows = list((await s.scalars(select(Notification).order_by(Notification.id))).all())
+        for row, status in zip(rows, ("delivered", "failed", "pending", "delivered"),
+                               strict=True):
+            row.status = status
+        rows[3].created_at = rt.clock() + timedelta(days=29)  # young enough at day 31
+    from ewsgate.portal.notifications.outbox import prune
+
+    later = rt.clock() + timedelta(days=31)
+    async with rt.db.transaction() as s:
+        assert await prune(s, now=later, policy=POLICY) == 1
+    async with rt.db.transaction() as s:
+        assert await prune(s, now=rt.clock() + timedelta(days=91), policy=POLICY) == 2
+        left = (await s.scalars(select(Notification.status))).all()
+    assert left == ["pending"]

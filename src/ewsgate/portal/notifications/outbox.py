@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ewsgate.portal.notifications.events import APPROVER_EVENTS, check_kind
@@ -39,7 +39,7 @@ from ewsgate.portal.store.models import (
 )
 
 __all__ = ["Claimed", "RetryPolicy", "backoff", "claim", "list_notifications", "notify",
-           "record_delivered", "record_failure", "retry"]
+           "prune", "record_delivered", "record_failure", "retry"]
 
 _MAX_ERROR = 2000
 
@@ -53,6 +53,9 @@ class RetryPolicy:
     cap_seconds: float = 900.0
     #: how long a claimed row is a worker's before another may take it
     lease_seconds: float = 120.0
+    #: delivered rows are deleted after this long; failed ones (people must see them) later
+    keep_delivered: timedelta = timedelta(days=30)
+    keep_failed: timedelta = timedelta(days=90)
 
 
 def backoff(attempts: int, policy: RetryPolicy, rng: Callable[[], float] = random.random) -> float:
@@ -211,3 +214,14 @@ async def retry(session: AsyncSession, actor: Actor, notification_id: int, *,
     row.status, row.attempts, row.next_attempt_at = "pending", 0, now
     await session.flush()
     return row
+
+
+async def prune(session: AsyncSession, *, now: datetime, policy: RetryPolicy) -> int:
+    """Delete delivered rows older than ``keep_delivered`` and failed ones older than
+    ``keep_failed``; pending rows are never deleted. How many rows went."""
+    result = await session.execute(delete(Notification).where(
+        ((Notification.status == "delivered")
+         & (Notification.created_at < now - policy.keep_delivered))
+        | ((Notification.status == "failed")
+           & (Notification.created_at < now - policy.keep_failed))))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -21,12 +21,13 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ewsgate.portal.notifications.outbox import (
     Claimed,
     RetryPolicy,
     claim,
+    prune,
     record_delivered,
     record_failure,
 )
@@ -57,11 +58,18 @@ class NotificationWorker:
         self._rng = rng
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._next_prune: datetime | None = None
         #: ``delivered``, ``retried``, ``failed``, ``lost_lease`` since start
         self.counters: Counter[str] = Counter()
 
     async def run_once(self) -> int:
-        """One pass: claim, deliver, record; how many rows were attempted."""
+        """One pass: claim, deliver, record; how many rows were attempted. Once an hour it
+        also deletes old delivered and failed rows (:func:`~.outbox.prune`)."""
+        now = self._clock()
+        if self._next_prune is None or now >= self._next_prune:
+            self._next_prune = now + timedelta(hours=1)
+            async with self.db.transaction() as session:
+                self.counters["pruned"] += await prune(session, now=now, policy=self.policy)
         async with self.db.transaction() as session:
             items = await claim(session, now=self._clock(), policy=self.policy,
                                 channels=tuple(self.senders), limit=self.batch)
