@@ -107,6 +107,8 @@ async def test_failed_notifications_are_listed_for_administrators_in_scope(
         assert [(n["target"], n["last_error"]) for n in failed] == [("sec@a.example",
                                                                      "refused: 550")]
         assert len((await client.get("/api/v1/notifications", headers=admin)).json()) == 2
+        summary = (await client.get("/api/v1/notifications/summary", headers=admin)).json()
+        assert summary == {"pending": 1, "sending": 0, "delivered": 0, "failed": 1}
         bad = await client.get("/api/v1/notifications?status=lost", headers=admin)
         assert bad.status_code == 422 and bad.json()["error"]["field"] == "status"
         admin_b = {"Authorization": f"Bearer {await portal.token('adminB')}"}
@@ -116,6 +118,8 @@ async def test_failed_notifications_are_listed_for_administrators_in_scope(
                                   headers=admin_b)).status_code == 404
         tech = {"Authorization": f"Bearer {await portal.token('tech')}"}
         assert (await client.get("/api/v1/notifications", headers=tech)).json() == []
+        assert (await client.get("/api/v1/notifications/summary", headers=admin_b)).json()[
+            "failed"] == 0
         retried = await client.post(f"/api/v1/notifications/{failed[0]['id']}/retry",
                                     headers=admin)
         assert retried.status_code == 200 and retried.json()["status"] == "pending"

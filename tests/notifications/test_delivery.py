@@ -160,7 +160,7 @@ async def test_webhook_is_signed_retried_with_backoff_and_then_delivered(rt: RtW
 
 
 async def test_a_dead_notifier_neither_blocks_nor_loses_events_and_failures_show(
-        rt: RtWorld) -> None:
+        rt: RtWorld, caplog: pytest.LogCaptureFixture) -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         dead_port = probe.getsockname()[1]
@@ -181,6 +181,9 @@ async def test_a_dead_notifier_neither_blocks_nor_loses_events_and_failures_show
         ("session_started", "failed", 3), ("session_ended", "failed", 3)]
     assert all("unreachable" in (r.last_error or "") for r in rows)
     assert worker.counters["failed"] == 2 and worker.counters["retried"] == 4
+    gave_up = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(gave_up) == 2 and all("failed for good after 3 attempt(s)" in m
+                                     and "unreachable" in m for m in gave_up)
 
 
 async def test_events_exist_exactly_when_the_change_commits(rt: RtWorld) -> None:

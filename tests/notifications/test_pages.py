@@ -62,6 +62,7 @@ async def test_administrators_see_failed_notifications_and_retry_them(portal: Po
         listed = await client.get("/notifications?status=failed")
         assert listed.status_code == 200
         assert "unreachable: refused" in listed.text and "sec@a.example" in listed.text
+        assert "Failed (1)" in listed.text
         retried = await client.post(f"/notifications/{row.id}/retry",
                                     data={"csrf_token": csrf})
         assert retried.status_code == 303

@@ -4,6 +4,7 @@
 GET      /api/v1/notifications?status=&customer_id=  the outbox (Administrators, own scope),
                                                      newest first; ``status=failed``: the
                                                      deliveries that gave up
+GET      /api/v1/notifications/summary           how many in each status (Administrators)
 POST     /api/v1/notifications/{id}/retry            queue a failed one again (Administrator)
 GET      /api/v1/customers/{id}/contacts             e-mail addresses and webhook (any role)
 PUT      /api/v1/customers/{id}/contacts             change them (Administrator); a new
@@ -69,6 +70,13 @@ async def list_notifications(actor: CurrentActor, ctx: Context, status: str | No
         rows = await outbox.list_notifications(s, actor, status=status,
                                                customer_id=customer_id, limit=limit)
         return [notification_json(r) for r in rows]
+
+
+@router.get("/notifications/summary")
+async def notification_summary(actor: CurrentActor, ctx: Context) -> dict[str, int]:
+    """How many notifications are pending, sending, delivered and failed (your scope)."""
+    async with ctx.database.transaction() as s:
+        return await outbox.status_counts(s, actor)
 
 
 @router.post("/notifications/{notification_id}/retry")

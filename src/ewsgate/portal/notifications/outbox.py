@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ewsgate.portal.notifications.events import APPROVER_EVENTS, check_kind
@@ -39,7 +39,7 @@ from ewsgate.portal.store.models import (
 )
 
 __all__ = ["Claimed", "RetryPolicy", "backoff", "claim", "list_notifications", "notify",
-           "prune", "record_delivered", "record_failure", "retry"]
+           "prune", "record_delivered", "record_failure", "retry", "status_counts"]
 
 _MAX_ERROR = 2000
 
@@ -198,6 +198,23 @@ async def list_notifications(session: AsyncSession, actor: Actor, *, status: str
         query = query.where(Notification.customer_id == customer_id)
     query = query.order_by(Notification.id.desc()).limit(max(1, min(limit, 500)))
     return list((await session.scalars(query)).all())
+
+
+async def status_counts(session: AsyncSession, actor: Actor) -> dict[str, int]:
+    """How many notifications of the customers the actor administers are in each status
+    (the same for every replica: it is read from the outbox, not from a process)."""
+    counts = dict.fromkeys(NOTIFICATION_STATUSES, 0)
+    tree = await load_tree(session, actor.dealer_id)
+    scope = scope_for(actor, Action.MANAGE_ACCESS, tree)
+    if scope.empty:
+        return counts
+    query = (select(Notification.status, func.count())
+             .where(Notification.dealer_id == actor.dealer_id).group_by(Notification.status))
+    if not scope.dealer_wide:
+        query = query.where(Notification.customer_id.in_(scope.customer_ids))
+    for status, count in (await session.execute(query)).all():
+        counts[str(status)] = int(count)
+    return counts
 
 
 async def retry(session: AsyncSession, actor: Actor, notification_id: int, *,

@@ -41,8 +41,9 @@ async def notification_list(p: Page) -> Response:
         status = None
     async with p.transaction() as session:
         rows = await outbox.list_notifications(session, p.actor, status=status, limit=200)
+        counts = await outbox.status_counts(session, p.actor)
     return p.render("notifications/list.html", "notifications", {
-        "title": "Notifications", "rows": rows, "status": status,
+        "title": "Notifications", "rows": rows, "status": status, "counts": counts,
         "statuses": NOTIFICATION_STATUSES})
 
 
