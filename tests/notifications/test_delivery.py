@@ -75,7 +75,9 @@ async def test_contacts_get_start_and_end_emails_over_starttls(rt: RtWorld) -> N
         ended = smtp.messages[-1]
         assert ended["Subject"] == "Remote Technician: the session on Printer on ended"
         assert "How it ended: ended by its owner" in ended.get_content()
-        assert ended[DELIVERY_HEADER] is not None and ended["Message-ID"]
+        assert ended[DELIVERY_HEADER] is not None
+        delivery = ended[DELIVERY_HEADER]
+        assert ended["Message-ID"] == f"<ewsgate-notification-{delivery}@dealer.example>"
     rows = await _rows(rt)
     assert [(r.kind, r.status, r.attempts) for r in rows] == [
         ("session_started", "delivered", 1)] * 2 + [("session_ended", "delivered", 1)] * 2

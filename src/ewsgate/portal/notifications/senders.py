@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime
 from typing import Any, Protocol
 
 import aiosmtplib
@@ -65,7 +65,8 @@ class EmailSender:
         message["Subject"] = text.subject
         message["Date"] = format_datetime(datetime.now(UTC))
         domain = self.settings.sender.rpartition("@")[2] or "ewsgate"
-        message["Message-ID"] = make_msgid(f"notification-{notification_id}", domain=domain)
+        # the same on every retry, so a mail client shows a re-sent notification once
+        message["Message-ID"] = f"<ewsgate-notification-{notification_id}@{domain}>"
         message[DELIVERY_HEADER] = str(notification_id)
         message["Auto-Submitted"] = "auto-generated"
         message.set_content(text.body)
