@@ -16,6 +16,7 @@ from ewsgate.portal.notifications.outbox import RetryPolicy, notify
 from ewsgate.portal.notifications.senders import DELIVERY_HEADER, EmailSender, WebhookSender
 from ewsgate.portal.notifications.settings import SmtpSettings
 from ewsgate.portal.notifications.signing import SIGNATURE_HEADER, SignatureError, verify
+from ewsgate.portal.notifications.webhook_transport import parse_networks
 from ewsgate.portal.notifications.worker import NotificationWorker
 from ewsgate.portal.services import devices as device_service
 from ewsgate.portal.store.models import Notification
@@ -129,6 +130,7 @@ async def test_webhook_is_signed_retried_with_backoff_and_then_delivered(rt: RtW
         assert secret
         worker = NotificationWorker(
             rt.db, {"webhook": WebhookSender(tls_context=CA.client_context(),
+                                             allowed_networks=parse_networks("127.0.0.0/8"),
                                              wall_clock=lambda: rt.clock().timestamp())},
             clock=rt.clock, policy=RetryPolicy(base_seconds=10), rng=lambda: 1.0)
         try:
@@ -270,3 +272,22 @@ async def test_a_session_request_is_mailed_to_the_customers_approvers_only(
     body = message.get_content()
     assert "Reason: paper jam on tray 2" in body and "Ticket: INC-42" in body
     assert "waits for your answer" in body
+
+
+async def test_a_webhook_to_an_internal_address_is_never_dialled(rt: RtWorld) -> None:
+    """A customer's administrator points the webhook at the portal's own network (SSRF):
+    the portal refuses to connect, by the address it would dial, and says why."""
+    async with WebhookReceiver(CA) as hook:
+        await _contacts(rt, webhook_url=f"https://localhost:{hook.port}/internal")
+        worker = NotificationWorker(
+            rt.db, {"webhook": WebhookSender(tls_context=CA.client_context())},
+            clock=rt.clock)
+        try:
+            await _start_session(rt)
+            assert await worker.run_once() == 1
+        finally:
+            await worker.stop()
+    assert hook.received == []
+    [row] = await _rows(rt)
+    assert row.status == "pending" and "internal address" in (row.last_error or "")
+    assert "--webhook-allow-network" in (row.last_error or "")

@@ -90,3 +90,25 @@ def test_webhook_body_is_compact_json_with_id_and_type() -> None:
     assert json.loads(body) == {"id": 7, "type": "session_ended",
                                 "data": {"device_name": "Impressora ç"}}
     assert b" " not in body.replace(b"Impressora ", b"")
+
+
+@pytest.mark.parametrize(("address", "allowed"), [
+    ("8.8.8.8", True), ("2606:4700::1111", True),
+    ("127.0.0.1", False), ("10.1.2.3", False), ("192.168.0.9", False), ("169.254.169.254", False),
+    ("::1", False), ("fe80::1%eth0", False), ("fd00::5", False), ("::ffff:127.0.0.1", False),
+    ("0.0.0.0", False), ("224.0.0.1", False), ("100.64.0.1", False),
+])
+def test_webhooks_go_to_public_addresses_only(address: str, allowed: bool) -> None:
+    from ewsgate.portal.notifications.webhook_transport import address_allowed
+
+    assert address_allowed(address) is allowed
+
+
+def test_an_operator_may_allow_an_internal_network() -> None:
+    from ewsgate.portal.notifications.webhook_transport import address_allowed, parse_networks
+
+    networks = parse_networks("10.20.0.0/16, fd00::/8")
+    assert address_allowed("10.20.3.4", networks) and address_allowed("fd00::5", networks)
+    assert not address_allowed("10.21.0.1", networks)
+    with pytest.raises(ValueError):
+        parse_networks("10.0.0.0/33")

@@ -56,6 +56,9 @@ PORTAL: list[Option] = [
            "smtp://user:pass@host:587 (STARTTLS, required) or smtp://host:25?starttls=off",
            metavar="URL"),
     Option("smtp-from", "the From: address of notification e-mails", metavar="ADDRESS"),
+    Option("webhook-allow-network", "networks (CIDR, comma-separated) besides public "
+           "addresses that webhooks may be sent to, e.g. 10.20.0.0/16 for an internal "
+           "receiver", metavar="CIDR[,CIDR]"),
 ]
 
 DEMO: list[Option] = [

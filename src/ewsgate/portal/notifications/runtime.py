@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from ewsgate.portal.context import PortalContext
 from ewsgate.portal.notifications.senders import EmailSender, Sender, WebhookSender
 from ewsgate.portal.notifications.settings import SmtpSettings, parse_smtp_url
+from ewsgate.portal.notifications.webhook_transport import parse_networks
 from ewsgate.portal.notifications.worker import NotificationWorker
 
 __all__ = ["build_worker", "mount_notifications", "smtp_settings", "worker_of"]
@@ -32,7 +33,9 @@ def smtp_settings(values: Any) -> SmtpSettings | None:
 def build_worker(ctx: PortalContext, *, tls_context: ssl.SSLContext | None = None,
                  **options: Any) -> NotificationWorker:
     """A worker over the portal's database with the configured senders."""
-    senders: dict[str, Sender] = {"webhook": WebhookSender(tls_context=tls_context)}
+    allowed = parse_networks(ctx.config.values.get("webhook_allow_network"))
+    senders: dict[str, Sender] = {"webhook": WebhookSender(tls_context=tls_context,
+                                                           allowed_networks=allowed)}
     smtp = smtp_settings(ctx.config.values)
     if smtp is not None:
         senders["email"] = EmailSender(smtp, tls_context=tls_context)

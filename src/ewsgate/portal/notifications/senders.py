@@ -6,14 +6,15 @@ Foreign exceptions (aiosmtplib, httpx, OSError) are translated here, at the boun
 
 E-mail goes through aiosmtplib (asyncio-native: no thread per message, timeouts and
 cancellation behave like the rest of the portal). The webhook is one ``POST`` with httpx,
-redirects not followed (a redirect could move a signed body to another host), TLS verified.
+redirects not followed (a redirect could move a signed body to another host), TLS verified,
+and only to public addresses or networks an operator allowed (:mod:`.webhook_transport`).
 """
 
 from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -27,6 +28,7 @@ from ewsgate import __version__
 from ewsgate.portal.notifications.messages import email_text, webhook_body
 from ewsgate.portal.notifications.settings import SmtpSettings
 from ewsgate.portal.notifications.signing import SIGNATURE_HEADER, signature_header
+from ewsgate.portal.notifications.webhook_transport import GuardedTransport, Network
 
 __all__ = ["DELIVERY_HEADER", "EmailSender", "Outcome", "Sender", "WebhookSender"]
 
@@ -105,17 +107,20 @@ class WebhookSender:
     """POSTs the event as JSON, signed with the customer's webhook secret."""
 
     def __init__(self, *, tls_context: ssl.SSLContext | None = None, timeout: float = 10.0,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 allowed_networks: Sequence[Network] = ()) -> None:
         self._tls_context = tls_context
+        self._allowed = tuple(allowed_networks)
         self._timeout = timeout
         self._client: httpx.AsyncClient | None = None  # made at the first send, in the loop
         self._wall = wall_clock
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(
-                verify=self._tls_context or ssl.create_default_context(),
-                timeout=self._timeout, follow_redirects=False, trust_env=False)
+            transport = GuardedTransport(self._tls_context or ssl.create_default_context(),
+                                         self._allowed)
+            self._client = httpx.AsyncClient(transport=transport, timeout=self._timeout,
+                                             follow_redirects=False, trust_env=False)
         return self._client
 
     async def send(self, notification_id: int, kind: str, target: str,
