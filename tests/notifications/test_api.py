@@ -42,6 +42,16 @@ async def test_webhook_secret_is_shown_once_and_stored_sealed(portal: Portal) ->
     async with portal.world.db.transaction() as s:
         raw = (await s.execute(text("SELECT webhook_secret FROM customer_contacts"))).scalar_one()
     assert rotated["webhook_secret"] not in raw and secret not in raw
+    async with portal.world.db.transaction() as s:
+        from ewsgate.portal.store.models import AuditEvent
+
+        trail = list((await s.scalars(select(AuditEvent).where(
+            AuditEvent.action == "customer.contacts_update").order_by(AuditEvent.id))).all())
+    assert len(trail) == 3 and trail[0].after_state is not None
+    assert trail[0].after_state["webhook_url"] == "https://hooks.customer-a.example/ewsgate"
+    assert all(secret not in str(e.after_state) and rotated["webhook_secret"]
+               not in str(e.after_state) for e in trail)
+    assert trail[2].after_state == {"webhook_secret": "[redacted]"}  # changed, never shown
 
 
 @pytest.mark.parametrize(("body", "field"), [

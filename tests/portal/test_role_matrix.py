@@ -23,6 +23,7 @@ from ewsgate.portal.services import (
     PermissionDenied,
     ServiceError,
     actor_for,
+    audit,
     customers,
     devices,
     installations,
@@ -63,6 +64,7 @@ IN_SCOPE: dict[str, tuple[str, str, str, str]] = {
     "get_job_log":              (OK, OK, OK, OK),
     "grant_role":               (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN),
     "list_role_assignments":    (OK, NOT_FOUND, NOT_FOUND, NOT_FOUND),  # others' grants hidden
+    "list_audit_events":        (OK, NOT_FOUND, NOT_FOUND, NOT_FOUND),  # API: 403 for them
 }
 ROLES = ("administrator", "configurer", "user", "viewer")
 # (actor scope, target customer, in scope?)
@@ -126,6 +128,7 @@ ACTIONS: dict[str, Action] = {
     "grant_role": lambda s, a, w, t: users.create_role_assignment(
         s, a, {"user_id": w.users["nobody"], "role": "viewer", "customer_id": w.customer[t]}),
     "list_role_assignments": lambda s, a, w, t: _list_grants(s, a, w, t),
+    "list_audit_events": lambda s, a, w, t: _list_audit(s, a, w, t),
 }
 
 
@@ -138,6 +141,16 @@ async def _list_grants(s: AsyncSession, a: Actor, w: World, target: str) -> None
     rows = await users.list_role_assignments(s, a)
     _present(any(r.customer_id == w.customer[target] and r.user_id == w.users["nobody"]
                  for r in rows))
+
+
+async def _list_audit(s: AsyncSession, a: Actor, w: World, target: str) -> None:
+    """An entry about the target customer is in the actor's view of the trail."""
+    entry = await audit.record(s, "customer.update", actor=audit.SYSTEM,
+                               target_id=w.customer[target], customer_id=w.customer[target],
+                               dealer_id=w.d2 if target == "X" else w.d1)
+    await s.flush()
+    rows = await audit.list_events(s, await audit.audit_scope(s, a), audit.AuditFilter())
+    _present(any(row.id == entry.id for row in rows))
 
 
 def _cells() -> Iterator[Any]:

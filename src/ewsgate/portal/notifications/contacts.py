@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ewsgate.portal.notifications.signing import new_secret
+from ewsgate.portal.services import audit
 from ewsgate.portal.services.access import Action, Actor, load_tree, require
 from ewsgate.portal.services.errors import InvalidInput, NotFound
 from ewsgate.portal.store.models import Customer, CustomerContacts
@@ -123,8 +124,9 @@ async def set_contacts(session: AsyncSession, actor: Actor, customer_id: int,
     if unknown:
         raise InvalidInput(f"unknown field(s): {', '.join(unknown)}; known: "
                            f"{', '.join(sorted(_FIELDS))}", field=unknown[0])
-    await _customer(session, actor, customer_id, Action.MANAGE_ACCESS)
+    customer = await _customer(session, actor, customer_id, Action.MANAGE_ACCESS)
     row = await session.get(CustomerContacts, customer_id)
+    before = _audited(_view(customer_id, row))
     if row is None:
         row = CustomerContacts(customer_id=customer_id, emails=[], webhook_url=None,
                                webhook_secret=None, updated_at=clock())
@@ -152,4 +154,14 @@ async def set_contacts(session: AsyncSession, actor: Actor, customer_id: int,
         row.webhook_secret = secret
     row.updated_at = clock()
     await session.flush()
+    after = _audited(_view(customer_id, row))
+    if secret is not None:
+        after["webhook_secret"] = "rotated"  # that it changed (the trail redacts the key)
+    await audit.record(session, "customer.contacts_update", actor=actor, target_id=customer_id,
+                       customer_id=customer.id, before=before, after=after, clock=clock)
     return _view(customer_id, row, secret)
+
+
+def _audited(view: ContactsView) -> dict[str, Any]:
+    return {"emails": list(view.emails), "webhook_url": view.webhook_url,
+            "webhook_secret_set": view.webhook_secret_set}

@@ -29,6 +29,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ewsgate.portal.notifications.events import APPROVER_EVENTS, check_kind
+from ewsgate.portal.services import audit
 from ewsgate.portal.services.access import Action, Actor, load_tree, scope_for
 from ewsgate.portal.services.errors import Conflict, InvalidInput, NotFound
 from ewsgate.portal.store.models import (
@@ -228,8 +229,15 @@ async def retry(session: AsyncSession, actor: Actor, notification_id: int, *,
     if row.status != "failed":
         raise Conflict(f"notification {notification_id} is {row.status}; only a failed one "
                        "can be retried", code="not_failed")
+    before = {"status": row.status, "attempts": row.attempts, "last_error": row.last_error}
     row.status, row.attempts, row.next_attempt_at = "pending", 0, now
     await session.flush()
+    await audit.record(session, "notification.retry", actor=actor, target_id=row.id,
+                       customer_id=row.customer_id, before=before,
+                       after={"status": row.status, "attempts": 0,
+                              "last_error": row.last_error},
+                       detail=f"{row.kind} by {row.channel} to {row.target}",
+                       clock=lambda: now)
     return row
 
 

@@ -10,6 +10,8 @@ Roles are not ranked; each grants a fixed set of actions (:data:`PERMISSIONS`)::
     user             x                                                                      x
     viewer           x
 
+Administrators also hold ``view_audit`` (read the audit trail of their scope).
+
 An object (customer, installation, device, job) belongs to one customer. For an action on it:
 
 1. if no assignment of the caller (any role) covers that customer → :class:`NotFound`
@@ -55,10 +57,12 @@ class Action(StrEnum):
     MANAGE_ACCESS = "manage_access"
     CONFIGURE_REMOTE_TECHNICIAN = "configure_remote_technician"
     OPEN_SESSION = "open_session"
+    VIEW_AUDIT = "view_audit"
 
 
 PERMISSIONS: dict[str, frozenset[Action]] = {
-    "administrator": frozenset({Action.VIEW, Action.MANAGE_INVENTORY, Action.MANAGE_ACCESS}),
+    "administrator": frozenset({Action.VIEW, Action.MANAGE_INVENTORY, Action.MANAGE_ACCESS,
+                                Action.VIEW_AUDIT}),
     "configurer": frozenset({Action.VIEW, Action.CONFIGURE_REMOTE_TECHNICIAN}),
     "user": frozenset({Action.VIEW, Action.OPEN_SESSION}),
     "viewer": frozenset({Action.VIEW}),

@@ -15,7 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from ewsgate.portal.sessions import pages as session_pages
-from ewsgate.portal.ui import devices, inventory, jobs, login, people
+from ewsgate.portal.ui import audit, devices, inventory, jobs, login, people
 from ewsgate.portal.ui.rendering import STATIC_DIR
 from ewsgate.portal.ui.web import PortalUI, UIConfig
 
@@ -53,6 +53,7 @@ ROUTES: list[tuple[str, Endpoint, list[str]]] = [
     ("/devices/{device_id:int}/open", session_pages.open_device, ["POST"]),
     ("/installations", inventory.installation_list, ["GET"]),
     ("/installations", inventory.create_installation, ["POST"]),
+    ("/installations/{installation_id:int}/site-subnets", inventory.set_site_subnets, ["POST"]),
     ("/installations/{installation_id:int}/enrolment-token", inventory.create_enrolment_token,
      ["POST"]),
     ("/customers", inventory.customer_list, ["GET"]),
@@ -74,6 +75,7 @@ ROUTES: list[tuple[str, Endpoint, list[str]]] = [
     ("/account/tokens/{token_id:int}/revoke", people.revoke_api_token, ["POST"]),
     ("/jobs", jobs.job_list, ["GET"]),
     ("/jobs/{job_id:int}", jobs.job_detail, ["GET"]),
+    ("/audit", audit.audit_list, ["GET"]),
 ]
 
 

@@ -80,6 +80,8 @@ NOTICES: dict[str, str] = {
     "customer-created": "The customer was created.",
     "customer-saved": "The customer was saved.",
     "customer-deleted": "The customer was deleted.",
+    "site-subnets-saved": "The site subnets were saved; they apply from the next identity "
+                          "check and session.",
     "device-deleted": "The device was deleted. Its jobs and their logs are kept.",
     "device-created": "The device was added. Remote Technician is off until a Configurer "
                       "turns it on.",
@@ -98,6 +100,7 @@ FIELD_LABELS: dict[str, str] = {
     "enabled": "Remote Technician", "csrf_token": "Form", "q": "Search", "customer": "Customer",
     "installation": "Installation", "make": "Make", "rt": "Remote Technician", "type": "Type",
     "status": "Status", "device": "Device", "installation_id": "Installation",
+    "site_subnets": "Site subnets",
     "hostname": "Host name", "mac": "MAC address", "serial": "Serial number",
     "ews_endpoints": "Web server", "identity_method": "Identity by", "snmp_version": "SNMP",
     "snmp_port": "SNMP port", "snmp_community": "SNMP community", "snmp_v3_user": "SNMPv3 user",
@@ -196,6 +199,8 @@ class PortalUI:
         if actor is not None and (actor.can_anywhere(Action.OPEN_SESSION)
                                   or actor.can_anywhere(Action.MANAGE_ACCESS)):
             items.append(("sessions", "Live sessions", "/remote-sessions"))
+        if actor is not None and actor.can_anywhere(Action.VIEW_AUDIT):
+            items.append(("audit", "Audit", "/audit"))
         return items
 
     def cookie_name(self) -> str:
