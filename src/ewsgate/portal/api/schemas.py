@@ -308,6 +308,8 @@ class JobLogEntryOut(_Out):
     duration_ms: int
     outcome: str
     detail: str | None
+    #: the browser's address as the relay saw it
+    client: str | None = None
 
 
 class JobLogOut(BaseModel):

@@ -41,7 +41,7 @@ from starlette.responses import RedirectResponse, Response
 
 from ewsgate.portal.auth import (
     AuthSettings,
-    LoginRateLimiter,
+    LoginLimiter,
     SessionInfo,
     check_csrf,
     session_from_cookie,
@@ -115,7 +115,7 @@ class UIConfig:
 
     database: Database
     auth: AuthSettings
-    limiter: LoginRateLimiter
+    limiter: LoginLimiter
     clock: Clock = utc_now
     #: ``HOST:PORT`` agents give to ``ewsgate agent enroll --portal`` (the enrolment port)
     enrol_address: str | None = None
