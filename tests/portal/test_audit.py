@@ -125,6 +125,14 @@ WALK = [
     Call("PATCH", "/api/v1/customers/{customer_id}", "admin", "customer.update",
          body=lambda ids: {"name": "Audited Limited"},
          url=lambda ids: f"/api/v1/customers/{ids['customer']}"),
+    Call("PUT", "/api/v1/customers/{customer_id}/contacts", "admin",
+         "customer.contacts_update",
+         body=lambda ids: {"emails": ["sec@audited.example"],
+                           "webhook_url": "https://hooks.audited.example/rt"},
+         url=lambda ids: f"/api/v1/customers/{ids['customer']}/contacts"),
+    Call("POST", "/api/v1/notifications/{notification_id}/retry", "admin",
+         "notification.retry",
+         url=lambda ids: f"/api/v1/notifications/{ids['notification']}/retry"),
     Call("POST", "/api/v1/installations", "admin", "installation.create",
          body=lambda ids: {"customer_id": ids["customer"], "name": "Audited site"},
          keep=_keep("installation")),
@@ -199,6 +207,18 @@ async def test_every_mutating_api_route_leaves_an_audit_entry(
     headers = {key: await _bearer(db, world, key)
                for key in ("admin", "configurer@dealer", "user@dealer")}
     ids: dict[str, Any] = {"admin_email": admin_email}
+    async with db.transaction() as s:  # a delivery that gave up, for the retry route
+        from ewsgate.portal.store.models import Notification, User
+
+        admin = await s.get(User, world.users["admin"])
+        assert admin is not None
+        failed = Notification(dealer_id=admin.dealer_id, customer_id=None, kind="test",
+                              channel="email", target="sec@audited.example", payload={},
+                              status="failed", attempts=8, next_attempt_at=WORLD_NOW,
+                              last_error="550 no such user", created_at=WORLD_NOW)
+        s.add(failed)
+        await s.flush()
+        ids["notification"] = failed.id
     for call in WALK:
         before = len(await _events(db, action=call.action))
         if call.who == "cookie":

@@ -87,6 +87,18 @@ async def test_every_form_post_leaves_an_audit_entry(
         await relays.register_relay(s, name="ui-relay", public_domain="rt.example.net",
                                     tunnel_address="127.0.0.1:9", clock=lambda: NOW)
     ids: dict[str, Any] = {"acme": seeded.customer["acme"]}
+    async with ui_db.transaction() as s:  # a delivery that gave up, for the retry form
+        from ewsgate.portal.store.models import Customer, Notification
+
+        acme = await s.get(Customer, seeded.customer["acme"])
+        assert acme is not None
+        failed = Notification(dealer_id=acme.dealer_id, customer_id=acme.id, kind="test",
+                              channel="email", target="sec@acme.example", payload={},
+                              status="failed", attempts=8, next_attempt_at=NOW,
+                              last_error="550 no such user", created_at=NOW)
+        s.add(failed)
+        await s.flush()
+        ids["notification"] = failed.id
     csrf: dict[str, str] = {}
 
     async def latest_id(model: Any, **where: Any) -> int:
@@ -101,6 +113,9 @@ async def test_every_form_post_leaves_an_audit_entry(
              {"name": "Form Co", "parent_id": "{acme}"}),
         Form("/customers/{customer_id}", "admin", "customer.update",
              {"name": "Form Company", "parent_id": "{acme}"}),
+        Form("/customers/{customer_id}/contacts", "admin", "customer.contacts_update",
+             {"emails": "sec@form.example", "webhook_url": ""}),
+        Form("/notifications/{notification_id}/retry", "admin", "notification.retry", {}),
         Form("/installations", "admin", "installation.create",
              {"name": "Form site", "customer_id": "{customer}"}),
         Form("/installations/{installation_id}/enrolment-token", "admin",
@@ -163,6 +178,7 @@ async def test_every_form_post_leaves_an_audit_entry(
         url = url.replace("{assignment_id}", str(ids.get("assignment", 0)))
         url = url.replace("{token_id}", str(ids.get("token", 0)))
         url = url.replace("{session_id}", str(ids.get("session", "")))
+        url = url.replace("{notification_id}", str(ids.get("notification", 0)))
         data = {k: v.format(**ids) if v.startswith("{") else v for k, v in form.data.items()}
         before = len(await _entries(ui_db, form.action))
         response = await browsers[form.who].post(url, data={**data,

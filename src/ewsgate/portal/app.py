@@ -85,6 +85,9 @@ def _mount_parts(app: FastAPI, ctx: PortalContext, *, ui: bool) -> None:
     from ewsgate.portal.sessions.runtime import mount_from_context
 
     mount_from_context(app, ctx, pages=ui)
+    from ewsgate.portal.notifications.runtime import mount_notifications
+
+    mount_notifications(app, ctx, pages=ui)
 
 
 def context_of(app: FastAPI) -> PortalContext:

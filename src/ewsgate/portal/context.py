@@ -76,6 +76,21 @@ class PortalConfig:
             auth = replace(auth, idle_timeout=_duration("session-idle-timeout",
                                                         values["session_idle_timeout"]))
         grpc_listen = values.get("grpc_listen") or parse_host_port("127.0.0.1:8001")
+        if values.get("smtp_url") or values.get("smtp_from"):
+            from ewsgate.portal.notifications.settings import parse_smtp_url
+
+            if not values.get("smtp_url"):
+                raise ConfigError("--smtp-from is set but --smtp-url is not: name the SMTP "
+                                  "server (e.g. smtps://user:pass@mail.example.com:465)")
+            parse_smtp_url(values["smtp_url"], values.get("smtp_from"))  # fail at start
+        if values.get("webhook_allow_network"):
+            from ewsgate.portal.notifications.webhook_transport import parse_networks
+
+            try:
+                parse_networks(values["webhook_allow_network"])
+            except ValueError as exc:
+                raise ConfigError(f"--webhook-allow-network: {exc}; give CIDR networks "
+                                  "separated by commas, e.g. 10.20.0.0/16,fd00::/8") from None
         resolved = {**values, "listen": listen, "grpc_listen": grpc_listen, "data_dir": data_dir,
                     "database_url": database_url}
         return cls(listen=listen, grpc_listen=grpc_listen, data_dir=data_dir,

@@ -73,6 +73,13 @@ PORTAL: list[Option] = [
     Option("remote-session-seconds", "how long a Remote Technician session lasts (1 to 1800; "
            "30 minutes is the ceiling and cannot be raised)", parse=parse_positive_int,
            default=1800, metavar="SECONDS"),
+    Option("smtp-url", "SMTP server for notification e-mails: smtps://user:pass@host:465, "
+           "smtp://user:pass@host:587 (STARTTLS, required) or smtp://host:25?starttls=off",
+           metavar="URL"),
+    Option("smtp-from", "the From: address of notification e-mails", metavar="ADDRESS"),
+    Option("webhook-allow-network", "networks (CIDR, comma-separated) besides public "
+           "addresses that webhooks may be sent to, e.g. 10.20.0.0/16 for an internal "
+           "receiver", metavar="CIDR[,CIDR]"),
 ]
 
 DEMO: list[Option] = [

@@ -95,6 +95,9 @@ ACTIONS: dict[str, ActionSpec] = {
     "customer.create": ActionSpec("customer", "created a customer"),
     "customer.update": ActionSpec("customer", "changed a customer"),
     "customer.delete": ActionSpec("customer", "deleted a customer"),
+    "customer.contacts_update": ActionSpec("customer", "changed a customer's notification "
+                                           "contacts"),
+    "notification.retry": ActionSpec("notification", "queued a failed notification again"),
     "installation.create": ActionSpec("installation", "created an installation"),
     "installation.update": ActionSpec("installation", "changed an installation"),
     "installation.delete": ActionSpec("installation", "deleted an installation"),

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ewsgate.portal.notifications.session_events import session_ended, session_started
 from ewsgate.portal.oauth.tokens import TokenIssuer
 from ewsgate.portal.services import audit, device_pins
 from ewsgate.portal.services import devices as device_service
@@ -314,6 +315,8 @@ class RemoteSessions:
                     timeline.setdefault(new.value, now.isoformat())
                     job.result = {**job.result, "status": new.value, "timeline": timeline,
                                   **({"reason": reason} if reason else {})}
+                if job is not None and row is not None and new is SessionStatus.READY:
+                    await session_started(session, row, job, now=now)  # outbox, same commit
                 if row is not None and new in (SessionStatus.ENDED, SessionStatus.FAILED):
                     await audit.record(
                         session, _end_action(new, row, actor), actor=actor or audit.SYSTEM,
@@ -435,6 +438,7 @@ class RemoteSessions:
                                     "reason": row.reason}))
                 if not claimed.rowcount:  # type: ignore[attr-defined]
                     continue  # another replica got there first
+                await session_ended(session, row, job, now=self._clock())  # outbox
                 device = await session.get(Device, row.device_id) if row.device_id else None
                 closing.append((row.id, device.installation_id if device else None, row.reason))
         for session_id, installation_id, reason in closing:

@@ -43,6 +43,8 @@ __all__ = [
     "ENROLMENT_PURPOSES",
     "IDENTITY_METHODS",
     "JOB_STATUSES",
+    "NOTIFICATION_CHANNELS",
+    "NOTIFICATION_STATUSES",
     "REMOTE_SESSION_STATUSES",
     "ROLES",
     "SNMP_VERSIONS",
@@ -51,6 +53,7 @@ __all__ = [
     "Base",
     "ControlCommand",
     "Customer",
+    "CustomerContacts",
     "Dealer",
     "Device",
     "DevicePinEvent",
@@ -60,6 +63,7 @@ __all__ = [
     "Job",
     "JobLogEntry",
     "LoginFailure",
+    "Notification",
     "Relay",
     "RemoteSession",
     "RoleAssignment",
@@ -441,6 +445,52 @@ class TunnelReport(Base):
     budget: Mapped[str | None] = mapped_column(String(32))
     count: Mapped[int] = mapped_column(Integer, default=1)
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+#: how a notification travels; what state its delivery is in (``sending``: claimed by a worker
+#: until ``next_attempt_at``, then claimable again)
+NOTIFICATION_CHANNELS = ("email", "webhook")
+NOTIFICATION_STATUSES = ("pending", "sending", "delivered", "failed")
+
+
+class CustomerContacts(Base):
+    """Who hears of a customer's Remote Technician sessions: e-mail addresses and a signed
+    webhook (its secret sealed with the keyring, shown once when set)."""
+
+    __tablename__ = "customer_contacts"
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
+    emails: Mapped[list[str]] = mapped_column(JSON, default=list)
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    webhook_secret: Mapped[str | None] = mapped_column(
+        SealedText("customer_contacts.webhook_secret"))
+    updated_at: Mapped[datetime]
+
+
+class Notification(Base):
+    """One delivery in the notification outbox: an event (``kind``) for one recipient over one
+    channel, written in the transaction of the change it tells of, delivered by the worker."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_status_next_attempt_at", "status",
+                            "next_attempt_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dealer_id: Mapped[int] = mapped_column(ForeignKey("dealers.id", ondelete="CASCADE"), index=True)
+    customer_id: Mapped[int | None] = mapped_column(
+        ForeignKey("customers.id", ondelete="SET NULL"), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(16))
+    #: an e-mail address or the webhook's URL
+    target: Mapped[str] = mapped_column(Text)
+    #: the customer whose contacts named ``target`` (its webhook secret signs the delivery)
+    source_customer_id: Mapped[int | None] = mapped_column(Integer)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
 
 
 class AuditEvent(Base):

@@ -194,6 +194,7 @@ class PortalUI:
                  ("customers", "Customers", "/customers")]
         if actor is not None and actor.can_anywhere(Action.MANAGE_ACCESS):
             items.append(("users", "Users & roles", "/users"))
+            items.append(("notifications", "Notifications", "/notifications"))
         items.append(("jobs", "Jobs", "/jobs"))
         if actor is not None and (actor.can_anywhere(Action.OPEN_SESSION)
                                   or actor.can_anywhere(Action.MANAGE_ACCESS)):
