@@ -2,7 +2,7 @@
 (models.CustomerContacts, models.Notification).
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0012
 Create Date: 2026-12-04 19:45:00
 """
 
@@ -17,7 +17,7 @@ import ewsgate.portal.store.sealed
 import ewsgate.portal.store.types
 
 revision: str = "0011"
-down_revision: str | None = "0009"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
