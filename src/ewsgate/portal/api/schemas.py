@@ -45,7 +45,7 @@ __all__ = [
     "UserUpdate",
 ]
 
-Role = Literal["administrator", "configurer", "user", "viewer"]
+Role = Literal["administrator", "configurer", "user", "viewer", "approver"]
 
 
 class _In(BaseModel):

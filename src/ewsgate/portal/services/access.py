@@ -9,6 +9,15 @@ Roles are not ranked; each grants a fixed set of actions (:data:`PERMISSIONS`)::
     configurer       x                                              x
     user             x                                                                      x
     viewer           x
+    approver         x
+
+    role            approve_session  manage_policy
+    administrator         x               x
+    approver              x
+
+A Customer Approver (``approver``) is a customer's own user: scoped to its subtree, it sees the
+devices, every session on them and the policy, and answers session requests there. Only an
+Administrator changes a policy (a child customer's policy can only tighten its parent's).
 
 An object (customer, installation, device, job) belongs to one customer. For an action on it:
 
@@ -55,13 +64,17 @@ class Action(StrEnum):
     MANAGE_ACCESS = "manage_access"
     CONFIGURE_REMOTE_TECHNICIAN = "configure_remote_technician"
     OPEN_SESSION = "open_session"
+    APPROVE_SESSION = "approve_session"
+    MANAGE_POLICY = "manage_policy"
 
 
 PERMISSIONS: dict[str, frozenset[Action]] = {
-    "administrator": frozenset({Action.VIEW, Action.MANAGE_INVENTORY, Action.MANAGE_ACCESS}),
+    "administrator": frozenset({Action.VIEW, Action.MANAGE_INVENTORY, Action.MANAGE_ACCESS,
+                                Action.APPROVE_SESSION, Action.MANAGE_POLICY}),
     "configurer": frozenset({Action.VIEW, Action.CONFIGURE_REMOTE_TECHNICIAN}),
     "user": frozenset({Action.VIEW, Action.OPEN_SESSION}),
     "viewer": frozenset({Action.VIEW}),
+    "approver": frozenset({Action.VIEW, Action.APPROVE_SESSION}),
 }
 
 

@@ -90,6 +90,7 @@ ROLE_LABELS: dict[str, str] = {
     "configurer": "Remote Technician Configurer",
     "user": "Remote Technician User",
     "viewer": "Viewer",
+    "approver": "Customer Approver",
 }
 
 FIELD_LABELS: dict[str, str] = {
