@@ -253,7 +253,10 @@ async def build(db: Database, data_dir: Path, *, max_seconds: int = 1800) -> RtW
                                     ("techB", "user", "B"), ("admin", "administrator", None),
                                     ("adminB", "administrator", "B"),
                                     ("configurer", "configurer", None),
-                                    ("viewer", "viewer", None)):
+                                    ("viewer", "viewer", None),
+                                    ("approverA", "approver", "A"),
+                                    ("approverB", "approver", "B"),
+                                    ("viewerB", "viewer", "B")):
             user = User(dealer_id=dealer.id, email=f"{key}@example.com", name=key,
                         password_hash=pw, active=True, created_at=T0)
             s.add(user)

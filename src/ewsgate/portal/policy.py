@@ -3,8 +3,8 @@
 Pure: no database, no clock of its own, no I/O. A customer may set a policy; its children
 inherit it and may only tighten it. :func:`effective_policy` folds the chain from the root
 customer down to the device's customer, taking at each setting the stricter of the inherited
-and the local value, so a child can never loosen what a parent decided; a setting no customer
-of the chain sets takes its default (:data:`DEFAULT_POLICY`)::
+and the local value, so a child can never loosen what a parent decided. The root customer's
+own values replace the defaults (:data:`DEFAULT_POLICY`) where it sets them::
 
     setting        values (loose → strict)          combined by
     approval       none → required                   the stricter
@@ -220,16 +220,19 @@ def effective_policy(chain: Sequence[Policy | None], *,
     """The policy in force for a device, from its customer chain **root first** (the root
     customer, then each child down to the device's own customer; None: no policy set).
 
-    Each setting is the strictest that any customer of the chain set; what none set takes its
-    default (:data:`DEFAULT_POLICY`). A child can add restrictions, never lift one: the
-    root's own values stand in for the defaults (an Administrator may, say, allow two sessions
-    per user on a top-level customer), and everything below only tightens them.
+    Each setting is the strictest that any customer of the chain set. The root customer's
+    own values stand in for the defaults (:data:`DEFAULT_POLICY`; an Administrator may, say,
+    allow two sessions per user on a top-level customer); from there down, every child only
+    tightens what it inherits.
     """
-    result = Policy()
-    for local in chain:
+    if not chain:
+        return defaults
+    root, *below = chain
+    result = _filled(root or Policy(), defaults)
+    for local in below:
         if local is not None:
             result = _tighten(result, local)
-    return _filled(result, defaults)
+    return result
 
 
 def with_user_choice(policy: Policy, *, read_only: bool) -> Policy:

@@ -40,6 +40,7 @@ from ewsgate.portal.oauth.routes import OAuthEndpoints
 from ewsgate.portal.oauth.server import AuthorizationServer, OAuthConfig
 from ewsgate.portal.oauth.tokens import TokenIssuer
 from ewsgate.portal.sessions.naming import SessionConfig
+from ewsgate.portal.sessions.requests import SessionRequests
 from ewsgate.portal.sessions.service import CommandSender, RemoteSessions
 from ewsgate.portal.store.db import Database
 from ewsgate.portal.ui.rendering import Renderer
@@ -95,6 +96,14 @@ class RemoteTechnician:
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
     #: the relays' event streams' shared poller (portal.sessions.revocation_stream), on demand
     revocation_streams: Any = field(default=None, repr=False)
+    _requests: SessionRequests | None = field(default=None, repr=False)
+
+    @property
+    def requests(self) -> SessionRequests:
+        """Session requests awaiting a Customer Approver (:mod:`.requests`)."""
+        if self._requests is None:
+            self._requests = SessionRequests(self.sessions)
+        return self._requests
 
     @property
     def ca(self) -> CertificateAuthority | None:
@@ -120,6 +129,7 @@ class RemoteTechnician:
             try:
                 self._listen_for_attaches()
                 await self.sessions.sweep()
+                await self.requests.expire()
                 ticks += 1
                 if ticks % 60 == 0:
                     await self.oauth.prune()
@@ -168,7 +178,7 @@ def build_remote_technician(
 def mount_remote_technician(app: Any, rt: RemoteTechnician, *, pages: bool = True) -> None:
     """Add Remote Technician's routes to ``app`` (FastAPI) and keep ``rt`` in its state;
     ``pages`` adds the web pages too (they need the web UI mounted)."""
-    from ewsgate.portal.api import relay_api, remote_sessions
+    from ewsgate.portal.api import policies, relay_api, remote_sessions
     from ewsgate.portal.sessions import pages as session_pages
 
     app.state.ewsgate_rt = rt
@@ -177,6 +187,7 @@ def mount_remote_technician(app: Any, rt: RemoteTechnician, *, pages: bool = Tru
         app.router.routes.append(route)
     app.include_router(remote_sessions.router)
     app.include_router(relay_api.router)
+    app.include_router(policies.router)
     if pages:
         for route in session_pages.routes():
             app.router.routes.append(route)
