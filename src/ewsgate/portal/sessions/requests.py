@@ -11,8 +11,9 @@
 
 An approval is for one session: the request opens exactly one (its status becomes ``used``
 with the session's id). Answering needs the ``approve_session`` action over the device's
-customer; a request outside the answerer's scope is invisible (404). The requester sees their
-own requests, including who denied them and why.
+customer; a request on a customer the caller cannot see is invisible (404), and anyone who
+sees the customer (a Viewer too) can read it. The requester sees their own requests,
+including who denied them and why.
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ class SessionRequests:
             raise NotFound.of("session request", request_id)
         tree = await load_tree(session, actor.dealer_id)
         answer = scope_for(actor, Action.APPROVE_SESSION, tree).covers(row.customer_id)
-        if row.user_id != actor.user_id and not answer:
+        seen = scope_for(actor, Action.VIEW, tree).covers(row.customer_id)
+        if row.user_id != actor.user_id and not seen:
             raise NotFound.of("session request", request_id)
         return row, answer
 
