@@ -230,7 +230,7 @@ class RemoteSessions:
             payload = open_session_payload(
                 self, session_id=session_id, installation_id=installation.id, device=device,
                 relay=relay, expires_at=expires_at, device_view=device_payload(device),
-                certificate_thumbprint=installation.cert_thumbprint)
+                certificate_thumbprint=installation.cert_thumbprint, row=row)
             await session.flush()
             view = _view(row, job)
         self._spawn_open(session_id, installation.id, payload)
