@@ -196,6 +196,9 @@ class PortalUI:
         if actor is not None and (actor.can_anywhere(Action.OPEN_SESSION)
                                   or actor.can_anywhere(Action.MANAGE_ACCESS)):
             items.append(("sessions", "Live sessions", "/remote-sessions"))
+        if actor is not None and (actor.can_anywhere(Action.APPROVE_SESSION)
+                                  or actor.can_anywhere(Action.OPEN_SESSION)):
+            items.append(("requests", "Session requests", "/session-requests"))
         return items
 
     def cookie_name(self) -> str:
