@@ -257,7 +257,7 @@ async def build(db: Database, data_dir: Path, *, max_seconds: int = 1800) -> RtW
                                     ("approverA", "approver", "A"),
                                     ("approverB", "approver", "B"),
                                     ("viewerB", "viewer", "B")):
-            user = User(dealer_id=dealer.id, email=f"{key}@example.com", name=key,
+            user = User(dealer_id=dealer.id, email=f"{key.lower()}@example.com", name=key,
                         password_hash=pw, active=True, created_at=T0)
             s.add(user)
             await s.flush()

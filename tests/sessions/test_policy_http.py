@@ -64,7 +64,7 @@ async def test_policy_api_and_an_approved_request(portal: Portal) -> None:
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["request"]["status"] == "used"
-        assert body["request"]["decided_by"] == "approverA@example.com"
+        assert body["request"]["decided_by"] == "approvera@example.com"
         assert body["session"]["user_email"] == "tech@example.com"
         await settle(w)
         r = await client.get(f"/api/v1/session-requests/{request_id}", headers=tech)
@@ -89,5 +89,5 @@ async def test_a_denied_request_shows_who_and_why(portal: Portal) -> None:
         assert r.status_code == 200
         r = await client.get(f"/api/v1/session-requests/{request_id}", headers=tech)
         assert (r.json()["status"], r.json()["decided_by"], r.json()["decision_reason"]) == (
-            "denied", "approverA@example.com", "not during the audit")
+            "denied", "approvera@example.com", "not during the audit")
 

@@ -104,7 +104,7 @@ async def test_approval_required_waits_for_a_named_approver_and_opens_one_sessio
         await requests.approve(await rt.actor("viewer"), pending.id)
     view, session = await requests.approve(approver, pending.id, "ok for today")
     await settle(rt)
-    assert view.status == "used" and view.decided_by == "approverA@example.com"
+    assert view.status == "used" and view.decided_by == "approvera@example.com"
     assert view.session_id == session.session_id and session.user_id == rt.users["tech"]
     with pytest.raises(Conflict):  # one session per approval
         await requests.approve(approver, pending.id)
@@ -113,7 +113,7 @@ async def test_approval_required_waits_for_a_named_approver_and_opens_one_sessio
         job = await s.get(Job, session.job_id)
         assert row is not None and job is not None and job.result is not None
         assert row.mode == "read-only" and row.idle_timeout_seconds == 600
-        assert job.result["approval"]["approved_by"] == "approverA@example.com"
+        assert job.result["approval"]["approved_by"] == "approvera@example.com"
         assert job.result["purpose"]["reason"] == "paper jam"
     kinds = [type(e) for e in events]
     assert kinds[:3] == [SessionRequested, SessionStarted, SessionApproved]
@@ -136,7 +136,7 @@ async def test_a_denied_request_says_who_denied_it_and_why(rt: RtWorld) -> None:
     seen = await requests.get(tech, pending.id)
     assert seen == denied
     assert (seen.status, seen.decided_by, seen.decision_reason) == (
-        "denied", "approverA@example.com", "month-end printing; try tomorrow")
+        "denied", "approvera@example.com", "month-end printing; try tomorrow")
     with pytest.raises(NotFound):  # nobody outside customer A sees it
         await requests.get(await rt.actor("techB"), pending.id)
     with pytest.raises(NotFound):
