@@ -18,12 +18,12 @@ from sessions.test_browser import CHROMIUM_ARGS, served  # noqa: F401  (fixture)
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.db]
 
 
-async def _sign_in(context, served: str, email: str, violations: list[str]):
+async def _sign_in(context, base: str, email: str, violations: list[str]):
     page = await context.new_page()
     page.on("console", lambda m: violations.append(m.text)
             if "Content Security Policy" in m.text else None)
     page.on("dialog", lambda d: asyncio.ensure_future(d.accept()))
-    await page.goto(served + "/login")
+    await page.goto(base + "/login")
     await page.fill("input[name=email]", email)
     await page.fill("input[name=password]", PASSWORD)
     await page.click("button[type=submit]")
