@@ -23,6 +23,7 @@ from ewsgate.portal.services import (
     PermissionDenied,
     ServiceError,
     actor_for,
+    audit,
     customers,
     devices,
     installations,
@@ -71,6 +72,7 @@ IN_SCOPE: dict[str, tuple[str, str, str, str, str]] = {
     "get_policy":               (OK, OK, OK, OK, OK),
     "get_effective_policy":     (OK, OK, OK, OK, OK),
     "set_policy":               (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN),
+    "list_audit_events":        (OK, NOT_FOUND, NOT_FOUND, NOT_FOUND, OK),  # API: 403 for them
 }
 ROLES = ("administrator", "configurer", "user", "viewer", "approver")
 # (actor scope, target customer, in scope?)
@@ -139,6 +141,7 @@ ACTIONS: dict[str, Action] = {
         s, a, w.customer[t]),
     "set_policy": lambda s, a, w, t: policies.set_policy(
         s, a, w.customer[t], {"approval": "required", "idle_timeout_minutes": 5}),
+    "list_audit_events": lambda s, a, w, t: _list_audit(s, a, w, t),
 }
 
 
@@ -151,6 +154,16 @@ async def _list_grants(s: AsyncSession, a: Actor, w: World, target: str) -> None
     rows = await users.list_role_assignments(s, a)
     _present(any(r.customer_id == w.customer[target] and r.user_id == w.users["nobody"]
                  for r in rows))
+
+
+async def _list_audit(s: AsyncSession, a: Actor, w: World, target: str) -> None:
+    """An entry about the target customer is in the actor's view of the trail."""
+    entry = await audit.record(s, "customer.update", actor=audit.SYSTEM,
+                               target_id=w.customer[target], customer_id=w.customer[target],
+                               dealer_id=w.d2 if target == "X" else w.d1)
+    await s.flush()
+    rows = await audit.list_events(s, await audit.audit_scope(s, a), audit.AuditFilter())
+    _present(any(row.id == entry.id for row in rows))
 
 
 def _cells() -> Iterator[Any]:

@@ -207,6 +207,11 @@ def test_admin_grants_configurer_who_flips_the_switch_and_a_viewer_sees_none(
                 f"ewsgate agent enroll --portal {portal.enrol_address} --token ewse_")
             expect(admin.get_by_role("cell", name="Front desk PC")).to_be_visible()
             snap(admin, "admin-installation-enrolment-token")
+            admin.get_by_role("navigation", name="Sections").get_by_role(
+                "link", name="Audit").click()  # the trail shows what the admin just did
+            expect(admin.get_by_role("heading", name="Audit", level=1)).to_be_visible()
+            expect(admin.get_by_role("cell", name="installation.create").first).to_be_visible()
+            snap(admin, "admin-audit")
             admin.get_by_role("link", name="Users & roles").click()
             expect(admin.get_by_role("link", name="Carl Configurer")).to_be_visible()
             snap(admin, "admin-users")

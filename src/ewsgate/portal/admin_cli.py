@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 
 from ewsgate.config import ConfigError
-from ewsgate.portal.services import NotFound, ServiceError, relays, users
+from ewsgate.portal.services import NotFound, ServiceError, audit, relays, users
 from ewsgate.portal.services.access import actor_for
 from ewsgate.portal.services.validation import clean_email, clean_int
 from ewsgate.portal.store.db import Database, DatabaseUrlError, default_database_url, upgrade
@@ -150,7 +150,12 @@ def rotate_kek(values: dict[str, Any]) -> int:
         keyring = rotate(data_dir)
         database = Database(url, pool=False, keyring=keyring)
         try:
-            return keyring.current, await reseal_all(database.engine)
+            count = await reseal_all(database.engine)
+            async with database.transaction() as session:
+                await audit.record(session, "key_encryption_key.rotate", actor=audit.SYSTEM,
+                                   target_id=keyring.current,
+                                   after={"kid": keyring.current, "resealed_rows": count})
+            return keyring.current, count
         finally:
             await database.dispose()
 

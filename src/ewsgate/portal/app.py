@@ -26,6 +26,7 @@ from ewsgate import __version__
 from ewsgate.portal.api import router as api_router
 from ewsgate.portal.api.errors import install_error_handlers
 from ewsgate.portal.context import BackgroundService, PortalConfig, PortalContext
+from ewsgate.portal.request_origin import RequestOriginMiddleware
 from ewsgate.portal.security_headers import SecurityHeadersMiddleware
 from ewsgate.portal.store.db import Database
 from ewsgate.portal.store.types import Clock, utc_now
@@ -70,6 +71,7 @@ def create_app(config: PortalConfig, *, database: Database | None = None,
     app.include_router(api_router)
     _mount_parts(app, ctx, ui=ui)
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(RequestOriginMiddleware)  # who/where for the audit trail
     return app
 
 

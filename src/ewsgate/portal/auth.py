@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ewsgate.portal.services import audit
 from ewsgate.portal.services.access import Actor, actor_for
 from ewsgate.portal.services.credentials import (
     dummy_password_hash,
@@ -187,6 +188,8 @@ async def login(session: AsyncSession, email: str, password: str, *, settings: A
     session.add(record)
     await session.flush()
     actor = await actor_for(session, user, via="session")
+    await audit.record(session, "auth.sign_in", actor=actor, target_id=user.id,
+                       detail=f"web session {record.id}", clock=clock)
     return LoginResult(cookie_value, actor,
                        SessionInfo(record.id, record.csrf_secret, record.expires_at))
 
@@ -239,11 +242,15 @@ async def logout(session: AsyncSession, cookie_value: str | None, *,
     user's live Remote Technician sessions: signing out of the portal signs out everywhere."""
     if cookie_value:
         digest = hash_secret(cookie_value)
-        user_id = await session.scalar(
-            select(WebSession.user_id).where(WebSession.token_hash == digest))
+        record = await session.scalar(select(WebSession).where(WebSession.token_hash == digest))
+        user = await session.get(User, record.user_id) if record is not None else None
+        if record is not None and user is not None:
+            await audit.record(session, "auth.sign_out", actor=audit.Principal(
+                "user", str(user.id), user.email), target_id=user.id, dealer_id=user.dealer_id,
+                detail=f"web session {record.id}", clock=clock)
         await session.execute(delete(WebSession).where(WebSession.token_hash == digest))
-        if user_id is not None:
-            await end_user_sessions(session, user_id, "the user signed out of the portal",
+        if record is not None:
+            await end_user_sessions(session, record.user_id, "the user signed out of the portal",
                                     clock())
 
 

@@ -100,4 +100,5 @@ SIGNING_KEYS: list[Option] = [
            "write --retire=KID, since a key id may begin with '-'",
            metavar="KID"),
     DATA_DIR,
+    DATABASE,
 ]

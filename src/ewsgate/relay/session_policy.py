@@ -50,9 +50,10 @@ class SessionPolicy:
         if not isinstance(pol, dict):
             return cls(read_only=True, idle_timeout=60.0, allow_panel=False)
         idle = pol.get("idle")
-        idle_ok = isinstance(idle, int | float) and not isinstance(idle, bool) and idle > 0
-        return cls(read_only=pol.get("mode") != "full",
-                   idle_timeout=float(idle) if idle_ok else 60.0,
+        seconds = 60.0
+        if isinstance(idle, int | float) and not isinstance(idle, bool) and idle > 0:
+            seconds = float(idle)
+        return cls(read_only=pol.get("mode") != "full", idle_timeout=seconds,
                    allow_panel=pol.get("panel") is True)
 
     def refusal(self, method: bytes, *, websocket: bool) -> str | None:

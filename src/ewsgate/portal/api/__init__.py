@@ -11,7 +11,7 @@ routers (Remote Technician sessions, the relay-facing API) next to it in ``creat
 
 from fastapi import APIRouter
 
-from ewsgate.portal.api import access, identity, inventory, jobs
+from ewsgate.portal.api import access, audit, identity, inventory, jobs
 
 __all__ = ["API_V1", "router"]
 
@@ -22,3 +22,4 @@ router.include_router(access.router)
 router.include_router(inventory.router)
 router.include_router(jobs.router)
 router.include_router(identity.router)
+router.include_router(audit.router)

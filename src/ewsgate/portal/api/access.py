@@ -18,8 +18,8 @@ from ewsgate.portal.api.schemas import (
     UserOut,
     UserUpdate,
 )
-from ewsgate.portal.services import users
-from ewsgate.portal.services.errors import NotFound
+from ewsgate.portal.services import audit, users
+from ewsgate.portal.services.errors import AuthenticationFailed, NotFound
 from ewsgate.portal.store.models import User
 
 __all__ = ["router", "set_session_cookie"]
@@ -40,10 +40,16 @@ async def login(body: LoginRequest, request: Request, response: Response,
     """Check e-mail and password; set the session cookie. Wrong credentials → 401
     ``invalid_credentials``; too many failures → 429 ``too_many_attempts`` (Retry-After)."""
     client = request.client.host if request.client else None
+    try:
+        async with ctx.database.transaction() as s:
+            result = await auth.login(s, body.email, body.password, settings=ctx.config.auth,
+                                      limiter=ctx.login_limiter, clock=ctx.clock,
+                                      client_ip=client,
+                                      user_agent=request.headers.get("user-agent"))
+    except AuthenticationFailed as exc:
+        await audit.record_failed_sign_in(ctx.database, body.email, exc.code, clock=ctx.clock)
+        raise
     async with ctx.database.transaction() as s:
-        result = await auth.login(s, body.email, body.password, settings=ctx.config.auth,
-                                  limiter=ctx.login_limiter, clock=ctx.clock, client_ip=client,
-                                  user_agent=request.headers.get("user-agent"))
         user = await s.get(User, result.actor.user_id)
         assert user is not None
         grants = await users.list_role_assignments(s, result.actor, user_id=user.id)

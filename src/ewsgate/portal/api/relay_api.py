@@ -33,6 +33,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ewsgate.portal.oauth.client_auth import authenticate_relay, parse_basic_auth
+from ewsgate.portal.services import audit
 from ewsgate.portal.services.errors import (
     AuthenticationFailed,
     InvalidInput,
@@ -218,6 +219,12 @@ async def relay_certificate(request: Request) -> Response:
         signed = sign_relay_csr(rt.ca, csr.encode("utf-8"), relay, now=rt.clock())
     except RelayCertError as exc:
         raise InvalidInput(str(exc), field="csr_pem", code=exc.code) from None
+    async with rt.db.transaction() as session:
+        await audit.record(session, "relay.certificate",
+                           actor=audit.Principal.relay(relay.id, relay.name), target_id=relay.id,
+                           after={"dns_names": signed.dns_names,
+                                  "ip_addresses": signed.ip_addresses,
+                                  "not_after": signed.not_after}, clock=rt.clock)
     return JSONResponse({
         "certificate_pem": signed.certificate_pem.decode("ascii"),
         "ca_certificate_pem": signed.ca_certificate_pem.decode("ascii"),

@@ -28,12 +28,16 @@ from dataclasses import dataclass
 
 import grpc
 from cryptography.hazmat.primitives import serialization
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ewsgate import pki
+from ewsgate.portal.services import audit
 from ewsgate.portal.services.errors import AuthenticationFailed
 from ewsgate.portal.services.installations import record_enrolment, redeem_enrolment_token
 from ewsgate.portal.sessions.revocation import certificate_replaced
 from ewsgate.portal.store.db import Database
+from ewsgate.portal.store.models import Customer
 from ewsgate.proto import control_pb2 as pb
 from ewsgate.proto import control_pb2_grpc as pb_grpc
 from ewsgate.revocations import cert_thumbprint
@@ -98,6 +102,17 @@ class EnrolmentServicer(pb_grpc.EnrolmentServicer):
                                                now)
                 if request.agent_version:
                     installation.agent_version = safe_text(request.agent_version, limit=64)
+                await audit.record(
+                    session, "installation.enrol",
+                    actor=audit.Principal.installation(installation.id, installation.name),
+                    target_id=installation.id, customer_id=installation.customer_id,
+                    dealer_id=await _dealer_of(session, installation.customer_id),
+                    after=audit.snapshot(installation, "cert_serial", "cert_not_after",
+                                         "agent_version"),
+                    detail=("re-enrolled, replacing certificate " + replacing + "; "
+                            if replacing else "") + f"host "
+                    f"{safe_text(request.hostname, limit=100)}, peer {context.peer()}",
+                    clock=self.clock)
                 response = pb.EnrollResponse(
                     installation_id=str(installation.id),
                     certificate_pem=pki.cert_to_pem(cert),
@@ -122,3 +137,7 @@ class EnrolmentServicer(pb_grpc.EnrolmentServicer):
         elif replacing and self.on_replaced is not None:
             self.on_replaced(int(response.installation_id), replacing)
         return response
+
+
+async def _dealer_of(session: AsyncSession, customer_id: int) -> int | None:
+    return await session.scalar(select(Customer.dealer_id).where(Customer.id == customer_id))

@@ -32,6 +32,7 @@ def signing_keys(values: dict[str, Any]) -> int:
                           "new key has signed for 30 minutes)")
     if values.get("rotate"):
         key = ring.rotate()
+        _audit(values, "signing_key.rotate", key.kid)
         print(f"new signing key {key.kid} is active; the previous keys stay published. "
               "Retire a previous key with --retire=KID after 30 minutes.")
     elif values.get("retire"):
@@ -40,9 +41,32 @@ def signing_keys(values: dict[str, Any]) -> int:
             ring.retire(kid)
         except (KeyError, ValueError) as exc:
             raise ConfigError(f"--retire={kid}: {exc.args[0]}") from None
+        _audit(values, "signing_key.retire", kid)
         print(f"signing key {kid} is retired and no longer published")
     active = ring.active
     for key in ring.published():
         mark = "active" if key.kid == active.kid else "published"
         print(f"{key.kid}  {mark:9}  created {key.created_at:%Y-%m-%d %H:%M:%S} UTC")
     return 0
+
+
+def _audit(values: dict[str, Any], action: str, kid: str) -> None:
+    """Record the key change in the portal's audit trail (the CLI is the ``system`` actor)."""
+    import asyncio
+
+    from ewsgate.portal.admin_cli import database_url_of
+    from ewsgate.portal.services import audit
+    from ewsgate.portal.store.db import Database, upgrade
+
+    async def write() -> None:
+        url = database_url_of(values)
+        await upgrade(url)
+        database = Database(url, pool=False)
+        try:
+            async with database.transaction() as session:
+                await audit.record(session, action, actor=audit.SYSTEM, target_id=kid,
+                                   after={"kid": kid})
+        finally:
+            await database.dispose()
+
+    asyncio.run(write())

@@ -15,7 +15,8 @@ Calling convention::
 
 Modules: :mod:`.access` (roles, scopes, the permission table), :mod:`.customers`,
 :mod:`.installations`, :mod:`.devices`, :mod:`.users`, :mod:`.jobs`, :mod:`.relays`,
-:mod:`.validation`, :mod:`.errors`.
+:mod:`.validation`, :mod:`.errors`; :mod:`.audit` records every change in the audit trail, in
+the caller's transaction, and reads it back (:mod:`.audit_export`: CSV and JSON lines).
 """
 
 from ewsgate.portal.services import (

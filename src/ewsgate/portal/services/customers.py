@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ewsgate.portal.services import audit
 from ewsgate.portal.services.access import Action, Actor, load_tree, require, scope_for
 from ewsgate.portal.services.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from ewsgate.portal.services.validation import check_known, clean_int, clean_text
@@ -95,6 +96,8 @@ async def create_customer(session: AsyncSession, actor: Actor, values: Mapping[s
                         created_at=clock())
     session.add(customer)
     await session.flush()
+    await audit.record(session, "customer.create", actor=actor, target_id=customer.id,
+                       customer_id=customer.id, after=audit.snapshot(customer), clock=clock)
     return customer
 
 
@@ -110,6 +113,7 @@ async def update_customer(session: AsyncSession, actor: Actor, customer_id: int,
     customer = await get_customer(session, actor, customer_id)
     tree = await load_tree(session, actor.dealer_id)
     require(actor, Action.MANAGE_INVENTORY, tree, customer.id, kind="customer", ident=customer_id)
+    before = audit.snapshot(customer)
     if "name" in changes:
         customer.name = clean_text("name", changes["name"])
     if "parent_id" in changes:
@@ -133,6 +137,8 @@ async def update_customer(session: AsyncSession, actor: Actor, customer_id: int,
                     "; that would make a cycle", code="customer_cycle", field="parent_id")
         customer.parent_id = parent_id
     await session.flush()
+    await audit.record(session, "customer.update", actor=actor, target_id=customer.id,
+                       customer_id=customer.id, before=before, after=audit.snapshot(customer))
     return customer
 
 
@@ -153,6 +159,8 @@ async def delete_customer(session: AsyncSession, actor: Actor, customer_id: int)
         raise Conflict(f"customer {customer.id} still has {children} sub-customer(s) and "
                        f"{installations} installation(s); delete or move them first",
                        code="customer_not_empty")
+    await audit.record(session, "customer.delete", actor=actor, target_id=customer.id,
+                       customer_id=customer.parent_id, before=audit.snapshot(customer))
     await session.delete(customer)
     await session.flush()
 

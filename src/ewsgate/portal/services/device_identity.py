@@ -21,9 +21,10 @@ from __future__ import annotations
 from typing import Any
 
 from ewsgate.portal.control.hub import CommandError, CommandSender
+from ewsgate.portal.services import audit
 from ewsgate.portal.services.access import Action, Actor
 from ewsgate.portal.services.device_pins import pins_payload, record_check, tls_port
-from ewsgate.portal.services.devices import get_device
+from ewsgate.portal.services.devices import device_customer_id, get_device
 from ewsgate.portal.services.errors import PermissionDenied
 from ewsgate.portal.store.db import Database
 from ewsgate.portal.store.models import Device
@@ -82,7 +83,7 @@ async def verify_device_identity(database: Database, actor: Actor, device_id: in
                                         timeout=timeout)
     except CommandError as exc:
         await _record(database, device_id, {"result": "unknown", "detail": exc.message},
-                      clock, verified=False)
+                      clock, verified=False, actor=actor)
         raise
     outcome = str(result.get("result", "unknown"))
     if outcome not in ("verified", "mismatch", "unknown"):
@@ -93,16 +94,18 @@ async def verify_device_identity(database: Database, actor: Actor, device_id: in
               "pins": result.get("pins") if isinstance(result.get("pins"), dict) else None,
               "checked_at": clock().isoformat(timespec="seconds")}
     await _record(database, device_id, answer, clock, verified=outcome == "verified",
-                  pins=result)
+                  actor=actor, pins=result)
     return answer
 
 
 async def _record(database: Database, device_id: int, answer: dict[str, Any], clock: Clock,
-                  *, verified: bool, pins: dict[str, Any] | None = None) -> None:
+                  *, verified: bool, actor: Actor,
+                  pins: dict[str, Any] | None = None) -> None:
     async with database.transaction() as session:
         device = await session.get(Device, device_id)
         if device is None:  # deleted meanwhile
             return
+        before = audit.snapshot(device, *_RESULT_FIELDS)
         device.last_identity_result = answer["result"]
         device.last_identity_detail = answer["detail"][:4000]
         if answer.get("seen_mac"):
@@ -113,3 +116,12 @@ async def _record(database: Database, device_id: int, answer: dict[str, Any], cl
             device.last_verified_at = clock()
         if pins is not None:  # the agent's result: learn pins at the first verified check
             await record_check(session, device, pins, clock=clock)
+        await audit.record(session, "device.verify_identity", actor=actor, target_id=device.id,
+                           customer_id=await device_customer_id(session, device),
+                           before=before, after=audit.snapshot(device, *_RESULT_FIELDS),
+                           detail=f"{answer['result']}: {answer['detail']}", clock=clock)
+
+
+_RESULT_FIELDS = ("last_identity_result", "last_identity_detail", "last_seen_mac",
+                  "last_seen_serial", "last_verified_at", "pin_ews_cert_sha256", "pin_mac",
+                  "pins_learned_at")

@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ewsgate.portal.services import audit
 from ewsgate.portal.services.access import Action, Actor
 from ewsgate.portal.services.devices import device_customer_id, get_device
 from ewsgate.portal.store.models import Customer, Device, DevicePinEvent
@@ -157,6 +158,7 @@ async def reset_pins(session: AsyncSession, actor: Actor, device_id: int, *,
     """Forget the device's pins (Administrator of the device); recorded with the values before.
     The next verified check pins what it sees."""
     device = await get_device(session, actor, device_id, Action.MANAGE_INVENTORY)
+    before = audit.snapshot(device, *_PIN_FIELDS)
     session.add(DevicePinEvent(
         device_id=device.id, dealer_id=actor.dealer_id, at=clock(), action="reset",
         user_id=actor.user_id, user_email=actor.email,
@@ -166,7 +168,13 @@ async def reset_pins(session: AsyncSession, actor: Actor, device_id: int, *,
     device.pin_mac = None
     device.pins_learned_at = None
     await session.flush()
+    await audit.record(session, "device.reset_pins", actor=actor, target_id=device.id,
+                       customer_id=await device_customer_id(session, device), before=before,
+                       after=audit.snapshot(device, *_PIN_FIELDS), clock=clock)
     return device
+
+
+_PIN_FIELDS = ("pin_ews_cert_sha256", "pin_mac", "pins_learned_at")
 
 
 async def pin_events(session: AsyncSession, actor: Actor, device_id: int,

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ewsgate.portal.services import audit
 from ewsgate.portal.services.access import Action, Actor, load_tree, require, scope_for
 from ewsgate.portal.services.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from ewsgate.portal.services.validation import (
@@ -145,7 +146,7 @@ async def create_device(session: AsyncSession, actor: Actor, values: Mapping[str
     check_known(values, DEVICE_FIELDS)
     installation_id = clean_int("installation_id", values.get("installation_id"), low=1,
                                 high=2**31 - 1)
-    await _installation_for_admin(session, actor, installation_id)
+    installation = await _installation_for_admin(session, actor, installation_id)
     now = clock()
     device = Device(installation_id=installation_id, remote_technician_enabled=False,
                     created_at=now, updated_at=now, make="other", model="",
@@ -159,6 +160,9 @@ async def create_device(session: AsyncSession, actor: Actor, values: Mapping[str
     _check_identity(device)
     session.add(device)
     await session.flush()
+    await audit.record(session, "device.create", actor=actor, target_id=device.id,
+                       customer_id=installation.customer_id, after=audit.snapshot(device),
+                       clock=clock)
     return device
 
 
@@ -168,6 +172,7 @@ async def update_device(session: AsyncSession, actor: Actor, device_id: int,
     Administrator of the target installation too."""
     check_known(changes, DEVICE_FIELDS)
     device = await get_device(session, actor, device_id, Action.MANAGE_INVENTORY)
+    before = audit.snapshot(device)
     if "installation_id" in changes:
         target = clean_int("installation_id", changes["installation_id"], low=1, high=2**31 - 1)
         await _installation_for_admin(session, actor, target)
@@ -176,6 +181,9 @@ async def update_device(session: AsyncSession, actor: Actor, device_id: int,
     _check_identity(device)
     device.updated_at = clock()
     await session.flush()
+    await audit.record(session, "device.update", actor=actor, target_id=device.id,
+                       customer_id=await device_customer_id(session, device), before=before,
+                       after=audit.snapshot(device), clock=clock)
     return device
 
 
@@ -185,6 +193,9 @@ async def delete_device(session: AsyncSession, actor: Actor, device_id: int, *,
     its live sessions are marked ended first."""
     device = await get_device(session, actor, device_id, Action.MANAGE_INVENTORY)
     await _end_live_sessions(session, device.id, "the device was deleted", clock())
+    await audit.record(session, "device.delete", actor=actor, target_id=device.id,
+                       customer_id=await device_customer_id(session, device),
+                       before=audit.snapshot(device), clock=clock)
     await session.delete(device)
     await session.flush()
 
@@ -198,6 +209,7 @@ async def set_remote_technician(session: AsyncSession, actor: Actor, device_id: 
     """
     value = clean_bool("enabled", enabled)
     device = await get_device(session, actor, device_id, Action.CONFIGURE_REMOTE_TECHNICIAN)
+    before = device.remote_technician_enabled
     if device.remote_technician_enabled != value:
         device.remote_technician_enabled = value
         device.updated_at = clock()
@@ -205,6 +217,13 @@ async def set_remote_technician(session: AsyncSession, actor: Actor, device_id: 
             await _end_live_sessions(session, device.id,
                                      "Remote Technician was disabled on the device", clock())
     await session.flush()
+    await audit.record(session, "device.remote_technician", actor=actor, target_id=device.id,
+                       customer_id=await device_customer_id(session, device),
+                       before={"remote_technician_enabled": before},
+                       after={"remote_technician_enabled": value},
+                       detail=None if before == value else (
+                           "enabled" if value else "disabled; its live sessions were ended"),
+                       clock=clock)
     return device
 
 
@@ -250,6 +269,8 @@ async def _installation_for_admin(session: AsyncSession, actor: Actor,
 
 async def _end_live_sessions(session: AsyncSession, device_id: int, reason: str,
                              now: datetime) -> None:
+    await audit.record_sessions_ended(session, RemoteSession.device_id == device_id, reason,
+                                      clock=lambda: now)
     await session.execute(
         update(RemoteSession).where(RemoteSession.device_id == device_id,
                                     RemoteSession.status.in_(_LIVE))

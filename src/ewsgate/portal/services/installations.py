@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ewsgate.portal.services import audit
 from ewsgate.portal.services.access import Action, Actor, load_tree, require, scope_for
 from ewsgate.portal.services.errors import AuthenticationFailed, Conflict, NotFound
 from ewsgate.portal.services.validation import (
@@ -124,6 +125,8 @@ async def create_installation(session: AsyncSession, actor: Actor, values: Mappi
                                 online=False, created_at=clock())
     session.add(installation)
     await session.flush()
+    await audit.record(session, "installation.create", actor=actor, target_id=installation.id,
+                       customer_id=customer_id, after=audit.snapshot(installation), clock=clock)
     return installation
 
 
@@ -135,6 +138,7 @@ async def update_installation(session: AsyncSession, actor: Actor, installation_
     check_known(changes, _UPDATE_FIELDS)
     installation = await get_installation(session, actor, installation_id,
                                           Action.MANAGE_INVENTORY)
+    before = audit.snapshot(installation)
     if "name" in changes:
         installation.name = clean_text("name", changes["name"])
     if "enabled" in changes:
@@ -148,6 +152,9 @@ async def update_installation(session: AsyncSession, actor: Actor, installation_
         await _require_customer(session, actor, customer_id)
         installation.customer_id = customer_id
     await session.flush()
+    await audit.record(session, "installation.update", actor=actor, target_id=installation.id,
+                       customer_id=installation.customer_id, before=before,
+                       after=audit.snapshot(installation), clock=clock)
     return installation
 
 
@@ -157,6 +164,9 @@ async def delete_installation(session: AsyncSession, actor: Actor, installation_
     refused from then on, because the control server looks the installation up per call."""
     installation = await get_installation(session, actor, installation_id,
                                           Action.MANAGE_INVENTORY)
+    await audit.record(session, "installation.delete", actor=actor, target_id=installation.id,
+                       customer_id=installation.customer_id,
+                       before=audit.snapshot(installation), clock=clock)
     await revoke_installation(session, installation.id,
                               f"installation {installation.id} was deleted", clock())
     await session.delete(installation)
@@ -197,6 +207,9 @@ async def create_enrolment_token(session: AsyncSession, actor: Actor, installati
                             created_by_user_id=actor.user_id, created_by_email=actor.email)
     session.add(record)
     await session.flush()
+    await audit.record(session, "enrolment_token.create", actor=actor, target_id=record.id,
+                       customer_id=installation.customer_id, after=audit.snapshot(record),
+                       detail=f"{wanted} for installation {installation.id}", clock=clock)
     return IssuedEnrolmentToken(token, record)
 
 

@@ -4,8 +4,8 @@ The rules themselves are pure (:mod:`ewsgate.portal.policy`); this module stores
 customer's own settings (:class:`~ewsgate.portal.store.models.CustomerPolicy`) and walks the
 customer chain for :func:`~ewsgate.portal.policy.effective_policy`. Reading needs the customer
 to be visible (any role, Customer Approvers and Viewers included); setting needs the
-``manage_policy`` action (Administrators). Changes go through :func:`record_change`, the one
-place the audit trail hears of them.
+``manage_policy`` action (Administrators). Changes go through :func:`record_change`, which
+writes the audit entry (``customer.policy``, before → after) in the same transaction.
 """
 
 from __future__ import annotations
@@ -78,7 +78,11 @@ async def set_policy(session: AsyncSession, actor: Actor, customer_id: int,
 
 async def record_change(session: AsyncSession, actor: Actor, customer_id: int,
                         before: dict[str, Any] | None, after: dict[str, Any]) -> None:
-    """Tell the subscribers (the audit trail) of a policy change, in the same transaction."""
+    """Record a policy change in the audit trail (same transaction) and tell subscribers."""
+    from ewsgate.portal.services import audit
+
+    await audit.record(session, "customer.policy", actor=actor, target_id=customer_id,
+                       customer_id=customer_id, before=before, after=after)
     for listener in list(_listeners):
         result = listener(session, actor, customer_id, before, after)
         if hasattr(result, "__await__"):

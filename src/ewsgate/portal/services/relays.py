@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ewsgate.portal.services import audit
 from ewsgate.portal.services.credentials import hash_secret, new_secret
 from ewsgate.portal.services.errors import AuthenticationFailed, Conflict, InvalidInput
 from ewsgate.portal.services.validation import clean_hostname, clean_int, clean_text
@@ -53,6 +54,8 @@ async def register_relay(session: AsyncSession, *, name: str, public_domain: str
                   created_at=clock())
     session.add(relay)
     await session.flush()
+    await audit.record(session, "relay.create", actor=audit.SYSTEM, target_id=relay.id,
+                       after=audit.snapshot(relay), clock=clock)
     return RegisteredRelay(relay, secret)
 
 

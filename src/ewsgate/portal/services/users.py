@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ewsgate.portal.services import audit
 from ewsgate.portal.services.access import Action, Actor, load_tree, scope_for
 from ewsgate.portal.services.credentials import (
     hash_password,
@@ -129,7 +130,10 @@ async def create_user(session: AsyncSession, actor: Actor, values: Mapping[str, 
     password = clean_password("password", values.get("password"))
     name = clean_text("name", values.get("name") or email)
     active = clean_bool("active", values.get("active", True))
-    return await _insert_user(session, actor.dealer_id, email, password, name, active, clock())
+    user = await _insert_user(session, actor.dealer_id, email, password, name, active, clock())
+    await audit.record(session, "user.create", actor=actor, target_id=user.id,
+                       after=audit.snapshot(user), clock=clock)
+    return user
 
 
 async def update_user(session: AsyncSession, actor: Actor, user_id: int,
@@ -138,6 +142,7 @@ async def update_user(session: AsyncSession, actor: Actor, user_id: int,
     ``password`` and ``active``; a user may change their own ``name`` and ``password``
     (with ``current_password``)."""
     user = await get_user(session, actor, user_id)
+    before = audit.snapshot(user)
     is_admin = actor.can_dealer_wide(Action.MANAGE_ACCESS)
     if is_admin:
         check_known(changes, _ADMIN_UPDATE | ({"current_password"} if user.id == actor.user_id
@@ -171,6 +176,8 @@ async def update_user(session: AsyncSession, actor: Actor, user_id: int,
     except IntegrityError:
         raise Conflict("that e-mail address is already in use", code="email_taken",
                        field="email") from None
+    await audit.record(session, "user.update", actor=actor, target_id=user.id, before=before,
+                       after=audit.snapshot(user), clock=clock)
     return user
 
 
@@ -183,6 +190,8 @@ async def delete_user(session: AsyncSession, actor: Actor, user_id: int, *,
     if user.id == actor.user_id:
         raise Conflict("you cannot delete your own account", code="cannot_delete_self")
     await _ensure_not_last_admin(session, user.dealer_id, user_id=user.id)
+    await audit.record(session, "user.delete", actor=actor, target_id=user.id,
+                       before=audit.snapshot(user), clock=clock)
     await end_user_sessions(session, user.id, f"the user {user.email} was deleted", clock())
     await session.delete(user)
     await session.flush()
@@ -232,6 +241,9 @@ async def create_role_assignment(session: AsyncSession, actor: Actor,
                                 customer_id=customer_id, created_at=clock())
     session.add(assignment)
     await session.flush()
+    await audit.record(session, "role_assignment.create", actor=actor, target_id=assignment.id,
+                       customer_id=customer_id, after=audit.snapshot(assignment),
+                       detail=f"{role} for {user.email}", clock=clock)
     return assignment
 
 
@@ -253,6 +265,9 @@ async def delete_role_assignment(session: AsyncSession, actor: Actor,
         if count <= 1:
             raise Conflict("this is the dealer's last dealer-wide administrator; grant the role "
                            "to someone else first", code="last_administrator")
+    await audit.record(session, "role_assignment.delete", actor=actor, target_id=assignment.id,
+                       customer_id=assignment.customer_id, before=audit.snapshot(assignment),
+                       detail=f"{assignment.role} of user {assignment.user_id}", clock=clock)
     if assignment.role != "viewer":
         # the user may no longer be allowed the sessions they have open: end them all
         await end_user_sessions(session, assignment.user_id,
@@ -270,7 +285,10 @@ async def list_api_tokens(session: AsyncSession, actor: Actor) -> list[ApiToken]
 async def create_api_token(session: AsyncSession, actor: Actor, name: Any, *,
                            clock: Clock = utc_now) -> IssuedApiToken:
     """A new personal API token for the actor; the plaintext is in the result, once."""
-    return await issue_api_token(session, actor.user_id, clean_text("name", name), clock=clock)
+    issued = await issue_api_token(session, actor.user_id, clean_text("name", name), clock=clock)
+    await audit.record(session, "api_token.create", actor=actor, target_id=issued.record.id,
+                       after=audit.snapshot(issued.record), clock=clock)
+    return issued
 
 
 async def delete_api_token(session: AsyncSession, actor: Actor, token_id: int) -> None:
@@ -278,6 +296,8 @@ async def delete_api_token(session: AsyncSession, actor: Actor, token_id: int) -
     token = await session.get(ApiToken, token_id)
     if token is None or token.user_id != actor.user_id:
         raise NotFound.of("API token", token_id)
+    await audit.record(session, "api_token.delete", actor=actor, target_id=token.id,
+                       before=audit.snapshot(token))
     await session.delete(token)
     await session.flush()
 
@@ -335,6 +355,11 @@ async def provision_user(session: AsyncSession, *, email: str, password: str | N
         session.add(RoleAssignment(user_id=user.id, role=role, dealer_id=dealer_id,
                                    customer_id=customer_id, created_at=now))
     await session.flush()
+    await audit.record(session, "user.provision", actor=audit.SYSTEM, target_id=user.id,
+                       dealer_id=dealer_id, customer_id=customer_id,
+                       after={**audit.snapshot(user, "email", "name", "active"), "role": role,
+                              "customer_id": customer_id},
+                       detail="role already held" if exists is not None else None, clock=clock)
     return user
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ewsgate.portal.policy import Approval
+from ewsgate.portal.services import audit
 from ewsgate.portal.services import devices as device_service
 from ewsgate.portal.services.access import Action, Actor, actor_for, load_tree, scope_for
 from ewsgate.portal.services.errors import Conflict, InvalidInput, NotFound, PermissionDenied
@@ -122,6 +123,10 @@ class SessionRequests:
                 session.add(row)
                 await session.flush()
                 view = _view(row)
+                await audit.record(session, "session_request.create", actor=actor,
+                                   target_id=row.id, customer_id=customer_id,
+                                   after={"device_id": device.id, **purpose.as_json()},
+                                   clock=self.sessions.now)
         if row is None:
             return RequestOutcome(await self.sessions.create(actor, device_id, purpose), None)
         await self.events.publish(SessionRequested(
@@ -185,6 +190,11 @@ class SessionRequests:
             if not claimed.rowcount:  # type: ignore[attr-defined]
                 raise Conflict("this request was answered a moment ago by someone else",
                                code="request_answered")
+            await audit.record(session, "session_request.approve", actor=actor,
+                               target_id=request_id, customer_id=row.customer_id,
+                               before={"status": "pending"},
+                               after={"status": "approved", "note": note},
+                               clock=self.sessions.now)
             purpose = Purpose(reason=row.reason, ticket=row.ticket, read_only=row.read_only)
             device_id = row.device_id
         if device_id is None:
@@ -231,6 +241,11 @@ class SessionRequests:
             if not claimed.rowcount:  # type: ignore[attr-defined]
                 raise Conflict("this request was answered a moment ago by someone else",
                                code="request_answered")
+            await audit.record(session, "session_request.deny", actor=actor,
+                               target_id=request_id, customer_id=row.customer_id,
+                               before={"status": "pending"},
+                               after={"status": "denied", "reason": note},
+                               clock=self.sessions.now)
             await session.refresh(row)
             result = _view(row)
         await self.events.publish(SessionDenied(

@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ewsgate.portal.services import audit
 from ewsgate.portal.store.models import Device, InstallationRevocation, RemoteSession
 from ewsgate.revocations import InstallationRevoked, SessionRevoked, Snapshot
 
@@ -63,6 +64,8 @@ async def end_user_sessions(session: AsyncSession, user_id: int, reason: str,
                             now: datetime) -> int:
     """End every live session of ``user_id``; returns how many (signed out, deactivated,
     deleted or a role taken away: the relays end them within seconds)."""
+    await audit.record_sessions_ended(session, RemoteSession.user_id == user_id, reason,
+                                      clock=lambda: now)
     result = await session.execute(
         update(RemoteSession)
         .where(RemoteSession.user_id == user_id, RemoteSession.status.in_(_LIVE))
@@ -74,6 +77,8 @@ async def end_installation_sessions(session: AsyncSession, installation_id: int,
                                     now: datetime) -> int:
     """End every live session on a device of ``installation_id``; returns how many."""
     devices = select(Device.id).where(Device.installation_id == installation_id)
+    await audit.record_sessions_ended(session, RemoteSession.device_id.in_(devices), reason,
+                                      clock=lambda: now)
     result = await session.execute(
         update(RemoteSession)
         .where(RemoteSession.device_id.in_(devices), RemoteSession.status.in_(_LIVE))

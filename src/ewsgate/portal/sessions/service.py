@@ -37,7 +37,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ewsgate.portal.oauth.tokens import TokenIssuer
-from ewsgate.portal.services import device_pins
+from ewsgate.portal.services import audit, device_pins
 from ewsgate.portal.services import devices as device_service
 from ewsgate.portal.services import jobs as job_service
 from ewsgate.portal.services.access import Action, Actor, load_tree, scope_for
@@ -232,6 +232,12 @@ class RemoteSessions:
                 relay=relay, expires_at=expires_at, device_view=device_payload(device),
                 certificate_thumbprint=installation.cert_thumbprint, row=row)
             await session.flush()
+            await audit.record(session, "remote_session.start", actor=actor,
+                               target_id=session_id, customer_id=job.customer_id,
+                               after={"device_id": device.id, "device": device.name,
+                                      "job_id": job.id, "relay": relay.name,
+                                      "expires_at": expires_at},
+                               clock=self._clock)
             view = _view(row, job)
         self._spawn_open(session_id, installation.id, payload)
         await self.events.publish(SessionStarted(
@@ -299,9 +305,11 @@ class RemoteSessions:
     # -- status ------------------------------------------------------------------------------
 
     async def move(self, session_id: str, new: SessionStatus, reason: str | None = None, *,
-                   at: datetime | None = None) -> bool:
+                   at: datetime | None = None, actor: Actor | None = None) -> bool:
         """Apply a status change if the state table allows it; True when it was applied.
-        ``at`` is when it happened (default: now), e.g. the ``expires_at`` of an expiry."""
+        ``at`` is when it happened (default: now), e.g. the ``expires_at`` of an expiry.
+        An end or failure is audited in the same transaction, by ``actor`` (None: the
+        portal itself, e.g. the time limit)."""
         now = at or self._clock()
         values: dict[str, Any] = {"status": new.value}
         if new in (SessionStatus.ENDED, SessionStatus.FAILED):
@@ -322,6 +330,12 @@ class RemoteSessions:
                     timeline.setdefault(new.value, now.isoformat())
                     job.result = {**job.result, "status": new.value, "timeline": timeline,
                                   **({"reason": reason} if reason else {})}
+                if row is not None and new in (SessionStatus.ENDED, SessionStatus.FAILED):
+                    await audit.record(
+                        session, _end_action(new, row, actor), actor=actor or audit.SYSTEM,
+                        target_id=session_id, dealer_id=job.dealer_id if job else None,
+                        customer_id=job.customer_id if job else None,
+                        after={"status": new.value}, detail=reason, clock=self._clock)
         if applied and new not in (SessionStatus.VERIFYING, SessionStatus.CONNECTING):
             self._timeline.pop(session_id, None)
         if applied and new in (SessionStatus.ENDED, SessionStatus.FAILED):
@@ -383,7 +397,12 @@ class RemoteSessions:
                     "only the session's owner or an administrator can end this session",
                     code="forbidden")
         who = "its owner" if row.user_id == actor.user_id else f"administrator {actor.email}"
-        await self.move(session_id, SessionStatus.ENDED, f"ended by {who}")
+        if not await self.move(session_id, SessionStatus.ENDED, f"ended by {who}", actor=actor):
+            async with self.db.transaction() as session:
+                await audit.record(session, _end_action(SessionStatus.ENDED, row, actor),
+                                   actor=actor, target_id=session_id,
+                                   customer_id=job.customer_id, clock=self._clock,
+                                   detail="asked to end a session that had already ended")
         await self.teardown()
         async with self.db.transaction() as session:
             row = await session.get(RemoteSession, session_id, populate_existing=True)
@@ -502,6 +521,14 @@ class RemoteSessions:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+def _end_action(new: SessionStatus, row: RemoteSession, actor: Actor | None) -> str:
+    if new is SessionStatus.FAILED:
+        return "remote_session.fail"
+    if actor is not None and row.user_id != actor.user_id:
+        return "remote_session.terminate"
+    return "remote_session.end"
 
 
 async def owner_email(session: AsyncSession, row: RemoteSession) -> str | None:

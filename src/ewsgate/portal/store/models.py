@@ -50,6 +50,7 @@ __all__ = [
     "SESSION_REQUEST_STATUSES",
     "SNMP_VERSIONS",
     "ApiToken",
+    "AuditEvent",
     "Base",
     "ControlCommand",
     "Customer",
@@ -440,6 +441,37 @@ class TunnelReport(Base):
     code: Mapped[str] = mapped_column(String(32))
     budget: Mapped[str | None] = mapped_column(String(32))
     count: Mapped[int] = mapped_column(Integer, default=1)
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditEvent(Base):
+    """One entry of the audit trail: who did what to which object, when, from where, and the
+    changed fields before → after (secrets redacted; see ``services/audit.py``).
+
+    Append-only: no code path updates or deletes a row, and triggers (migration 0008) make the
+    database refuse UPDATE and DELETE. No foreign keys on purpose: an entry outlives the user,
+    customer or device it names, and a cascade would be a delete.
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_target", "target_type", "target_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    #: whose trail it is: the dealer, and the customer the target belongs to (scoped viewing)
+    dealer_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    customer_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    #: ``user`` | ``relay`` | ``installation`` | ``system``
+    actor_type: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str | None] = mapped_column(String(64))
+    #: the user's e-mail, or the relay's / installation's name
+    actor_label: Mapped[str | None] = mapped_column(String(320), index=True)
+    client_ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(400))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str | None] = mapped_column(String(64))
+    before_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     detail: Mapped[str | None] = mapped_column(Text)
 
 

@@ -21,6 +21,7 @@ from starlette.responses import RedirectResponse, Response
 from ewsgate.portal.auth import login as auth_login
 from ewsgate.portal.auth import logout as auth_logout
 from ewsgate.portal.auth import session_from_cookie
+from ewsgate.portal.services import audit
 from ewsgate.portal.services.errors import AuthenticationFailed, RateLimited
 from ewsgate.portal.ui.web import (
     NOTICES,
@@ -117,6 +118,7 @@ async def login_submit(request: Request) -> Response:
                                f"Wait {_duration(exc.retry_after)} and try again, or ask an "
                                "administrator to check the account.", exc.code))
     except AuthenticationFailed as exc:
+        await audit.record_failed_sign_in(ui.database, email, exc.code, clock=ui.config.clock)
         return _login_page(request, ui, email=email, next_path=next_path, status_code=401,
                            error=PageError("Wrong e-mail or password. Check both and try again.",
                                            exc.code))

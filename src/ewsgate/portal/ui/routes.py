@@ -15,7 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from ewsgate.portal.sessions import pages as session_pages
-from ewsgate.portal.ui import devices, inventory, jobs, login, people
+from ewsgate.portal.ui import audit, devices, inventory, jobs, login, people
 from ewsgate.portal.ui.rendering import STATIC_DIR
 from ewsgate.portal.ui.web import PortalUI, UIConfig
 
@@ -74,6 +74,7 @@ ROUTES: list[tuple[str, Endpoint, list[str]]] = [
     ("/account/tokens/{token_id:int}/revoke", people.revoke_api_token, ["POST"]),
     ("/jobs", jobs.job_list, ["GET"]),
     ("/jobs/{job_id:int}", jobs.job_detail, ["GET"]),
+    ("/audit", audit.audit_list, ["GET"]),
 ]
 
 

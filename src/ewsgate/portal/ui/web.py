@@ -199,6 +199,8 @@ class PortalUI:
         if actor is not None and (actor.can_anywhere(Action.APPROVE_SESSION)
                                   or actor.can_anywhere(Action.OPEN_SESSION)):
             items.append(("requests", "Session requests", "/session-requests"))
+        if actor is not None and actor.can_anywhere(Action.VIEW_AUDIT):
+            items.append(("audit", "Audit", "/audit"))
         return items
 
     def cookie_name(self) -> str:
