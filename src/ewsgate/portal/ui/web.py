@@ -79,6 +79,7 @@ NOTICES: dict[str, str] = {
     "token-revoked": "The token was revoked; it no longer works.",
     "customer-created": "The customer was created.",
     "customer-saved": "The customer was saved.",
+    "policy-saved": "The policy was saved; customers below it inherit it.",
     "customer-deleted": "The customer was deleted.",
     "device-deleted": "The device was deleted. Its jobs and their logs are kept.",
     "device-created": "The device was added. Remote Technician is off until a Configurer "
