@@ -91,3 +91,28 @@ async def test_a_denied_request_shows_who_and_why(portal: Portal) -> None:
         assert (r.json()["status"], r.json()["decided_by"], r.json()["decision_reason"]) == (
             "denied", "approvera@example.com", "not during the audit")
 
+
+
+async def test_the_log_export_says_why_and_who_approved(portal: Portal) -> None:
+    w = portal.world
+    async with portal.client() as client:
+        admin, tech = await _bearer(portal, "admin"), await _bearer(portal, "tech")
+        approver = await _bearer(portal, "approverA")
+        await client.put(f"/api/v1/customers/{w.customer['A']}/policy", headers=admin,
+                         json={"approval": "required"})
+        r = await client.post(f"/api/v1/devices/{w.device['on']}/session-requests",
+                              headers=tech, json={"reason": "fuser error", "ticket": "INC-9"})
+        request_id = r.json()["request"]["id"]
+        r = await client.post(f"/api/v1/session-requests/{request_id}/approve",
+                              headers=approver, json={})
+        job_id = r.json()["session"]["job_id"]
+        await settle(w)
+        body = (await client.get(f"/api/v1/jobs/{job_id}/log", headers=tech)).json()
+        assert body["purpose"] == {"reason": "fuser error", "ticket": "INC-9",
+                                   "read_only": False}
+        assert body["approval"]["approved_by"] == "approvera@example.com"
+        text = (await client.get(f"/api/v1/jobs/{job_id}/log?format=csv", headers=tech)).text
+        assert text.splitlines()[1].startswith("purpose,") and "ticket: INC-9" in text
+        assert "approved by approvera@example.com" in text
+        har = (await client.get(f"/api/v1/jobs/{job_id}/log?format=har", headers=tech)).json()
+        assert "reason: fuser error" in har["log"]["comment"]

@@ -305,6 +305,9 @@ class JobLogOut(BaseModel):
     job_id: int
     status: str
     live: bool = Field(description="the job is still running: more entries may come")
+    #: why the session was asked for (reason, ticket, read-only) and who approved it
+    purpose: dict[str, Any] | None = None
+    approval: dict[str, Any] | None = None
     entries: list[JobLogEntryOut]
 
 
