@@ -59,6 +59,10 @@ async def test_a_read_only_session_refuses_a_settings_post_and_logs_it(
                                      headers=[("Sec-Fetch-Site", "same-origin")])
         assert response.status == 403
         assert b"read-only" in response.body and b"POST would change the device" in response.body
+        # a hostile page's GET that asks the device to treat it as a POST is refused too
+        response = await relay.fetch(sid, "GET", "/settings?toner=0", cookie=cookie,
+                                     headers=[("X-HTTP-Method-Override", "POST")])
+        assert response.status == 403 and b"another method" in response.body
         assert [req.method for req, _ in seen.requests] == [b"GET"]
         for _ in range(50):
             refused = [e for e in spool_entries(relay.spool) if e["method"] == "POST"]
@@ -66,6 +70,8 @@ async def test_a_read_only_session_refuses_a_settings_post_and_logs_it(
                 break
             await asyncio.sleep(0.05)
         assert refused and refused[0]["outcome"] == "refused"
+        assert any(e["url"] == "/settings?toner=0" and e["outcome"] == "refused"
+                   for e in spool_entries(relay.spool))
         assert refused[0]["status"] == 403 and refused[0]["url"] == "/settings"
 
 

@@ -903,7 +903,8 @@ class _BrowserConnection:
             await self._page(exchange, "session_ended", close=True)
             return
         self.proxy.idle.touch(session_id, info.policy.idle_timeout)
-        if (why := info.policy.refusal(request.method, websocket=websocket)) is not None:
+        if (why := info.policy.refusal(request.method, websocket=websocket,
+                                       fields=headers)) is not None:
             exchange.detail = "read_only"
             await self._page(exchange, "read_only_refused", close=True, detail=why,
                              outcome="refused")

@@ -30,6 +30,8 @@ __all__ = ["IdleWatch", "SessionPolicy"]
 log = logging.getLogger(__name__)
 
 _READ_METHODS = frozenset({b"GET", b"HEAD"})
+#: headers some device web servers honour to turn a GET into another method
+_METHOD_OVERRIDES = (b"x-http-method-override", b"x-http-method", b"x-method-override")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,10 +58,16 @@ class SessionPolicy:
         return cls(read_only=pol.get("mode") != "full", idle_timeout=seconds,
                    allow_panel=pol.get("panel") is True)
 
-    def refusal(self, method: bytes, *, websocket: bool) -> str | None:
-        """Why the request may not reach the device, or None when it may."""
+    def refusal(self, method: bytes, *, websocket: bool,
+                fields: Mapping[bytes, bytes] | None = None) -> str | None:
+        """Why the request may not reach the device, or None when it may. ``fields``: the
+        request's headers (lower-case names); a method override is refused too."""
         if not self.read_only:
             return None
+        override = next((name for name in _METHOD_OVERRIDES if fields and name in fields), None)
+        if override is not None:
+            return (f"The request asks the device to treat it as another method "
+                    f"({override.decode()}), which a read-only session does not send.")
         if websocket:
             if self.allow_panel:
                 return None
