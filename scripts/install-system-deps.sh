@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite and benchmarks use as real peers:
 # Chromium (Playwright drives it), net-snmp's snmpd and tools, OpenSSH (the reverse-tunnel
-# reference path) and wrk (load generator). Skips what is already there.
+# reference path), wrk (load generator) and nats-server (routing between portal
+# replicas). Skips what is already there.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
@@ -10,6 +11,7 @@ command -v snmpget >/dev/null 2>&1 || need+=(snmp)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
+{ command -v nats-server || [ -x /usr/sbin/nats-server ]; } >/dev/null 2>&1 || need+=(nats-server)
 fc-list 2>/dev/null | grep -qi dejavu || need+=(fonts-dejavu-core)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -117,3 +117,62 @@ async def test_the_agent_process_obeys_its_site_subnets_and_never_allows_loopbac
             process.wait(5)
         log.close()
     assert "site subnets: 10.20.0.0/24" in (tmp_path / "agent.log").read_text()
+
+
+async def set_site_subnets(db, installation_id: int, dealer_id: int, subnets) -> None:
+    """As an Administrator, through the installation service (validation included)."""
+    from ewsgate.portal.services.installations import update_installation
+
+    async with db.transaction() as session:
+        await update_installation(session, actor(dealer_id, "administrator"), installation_id,
+                                  {"site_subnets": subnets})
+
+
+async def test_the_portals_site_subnets_confine_the_agent_over_the_control_stream(
+        portal, enrol, agents, db, snmp_listener):
+    """The installation's site subnets, set on the portal, travel in ``VerifyDevice`` over the
+    real control stream; the agent (whose own policy would reach the device) refuses it before
+    any SNMP packet and names the portal's list. Cleared, the same check reaches the port."""
+    enrolled = await enrol()
+    agent = agents(enrolled.state)  # loopback allowed: only the portal's list can refuse
+    await asyncio.wait_for(agent.client.connected.wait(), 10)
+    device_id, dealer_id = await add_device(db, enrolled.installation_id,
+                                            snmp_listener.getsockname()[1])
+    await set_site_subnets(db, enrolled.installation_id, dealer_id, ["10.20.0.0/24"])
+    result = await verify_device_identity(db, actor(dealer_id, "user"), device_id, portal.hub)
+    assert result["result"] == "unknown" and result["code"] == "address.outside_site", result
+    assert result["detail"].startswith(
+        "refused: 127.0.0.1 is outside the site subnets the portal set for this installation "
+        "(10.20.0.0/24); the agent never contacts it"), result
+    await asyncio.sleep(0.3)
+    assert received(snmp_listener) == 0
+    async with db.transaction() as session:
+        stored = await session.get(Device, device_id)
+    assert stored.last_identity_detail.startswith("refused: 127.0.0.1 is outside")
+    await set_site_subnets(db, enrolled.installation_id, dealer_id, None)
+    result = await verify_device_identity(db, actor(dealer_id, "user"), device_id, portal.hub)
+    assert result["code"] == "snmp_no_answer", result
+    assert received(snmp_listener) > 0
+
+
+async def test_the_tighter_of_the_agents_and_the_portals_subnets_wins(portal, enrol, agents,
+                                                                      db):
+    """Agent ``--site-subnets 10.20.0.0/16``, portal ``10.20.5.0/24``: a device inside the
+    agent's list but outside the portal's is refused, and so is one the portal lists but the
+    agent does not (the portal cannot widen the site's own limit)."""
+    enrolled = await enrol()
+    agent = agents(enrolled.state, address_policy=AddressPolicy(
+        site_subnets=parse_site_subnets("10.20.0.0/16")))
+    await asyncio.wait_for(agent.client.connected.wait(), 10)
+    for ip, words in [
+            ("10.20.9.5", "refused: 10.20.9.5 is outside the site subnets the portal set for "
+                          "this installation (10.20.5.0/24, 10.30.0.0/24)"),
+            ("10.30.0.5", "refused: 10.30.0.5 is outside this installation's site subnets "
+                          "(10.20.0.0/16)")]:
+        device_id, dealer_id = await add_device(db, enrolled.installation_id, 161, ip=ip)
+        await set_site_subnets(db, enrolled.installation_id, dealer_id,
+                               ["10.20.5.0/24", "10.30.0.0/24"])
+        result = await verify_device_identity(db, actor(dealer_id, "user"), device_id,
+                                              portal.hub)
+        assert result["code"] == "address.outside_site", result
+        assert result["detail"].startswith(words), result

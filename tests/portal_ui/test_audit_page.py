@@ -105,6 +105,8 @@ async def test_every_form_post_leaves_an_audit_entry(
              {"name": "Form site", "customer_id": "{customer}"}),
         Form("/installations/{installation_id}/enrolment-token", "admin",
              "enrolment_token.create", {}),
+        Form("/installations/{installation_id}/site-subnets", "admin",
+             "installation.update", {"site_subnets": "10.20.0.0/24"}),
         Form("/devices", "admin", "device.create",
              {"installation_id": "{installation}", "name": "Form MFP", "ip": "10.20.0.99",
               "mac": "3c:52:82:00:00:99", "ews_endpoints": "https:443",

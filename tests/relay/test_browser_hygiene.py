@@ -309,10 +309,18 @@ async def test_refusals_before_parsing_are_logged_with_the_client(
         big = await _raw_with_sni(relay, sid, b"GET / HTTP/1.1\r\nHost: " + relay.host(
             sid).encode() + b"\r\nX-Pad: " + b"p" * 4000 + b"\r\n\r\n")
         assert big.startswith(b"HTTP/1.1 431 ")
+        # after parsing: a refused header name; the entry names the client in its own field
+        cookie = await relay.login(sid)
+        after = await relay.fetch(sid, "GET", "/", cookie=cookie, headers=[("X_Note", "1")])
+        assert after.status == 400
     entries = _entries(tmp_path)
-    assert [(e["session_id"], e["status"], e["outcome"]) for e in entries] == [
-        (sid, 400, "refused"), (sid, 431, "refused")]
-    assert all("client 127.0.0.1" in e["detail"] for e in entries)
+    assert [(e["session_id"], e["status"], e["outcome"]) for e in entries
+            if e["outcome"] == "refused"] == [
+        (sid, 400, "refused"), (sid, 431, "refused"), (sid, 400, "refused")]
+    before, parsed = entries[:2], [e for e in entries[2:] if e["outcome"] == "refused"]
+    assert all("client 127.0.0.1" in e["detail"] for e in before)
+    assert all(e["client"] == "127.0.0.1" for e in before + parsed)
+    assert parsed[0]["detail"].startswith("header_name_underscore")
 
 
 # -- item 7: sign-out, Clear-Site-Data, HSTS, sign-in limits ----------------------------------

@@ -138,3 +138,26 @@ def test_garbage_from_the_browser_fails_its_leg_and_closes_the_device() -> None:
     assert [type(e) for e in pair.device.events()] == [CloseConnection]
     assert pair.device.state is ConnectionState.REMOTE_CLOSING
     assert pair.bridge.stats.close_code == 1002 and "broke" in (pair.bridge.stats.error or "")
+
+
+def test_a_side_that_fails_before_any_close_is_kept_with_its_cause() -> None:
+    from ewsgate.relay.outcomes import websocket_outcome
+
+    pair = _Pair()
+    pair.bridge.receive(Side.DEVICE, None, cause="StreamResetError: the agent reset it")
+    stats = pair.bridge.stats
+    assert (stats.vanished, stats.cause) == ("device", "StreamResetError: the agent reset it")
+    outcome, detail = websocket_outcome(stats, ended=False)
+    assert outcome == "error" and detail.startswith("device_reset: websocket: close 1006")
+    assert detail.endswith("failed mid-stream: StreamResetError: the agent reset it")
+    # after a close handshake began, a side hanging up is not a failure of that side
+    later = _Pair()
+    later.from_browser(CloseConnection(code=1000))
+    later.bridge.receive(Side.DEVICE, None)
+    assert later.bridge.stats.vanished is None
+    assert websocket_outcome(later.bridge.stats, ended=False)[0] == "ok"
+    # the session's end wins, and says 1008
+    ended = _Pair()
+    ended.bridge.end("revoked")
+    assert websocket_outcome(ended.bridge.stats, ended=True) == (
+        "ended", "websocket: close 1008 by the relay; messages 0 in, 0 out")

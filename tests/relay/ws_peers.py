@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +35,8 @@ class WsDevice:
     after_switch: bytes = b""
     #: echo frames back (wsproto) or only record what arrives
     echo: bool = True
+    #: reset the connection (TCP RST) after echoing this many messages
+    reset_after: int | None = None
     #: every byte the device received after its 101
     received: bytearray = field(default_factory=bytearray)
     #: the WebSocket events the device parsed from them
@@ -86,6 +90,14 @@ class WsDevice:
                                 ws.state is ConnectionState.REMOTE_CLOSING)):
                             writer.write(ws.send(event.response()))
                     await writer.drain()
+                    echoed = sum(1 for e in self.events
+                                 if isinstance(e, TextMessage | BytesMessage))
+                    if self.reset_after is not None and echoed >= self.reset_after:
+                        sock = writer.get_extra_info("socket")
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                        struct.pack("ii", 1, 0))
+                        writer.transport.abort()  # a reset, mid-stream
+                        return
                 data = await reader.read(65536)
                 if not data:
                     return

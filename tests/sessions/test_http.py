@@ -419,3 +419,39 @@ async def test_relay_fetches_its_certificates_into_its_data_dir(portal: Portal,
         with pytest.raises(httpx.HTTPStatusError):
             await fetch_relay_certificates(BASE, str(world.relays["relay-x"]), "ewsr_wrong",
                                            tmp_path / "other", http=http)
+
+
+async def test_the_client_address_goes_from_the_relays_entry_to_the_api_and_exports(
+        portal: Portal, tmp_path) -> None:
+    from ewsgate.relay.access_log import AccessLog
+
+    async with portal.client() as client:
+        session = await _start(portal, client)
+        sid, job = session["session_id"], session["job_id"]
+        # what the relay spools for a post-parse refusal and for a request of an older relay
+        spool = AccessLog(tmp_path / "spool", None)
+        try:
+            refused = spool.record(session_id=sid, time=1796040000.5, user="tech@example.com",
+                                   method="GET", url="/a", status=400, bytes_in=0,
+                                   bytes_out=0, duration_ms=1, outcome="refused",
+                                   detail="header_name_underscore", client="2001:db8::7")
+            plain = spool.record(session_id=sid, time=1796040001.0, user=None, method="GET",
+                                 url="/b", status=200, bytes_in=0, bytes_out=5,
+                                 duration_ms=1, outcome="ok")
+        finally:
+            spool.close()
+        assert "client" not in plain.to_json()  # older portals accept what older relays sent
+        stored = await client.post("/api/v1/relay/log-batches", headers=_relay_auth(portal),
+                                   json={"entries": [refused.to_json(), plain.to_json(),
+                                                     _entry(sid, 3, client="x" * 100)]})
+        assert stored.json() == {"accepted": 3, "duplicates": 0, "rejected": []}, stored.text
+        entries = (await client.get(f"/api/v1/jobs/{job}/log")).json()["entries"]
+        assert [e["client"] for e in entries] == ["2001:db8::7", None, "x" * 63 + "…"]
+        rows = list(csv.reader(io.StringIO(
+            (await client.get(f"/api/v1/jobs/{job}/log?format=csv")).text)))
+        assert rows[0][-1] == "client" and rows[1][-1] == "2001:db8::7" and rows[2][-1] == ""
+        har = json.loads((await client.get(f"/api/v1/jobs/{job}/log?format=har")).text)
+        assert har["log"]["entries"][0]["_clientAddress"] == "2001:db8::7"
+        bad = await client.post("/api/v1/relay/log-batches", headers=_relay_auth(portal),
+                                json={"entries": [_entry(sid, 4, client=7)]})
+        assert bad.json()["rejected"][0]["message"] == "client must be a string"

@@ -24,6 +24,7 @@ class Row:
     duration_ms: int
     outcome: str
     detail: str | None
+    client: str | None = None
 
 
 AT = datetime(2026, 11, 28, 13, 0, 0, 250000, tzinfo=UTC)
@@ -68,3 +69,17 @@ def test_har_is_valid_1_2_with_absolute_urls() -> None:
     for entry in doc["entries"]:
         assert set(entry) >= {"startedDateTime", "time", "request", "response", "cache",
                               "timings"}
+
+
+def test_both_exports_carry_the_client_address() -> None:
+    rows = [Row(1, AT, "t@example.com", "GET", "/a_b", 400, 0, 0, 0, "refused",
+                "header_name_underscore", "2001:db8::7"),
+            Row(2, AT, None, "GET", "/", 200, 0, 1, 1, "ok", None, None)]
+    parsed = list(csv.reader(io.StringIO(to_csv(rows))))
+    assert parsed[0][-1] == "client"
+    assert parsed[1][CSV_COLUMNS.index("client")] == "2001:db8::7" and parsed[2][-1] == ""
+    entries = to_har(rows, base_url="https://s-x.rt.localhost/", creator_version="0",
+                     page_title="job")["log"]["entries"]
+    assert entries[0]["_clientAddress"] == "2001:db8::7"
+    assert entries[0]["comment"].endswith("(client 2001:db8::7)")
+    assert entries[1]["_clientAddress"] == "" and "client" not in entries[1]["comment"]

@@ -22,7 +22,15 @@ The rules, in the order they are applied (the first that matches decides)::
        network address of one of its IPv4 subnets
     6  site subnets set and the address in none of them, or      refused
        it is a site subnet's network / broadcast address
-    7  anything else                                             allowed
+    7  the portal set site subnets for the installation and the  refused
+       address is in none of them (or is a network / broadcast
+       address of one)
+    8  anything else                                             allowed
+
+Two lists of site subnets may apply: the agent's own ``--site-subnets`` (rule 6) and the list
+the portal keeps for the installation, carried in each ``VerifyDevice`` / ``OpenSession``
+payload (rule 7; :meth:`AddressPolicy.narrowed`). An address must be inside both when both are
+set -- the intersection, so the tighter list wins and neither side can widen the other.
 
 The rules are pure: :func:`judge` takes the address and every input as values. The one input
 read from the host, its own addresses, comes from the ``host_addresses`` callable of
@@ -32,14 +40,16 @@ so a DHCP change is seen; see :mod:`ewsgate.agent.host_addresses`).
 :data:`ALLOW_LOOPBACK_FOR_TESTS` is an object, not a flag, environment variable or config key:
 test code (and the one-machine demo's own entry point) must import it and pass it explicitly,
 so no configuration can switch it on. It allows loopback addresses (127.0.0.0/8, ::1) and
-nothing else -- never the metadata endpoints, link-local, the host's other addresses.
+nothing else -- never the metadata endpoints, link-local, the host's other addresses; and the
+site subnets still apply to them (no site subnet holds loopback, so a loopback device is
+refused once either list is set).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 __all__ = [
     "ALLOW_LOOPBACK_FOR_TESTS",
@@ -51,6 +61,7 @@ __all__ = [
     "SiteSubnetError",
     "TestOnlySwitch",
     "judge",
+    "parse_portal_subnets",
     "parse_site_subnets",
 ]
 
@@ -171,6 +182,21 @@ def parse_site_subnets(text: str | Iterable[str]) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+def parse_portal_subnets(value: object) -> tuple[IPNetwork, ...]:
+    """The ``site_subnets`` of a command payload (a list of CIDR texts, or absent) → networks.
+
+    Absent, ``null`` or an empty list: the portal sets no subnets. Anything else that is not a
+    list of valid site subnets raises :class:`SiteSubnetError`, and the caller refuses the
+    command: a list the agent cannot read is never taken for "no limit".
+    """
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise SiteSubnetError(f"the portal's site_subnets must be a list of networks, not "
+                              f"{type(value).__name__}")
+    return parse_site_subnets(value)
+
+
 def _embedded_v4(ip: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4Address | None] | None:
     """If ``ip`` is an IPv6 way of writing an IPv4 address: (which way, the IPv4 address)."""
     value = int(ip)
@@ -205,6 +231,7 @@ def _fixed_rule(ip: IPAddress) -> tuple[str, str] | None:
 
 def judge(address: str | IPAddress, *,
           site_subnets: tuple[IPNetwork, ...] = (),
+          portal_subnets: tuple[IPNetwork, ...] = (),
           host: HostAddresses = HostAddresses(),
           allow_loopback: TestOnlySwitch | None = None) -> Refusal | None:
     """``None`` when the agent may send to ``address``; else the :class:`Refusal` (pure)."""
@@ -225,8 +252,8 @@ def judge(address: str | IPAddress, *,
     else:
         ip = address
         if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
-            return judge(f"{ip}", site_subnets=site_subnets, host=host,
-                         allow_loopback=allow_loopback)
+            return judge(f"{ip}", site_subnets=site_subnets, portal_subnets=portal_subnets,
+                         host=host, allow_loopback=allow_loopback)
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = _embedded_v4(ip)
         if embedded is not None:
@@ -247,9 +274,10 @@ def judge(address: str | IPAddress, *,
     fixed = _fixed_rule(ip)
     if fixed is not None:
         code, what = fixed
-        if code == "loopback" and allow_loopback is ALLOW_LOOPBACK_FOR_TESTS:
-            return None
-        return Refusal(address=text, code=f"address.{code}", reason=f"{ip} is {what}")
+        if code != "loopback" or allow_loopback is not ALLOW_LOOPBACK_FOR_TESTS:
+            return Refusal(address=text, code=f"address.{code}", reason=f"{ip} is {what}")
+        # the test switch: loopback skips the own-host rule; the site subnets still apply
+        return _sites(ip, text, site_subnets, portal_subnets)
     if host.unavailable is not None:
         return Refusal(address=text, code="address.host_unknown",
                        reason=f"this host's own addresses cannot be read ({host.unavailable}), "
@@ -262,21 +290,39 @@ def judge(address: str | IPAddress, *,
         return Refusal(address=text, code="address.broadcast",
                        reason=f"{ip} is the broadcast or network address of one of this "
                                      "host's subnets")
-    if site_subnets:
-        inside = [net for net in site_subnets if net.version == ip.version and ip in net]
-        listed = ", ".join(str(net) for net in site_subnets)
-        if not inside:
-            return Refusal(address=text, code="address.outside_site",
-                           reason=f"{ip} is outside this installation's site subnets "
-                                  f"({listed})",
-                           advice="check the device's recorded IP, or add its subnet to the "
-                                  "agent's --site-subnets")
-        for net in inside:
-            if isinstance(net, ipaddress.IPv4Network) and net.prefixlen <= 30 and \
-                    ip in (net.network_address, net.broadcast_address):
-                return Refusal(address=text, code="address.broadcast",
-                               reason=f"{ip} is the network or broadcast address of site "
-                                      f"subnet {net}")
+    return _sites(ip, text, site_subnets, portal_subnets)
+
+
+def _sites(ip: IPAddress, text: str, site_subnets: tuple[IPNetwork, ...],
+           portal_subnets: tuple[IPNetwork, ...]) -> Refusal | None:
+    """Rules 6 and 7: the agent's own site subnets, then the portal's (both must allow)."""
+    for subnets, whose, where in (
+            (site_subnets, "this installation's site subnets", "the agent's --site-subnets"),
+            (portal_subnets, "the site subnets the portal set for this installation",
+             "the installation's site subnets on the portal")):
+        refusal = _outside(ip, text, subnets, whose, where)
+        if refusal is not None:
+            return refusal
+    return None
+
+
+def _outside(ip: IPAddress, text: str, subnets: tuple[IPNetwork, ...], whose: str,
+             where: str) -> Refusal | None:
+    """Rules 6 and 7: ``ip`` must be a host address of one of ``subnets`` when any are set."""
+    if not subnets:
+        return None
+    inside = [net for net in subnets if net.version == ip.version and ip in net]
+    if not inside:
+        listed = ", ".join(str(net) for net in subnets)
+        return Refusal(address=text, code="address.outside_site",
+                       reason=f"{ip} is outside {whose} ({listed})",
+                       advice=f"check the device's recorded IP, or add its subnet to {where}")
+    for net in inside:
+        if isinstance(net, ipaddress.IPv4Network) and net.prefixlen <= 30 and \
+                ip in (net.network_address, net.broadcast_address):
+            return Refusal(address=text, code="address.broadcast",
+                           reason=f"{ip} is the network or broadcast address of site "
+                                  f"subnet {net}")
     return None
 
 
@@ -290,8 +336,10 @@ def _read_host_addresses() -> HostAddresses:
 class AddressPolicy:
     """Where the agent may send packets. Defaults are the production rules."""
 
-    #: when set, nothing outside these networks is reached
+    #: when set, nothing outside these networks is reached (the agent's ``--site-subnets``)
     site_subnets: tuple[IPNetwork, ...] = ()
+    #: when set, nothing outside these either (the portal's list for the installation)
+    portal_subnets: tuple[IPNetwork, ...] = ()
     #: this host's own addresses, read on every check (inject a fixed value in tests)
     host_addresses: Callable[[], HostAddresses] = field(default=_read_host_addresses,
                                                         compare=False, repr=False)
@@ -300,7 +348,7 @@ class AddressPolicy:
     def __post_init__(self) -> None:
         if self.allow_loopback is not None and self.allow_loopback is not ALLOW_LOOPBACK_FOR_TESTS:
             raise TypeError("allow_loopback takes only ALLOW_LOOPBACK_FOR_TESTS")
-        for net in self.site_subnets:
+        for net in (*self.site_subnets, *self.portal_subnets):
             if not isinstance(net, ipaddress.IPv4Network | ipaddress.IPv6Network):
                 raise TypeError("site_subnets takes ip_network values; parse text with "
                                 "parse_site_subnets")
@@ -312,10 +360,22 @@ class AddressPolicy:
                       host=HostAddresses())
         if early is not None:
             return early
-        if self.allow_loopback is ALLOW_LOOPBACK_FOR_TESTS and _is_loopback(address):
+        if self.allow_loopback is ALLOW_LOOPBACK_FOR_TESTS and _is_loopback(address) and \
+                not self.site_subnets and not self.portal_subnets:
             return None
-        return judge(address, site_subnets=self.site_subnets, host=self.host_addresses(),
+        return judge(address, site_subnets=self.site_subnets,
+                     portal_subnets=self.portal_subnets, host=self.host_addresses(),
                      allow_loopback=self.allow_loopback)
+
+    def narrowed(self, portal_subnets: tuple[IPNetwork, ...]) -> AddressPolicy:
+        """This policy, further confined to the portal's site subnets for the installation
+        (the intersection with ``site_subnets``; an empty tuple adds no limit)."""
+        return replace(self, portal_subnets=tuple(portal_subnets))
+
+    def narrowed_by(self, payload: Mapping[str, object]) -> AddressPolicy:
+        """:meth:`narrowed` by a command payload's ``site_subnets`` (see
+        :func:`parse_portal_subnets`; raises :class:`SiteSubnetError` on a malformed list)."""
+        return self.narrowed(parse_portal_subnets(payload.get("site_subnets")))
 
 
 def _is_loopback(address: str | IPAddress) -> bool:

@@ -24,11 +24,17 @@ Result: ``{"result": "verified" | "mismatch" | "unknown", "code", "detail", "see
 {"ews_cert_sha256", "mac"}} | null}`` — a mismatch is a successful command whose result
 says *mismatch*; the portal fails closed on anything but *verified*.
 
+``"site_subnets": ["10.20.0.0/24", ...]`` is the portal's list for the installation (absent or
+empty: none); the agent then reaches only addresses inside both it and its own
+``--site-subnets`` (the intersection), and a malformed list fails the command with
+``bad_site_subnets``.
+
 Before anything is sent, the IP is put to the agent's address policy
-(:mod:`ewsgate.agent.address_policy`); a refused IP gets ``result: unknown`` with the policy's
-code (``address.metadata``, ``address.own_host``, ``address.outside_site``, ...) and its
-sentence ("refused: 169.254.169.254 is the cloud metadata endpoint; the agent never contacts
-it; check the device's recorded IP"), and no SNMP request, ARP priming or TCP connect happens.
+(:mod:`ewsgate.agent.address_policy`, narrowed by ``site_subnets``); a refused IP gets
+``result: unknown`` with the policy's code (``address.metadata``, ``address.own_host``,
+``address.outside_site``, ...) and its sentence ("refused: 169.254.169.254 is the cloud
+metadata endpoint; the agent never contacts it; check the device's recorded IP"), and no SNMP
+request, ARP priming or TCP connect happens.
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ from ewsgate.agent.control_client import CommandContext, CommandFailure, Command
 if TYPE_CHECKING:
     from ewsgate.agent.address_policy import AddressPolicy
 
-__all__ = ["default_handlers", "ping", "register", "verify_device", "verify_device_handler"]
+__all__ = ["default_handlers", "ping", "policy_for", "register", "verify_device",
+           "verify_device_handler"]
 
 _EXTRA: dict[str, CommandHandler] = {}
 
@@ -62,11 +69,9 @@ async def verify_device(ctx: CommandContext, *,
     """``VerifyDevice``: after the address policy (default: the production rules) has allowed
     the IP, the SNMP/ARP identity check of :mod:`ewsgate.agent.identity`, then the device's
     pins (:mod:`ewsgate.agent.device_check`)."""
-    from ewsgate.agent.address_policy import AddressPolicy
     from ewsgate.agent.device_check import DeviceCheck, refused_by, run_check
 
-    refused = refused_by(address_policy if address_policy is not None else AddressPolicy(),
-                         str(ctx.payload.get("ip", "")))
+    refused = refused_by(policy_for(ctx.payload, address_policy), str(ctx.payload.get("ip", "")))
     if refused is not None:
         return refused.as_payload()
     try:
@@ -77,6 +82,21 @@ async def verify_device(ctx: CommandContext, *,
     request = check.request
     ctx.progress("checking", f"checking the identity of {request.ip} by {request.method}")
     return (await run_check(check)).as_payload()
+
+
+def policy_for(payload: Mapping[str, Any],
+               address_policy: AddressPolicy | None = None) -> AddressPolicy:
+    """``address_policy`` (default: the production rules) narrowed by the payload's
+    ``site_subnets``, the portal's list for the installation; a malformed list fails the
+    command (it is never read as "no limit")."""
+    from ewsgate.agent.address_policy import AddressPolicy, SiteSubnetError
+
+    policy = address_policy if address_policy is not None else AddressPolicy()
+    try:
+        return policy.narrowed_by(payload)
+    except SiteSubnetError as exc:
+        raise CommandFailure("bad_site_subnets", f"the portal's site subnets for this "
+                             f"installation cannot be used, so nothing was sent: {exc}") from None
 
 
 def verify_device_handler(address_policy: AddressPolicy) -> CommandHandler:

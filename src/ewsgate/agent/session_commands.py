@@ -35,6 +35,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from ewsgate.agent.address_policy import AddressPolicy
+from ewsgate.agent.commands import policy_for
 from ewsgate.agent.control_client import CommandContext, CommandFailure, CommandHandler
 from ewsgate.agent.device_check import CheckOutcome, DeviceCheck, refused_by, run_check
 from ewsgate.agent.device_gate import DEFAULT_MAX_AGE, DeviceGate
@@ -84,24 +85,31 @@ def session_handlers(tunnels: Tunnels, *, verify: Verify | None = None,
                      address_policy: AddressPolicy | None = None) -> dict[str, CommandHandler]:
     """``OpenSession`` and ``CloseSession`` over ``tunnels``.
 
-    The device's IP is first put to ``address_policy`` (default: the production rules), on the
-    first check and on every re-check: a refused IP gets no packet at all. The device check is
+    The device's IP is first put to ``address_policy`` (default: the production rules)
+    narrowed by the identity payload's ``site_subnets`` (the portal's list), on the first
+    check and on every re-check: a refused IP gets no packet at all. The device check is
     ``run`` (:func:`ewsgate.agent.device_check.run_check`: identity and
     pins); the session then gets a :class:`~ewsgate.agent.device_gate.DeviceGate` that runs it
     again on every tunnel reconnect and before a device connection once the last check is
     older than ``reverify_after`` seconds, and calls ``report`` when it fails. ``verify``
     replaces the whole check with a VerifyDevice-style handler (no re-verification then).
     """
-    policy = address_policy if address_policy is not None else AddressPolicy()
+    base = address_policy if address_policy is not None else AddressPolicy()
 
-    async def guarded(check: DeviceCheck) -> CheckOutcome:
-        refused = refused_by(policy, check.request.ip)
-        return refused if refused is not None else await run(check)
+    def guard(policy: AddressPolicy) -> Runner:
+        async def guarded(check: DeviceCheck) -> CheckOutcome:
+            refused = refused_by(policy, check.request.ip)
+            return refused if refused is not None else await run(check)
+
+        return guarded
 
     async def first_check(ctx: CommandContext, identity: dict[str, Any], session_id: str
                           ) -> tuple[dict[str, Any], DeviceGate | None]:
         if verify is not None:
             return await verify(replace(ctx, payload=identity)), None
+        # the agent's policy narrowed by the portal's site subnets, for this session's checks
+        policy = policy_for(identity, base)
+        guarded = guard(policy)
         refused = refused_by(policy, str(identity.get("ip", "")))
         if refused is not None:
             return refused.as_payload(), None

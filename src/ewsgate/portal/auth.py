@@ -12,10 +12,11 @@
   Expired rows are purged at each login (:func:`purge_expired_sessions`).
 * **API tokens** (``Authorization: Bearer ewst_...``): 256 random bits, stored as SHA-256,
   shown once. SHA-256 (not argon2) is right here: the tokens are random, not guessable.
-* **Login failure limiting**: :class:`LoginRateLimiter` counts failures per e-mail and per client
+* **Login failure limiting**: a :class:`LoginLimiter` counts failures per e-mail and per client
   address in a sliding window and refuses further attempts for a while (HTTP 429 with
-  Retry-After). It is in memory, per portal process: with several replicas an attacker gets
-  at most ``replicas * max_failures`` tries per window.
+  Retry-After). The portal uses :class:`~ewsgate.portal.login_limits.SharedLoginLimiter`, whose
+  failures live in the database, so every replica counts the same failures;
+  :class:`LoginRateLimiter` is the same rule in one process's memory (tests, tools).
 
 Every function takes the clock as an argument, so expiry is tested with a fake clock.
 """
@@ -26,6 +27,7 @@ import hmac
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -49,6 +51,8 @@ from ewsgate.portal.store.types import Clock, utc_now
 __all__ = [
     "API_TOKEN_PREFIX",
     "AuthSettings",
+    "LoginAttempt",
+    "LoginLimiter",
     "LoginRateLimiter",
     "LoginResult",
     "SessionInfo",
@@ -88,6 +92,27 @@ class AuthSettings:
     @property
     def cookie_name(self) -> str:
         return "__Host-ewsgate_session" if self.cookie_secure else "ewsgate_session"
+
+
+@dataclass(frozen=True, slots=True)
+class LoginAttempt:
+    """A login attempt a limiter let through: its keys and, when stored, its rows."""
+
+    keys: tuple[str, ...]
+    row_ids: tuple[int, ...] = ()
+
+
+class LoginLimiter(Protocol):
+    """What :func:`login` needs of a limiter (in memory, or shared through the database)."""
+
+    async def begin(self, keys: list[str]) -> LoginAttempt:
+        """Raise :class:`RateLimited` if a key is locked out, else start an attempt."""
+
+    async def failed(self, attempt: LoginAttempt) -> None:
+        """The attempt's password was wrong."""
+
+    async def succeeded(self, attempt: LoginAttempt, email_key: str) -> None:
+        """The attempt logged in: the e-mail's failures are forgotten."""
 
 
 class LoginRateLimiter:
@@ -138,6 +163,16 @@ class LoginRateLimiter:
     def reset(self, key: str) -> None:
         self._failures.pop(key, None)
 
+    async def begin(self, keys: list[str]) -> LoginAttempt:
+        self.check(keys)
+        return LoginAttempt(tuple(keys))
+
+    async def failed(self, attempt: LoginAttempt) -> None:
+        self.record_failure(list(attempt.keys))
+
+    async def succeeded(self, attempt: LoginAttempt, email_key: str) -> None:
+        self.reset(email_key)
+
 
 @dataclass(frozen=True, slots=True)
 class SessionInfo:
@@ -158,7 +193,7 @@ class LoginResult:
 
 
 async def login(session: AsyncSession, email: str, password: str, *, settings: AuthSettings,
-                limiter: LoginRateLimiter, clock: Clock = utc_now, client_ip: str | None = None,
+                limiter: LoginLimiter, clock: Clock = utc_now, client_ip: str | None = None,
                 user_agent: str | None = None) -> LoginResult:
     """Check e-mail and password and start a web session.
 
@@ -168,13 +203,13 @@ async def login(session: AsyncSession, email: str, password: str, *, settings: A
     """
     email_key = "email:" + (email or "").strip().lower()
     keys = [email_key] + ([f"addr:{client_ip}"] if client_ip else [])
-    limiter.check(keys)
+    attempt = await limiter.begin(keys)
     user = await session.scalar(select(User).where(User.email == (email or "").strip().lower()))
     ok = verify_password(user.password_hash if user else dummy_password_hash(), password or "")
     if user is None or not ok or not user.active:
-        limiter.record_failure(keys)
+        await limiter.failed(attempt)
         raise AuthenticationFailed("wrong e-mail or password", code="invalid_credentials")
-    limiter.reset(email_key)
+    await limiter.succeeded(attempt, email_key)
     await purge_expired_sessions(session, settings=settings, clock=clock)
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)

@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
 from ewsgate.config import ConfigError, HostPort, parse_duration, parse_host_port
-from ewsgate.portal.auth import AuthSettings, LoginRateLimiter
+from ewsgate.portal.auth import AuthSettings, LoginLimiter
 from ewsgate.portal.store.db import Database, DatabaseUrlError, default_database_url
 from ewsgate.portal.store.db import parse_database_url as _parse_database_url
 from ewsgate.portal.store.types import Clock, utc_now
@@ -101,7 +101,8 @@ class PortalContext:
     config: PortalConfig
     database: Database
     clock: Clock = utc_now
-    limiter: LoginRateLimiter | None = None
+    #: default: failures in the database, shared by every replica
+    limiter: LoginLimiter | None = None
     #: started in order by the app's lifespan, stopped in reverse
     background: list[BackgroundService] = field(default_factory=list)
     #: set by ``create_app`` when it made ``database`` itself (then it disposes it too)
@@ -109,9 +110,11 @@ class PortalContext:
 
     def __post_init__(self) -> None:
         if self.limiter is None:
-            self.limiter = LoginRateLimiter(self.config.auth, clock=self.clock)
+            from ewsgate.portal.login_limits import SharedLoginLimiter
+
+            self.limiter = SharedLoginLimiter(self.database, self.config.auth, clock=self.clock)
 
     @property
-    def login_limiter(self) -> LoginRateLimiter:
+    def login_limiter(self) -> LoginLimiter:
         assert self.limiter is not None
         return self.limiter

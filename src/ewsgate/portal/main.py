@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 BACKGROUND_FACTORIES: list[Callable[[PortalContext], BackgroundService | None]] = [
     lambda ctx: __import__("ewsgate.portal.control.runtime",
                            fromlist=["control_service"]).control_service(ctx),
+    lambda ctx: __import__("ewsgate.portal.control.routing",
+                           fromlist=["routing_service"]).routing_service(ctx),
 ]
 
 

@@ -15,7 +15,22 @@ from ewsgate.config import (
 )
 
 __all__ = ["CREATE_RELAY", "CREATE_TOKEN", "CREATE_USER", "DATABASE", "DB", "DEMO", "PORTAL",
-           "SIGNING_KEYS"]
+           "SIGNING_KEYS",
+           "parse_broker_url"]
+
+
+def parse_broker_url(text: str) -> str:
+    """``nats://HOST:PORT`` (or ``tls://``), several separated by commas."""
+    from urllib.parse import urlsplit
+
+    urls = [part.strip() for part in text.split(",") if part.strip()]
+    if not urls:
+        raise ValueError("expected nats://HOST:PORT")
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("nats", "tls") or not parts.hostname:
+            raise ValueError(f"{url!r} is not a nats://HOST:PORT or tls://HOST:PORT URL")
+    return ",".join(urls)
 
 DATA_DIR = Option("data-dir", "directory for the portal's CA, signing keys and SQLite database",
                   parse=parse_path, default=parse_path("./data/portal"), metavar="DIR")
@@ -45,6 +60,9 @@ PORTAL: list[Option] = [
     DATABASE,
     Option("public-url", "the portal's URL as browsers and relays reach it "
            "(default: http://LISTEN)", parse=parse_url, metavar="URL"),
+    Option("broker-url", "NATS server(s) that connect the portal's replicas, e.g. "
+           "nats://127.0.0.1:4222 (comma-separated for a cluster); omit for a single portal "
+           "process", parse=parse_broker_url, metavar="URL"),
     Option("session-lifetime", "how long a portal login lasts at most (e.g. 12h)",
            parse=parse_duration, default="12h", metavar="DURATION"),
     Option("session-idle-timeout", "a portal login ends after this long without use (e.g. 2h)",

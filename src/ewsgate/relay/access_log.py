@@ -148,9 +148,15 @@ class AccessEntry:
     outcome: str
     #: a code or a short explanation for anything but ``ok``
     detail: str | None = None
+    #: the browser's address (IP) as the relay's socket saw it; left out of the JSON when
+    #: unknown
+    client: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        out = {name: getattr(self, name) for name in self.__slots__}
+        if out["client"] is None:
+            del out["client"]
+        return out
 
 
 class AuditLogUnavailable(Exception):
@@ -318,7 +324,7 @@ class AccessLog:
     # -- writing -------------------------------------------------------------------------
 
     def begin(self, *, session_id: str, time: float, user: str | None, method: str,
-              url: str, bytes_in: int = 0) -> int:
+              url: str, bytes_in: int = 0, client: str | None = None) -> int:
         """Spool a request about to be forwarded (outcome ``pending``); returns its seq.
 
         Complete it with :meth:`record` passing ``seq``. Raises :class:`AuditLogUnavailable`
@@ -326,11 +332,12 @@ class AccessLog:
         """
         return self.record(session_id=session_id, time=time, user=user, method=method, url=url,
                            status=None, bytes_in=bytes_in, bytes_out=0, duration_ms=0,
-                           outcome=PENDING, detail=IN_FLIGHT).seq
+                           outcome=PENDING, detail=IN_FLIGHT, client=client).seq
 
     def record(self, *, session_id: str, time: float, user: str | None, method: str, url: str,
                status: int | None, bytes_in: int, bytes_out: int, duration_ms: int,
-               outcome: str, detail: str | None = None, seq: int | None = None) -> AccessEntry:
+               outcome: str, detail: str | None = None, seq: int | None = None,
+               client: str | None = None) -> AccessEntry:
         """Append one entry to the spool (survives ``kill -9`` once this returns).
 
         ``seq`` completes the entry :meth:`begin` returned; without it the entry takes the
@@ -342,7 +349,8 @@ class AccessLog:
         entry = AccessEntry(session_id=session_id, seq=seq, time=round(time, 3), user=user,
                             method=method[:16], url=log_url(url), status=status,
                             bytes_in=bytes_in, bytes_out=bytes_out, duration_ms=duration_ms,
-                            outcome=outcome, detail=log_detail(detail))
+                            outcome=outcome, detail=log_detail(detail),
+                            client=log_detail(client[:64]) if client else None)
         self._append(_ENCODER.encode(entry.to_json()).encode("utf-8") + b"\n")
         if outcome == PENDING:
             self._begun_at[(session_id, seq)] = _monotonic()
@@ -369,7 +377,8 @@ class AccessLog:
             status=fields["status"], bytes_in=fields["bytes_in"],
             bytes_out=fields["bytes_out"], duration_ms=fields["duration_ms"],
             outcome=fields["outcome"],
-            detail=log_detail(str(fields["detail"])) if fields.get("detail") else None)
+            detail=log_detail(str(fields["detail"])) if fields.get("detail") else None,
+            client=log_detail(str(fields["client"])[:64]) if fields.get("client") else None)
         if len(self._deferred) >= MAX_DEFERRED:
             self.deferred_dropped += 1
             log.error("access log: %d entries are waiting for the spool; dropping the entry "

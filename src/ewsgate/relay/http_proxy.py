@@ -128,6 +128,7 @@ from ewsgate.relay.ws_handshake import (
     device_handshake_lines,
 )
 from ewsgate.relay.ws_proxy import WebSocketProxy
+from ewsgate.textsafe import safe_text
 
 __all__ = ["MAX_SESSION_SECONDS", "ProxyConfig", "RelayProxy"]
 
@@ -394,7 +395,8 @@ class RelayProxy:
             pass
         except h11.ProtocolError as exc:
             # e.g. a device answering 101 to a request that asked for no upgrade
-            log.warning("browser connection dropped: HTTP framing error: %s", exc)
+            log.warning("browser connection dropped: HTTP framing error: %s",
+                        safe_text(exc, limit=300))
         except asyncio.CancelledError:
             if not connection.expired:
                 raise
@@ -416,7 +418,6 @@ class RelayProxy:
             return
         detail = exchange.detail
         if exchange.outcome == "refused":
-            # the job's entry has no client field (the portal's schema); the relay's log has
             refusals.info("refused %s %s %s: status %s, %s, client %s", exchange.session_id,
                           exchange.method[:16], log_url(exchange.url), exchange.status,
                           log_detail(detail), exchange.client)
@@ -425,7 +426,7 @@ class RelayProxy:
             method=exchange.method, url=exchange.url, status=exchange.status,
             bytes_in=exchange.bytes_in, bytes_out=exchange.bytes_out,
             duration_ms=int((time.monotonic() - exchange.started) * 1000),
-            outcome=exchange.outcome, detail=detail, seq=exchange.seq)
+            outcome=exchange.outcome, detail=detail, seq=exchange.seq, client=exchange.client)
         exchange.logged = True
 
     def log_or_keep(self, exchange: _Exchange) -> None:
@@ -441,14 +442,15 @@ class RelayProxy:
                     method=exchange.method, url=exchange.url, status=exchange.status,
                     bytes_in=exchange.bytes_in, bytes_out=exchange.bytes_out,
                     duration_ms=int((time.monotonic() - exchange.started) * 1000),
-                    outcome=exchange.outcome, detail=exchange.detail, seq=exchange.seq)
+                    outcome=exchange.outcome, detail=exchange.detail, seq=exchange.seq,
+                    client=exchange.client)
 
     def begin(self, exchange: _Exchange) -> None:
         """Spool ``exchange`` as forwarded (raises :class:`AuditLogUnavailable`)."""
         if self.access_log is not None and exchange.seq is None:
             exchange.seq = self.access_log.begin(
                 session_id=exchange.session_id, time=exchange.wall, user=exchange.user,
-                method=exchange.method, url=exchange.url)
+                method=exchange.method, url=exchange.url, client=exchange.client)
 
     @property
     def audit_available(self) -> bool:
@@ -709,7 +711,8 @@ class _BrowserConnection:
         url = request.target.decode("latin-1") if request is not None else "-"
         if session_id is None or self.proxy.access_log is None:
             log.warning("refused %d (%s) from %s before any session was named: %s %s: %s",
-                        status, kind, self.client, method, url[:200], detail[:300])
+                        status, kind, self.client, safe_text(method, limit=32),
+                        safe_text(url, limit=200), safe_text(detail, limit=300))
             return
         self.proxy.log(_Exchange(
             session_id=session_id, method=method, url=url, started=time.monotonic(),
@@ -762,7 +765,12 @@ class _BrowserConnection:
         try:
             await self._handle_session_request(request, session_id, exchange)
         except asyncio.CancelledError:
-            exchange.outcome, exchange.detail = "ended", "session_expired_mid_request"
+            if self.websocket is not None and self.websocket.bridge.ended:
+                # cut after its grace: the entry still says the close 1008 it got
+                exchange.outcome, exchange.detail = outcomes.websocket_outcome(
+                    self.websocket.stats, ended=True)
+            else:
+                exchange.outcome, exchange.detail = "ended", "session_expired_mid_request"
             raise
         except _CloseConnection:
             raise
@@ -782,7 +790,7 @@ class _BrowserConnection:
             raise _CloseConnection from exc
         except Exception as exc:
             log.exception("session %s: request %s %s failed unexpectedly", session_id,
-                          exchange.method, target[:200])
+                          safe_text(exchange.method, limit=32), safe_text(target, limit=200))
             await self._device_failed(exchange, outcomes.internal(exc), internal=True)
             raise _CloseConnection from exc
         finally:
@@ -1486,11 +1494,8 @@ class _BrowserConnection:
                 await stream.aclose()
             stats = websocket.stats
             exchange.bytes_in, exchange.bytes_out = stats.bytes_in, stats.bytes_out
-            exchange.detail = stats.summary()[:300]
-            if websocket.bridge.ended:
-                exchange.outcome = "ended"
-            elif stats.error is not None:
-                exchange.outcome = "error"
+            exchange.outcome, exchange.detail = outcomes.websocket_outcome(
+                stats, ended=websocket.bridge.ended)
         raise _CloseConnection
 
 

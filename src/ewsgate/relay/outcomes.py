@@ -9,7 +9,11 @@ One place names the outcomes of failures so that the log tells the truth about t
 - a bug is ``error`` with ``internal: <exception type>`` (and a traceback in the relay's log,
   with the session id);
 - a response the audit log could not record is not delivered: ``error`` /
-  ``audit_log_unavailable``.
+  ``audit_log_unavailable``;
+- a WebSocket (:func:`websocket_outcome`) is ``ok`` after a close handshake, ``ended`` (close
+  1008) when the session ended or was revoked under it, ``error`` when a side broke the
+  protocol or the device's side failed mid-stream (a device reset, a tunnel stream reset:
+  ``device_reset: …`` with the cause), ``client_gone`` when the browser vanished.
 
 :func:`raw_page` serialises a whole relay page as bytes for the cases where the browser
 connection's HTTP state can no longer carry a normal response (a response head was already
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 
 from ewsgate.relay.hardening import security_headers
 from ewsgate.relay.session_pages import render
+from ewsgate.relay.ws_bridge import POLICY_VIOLATION, Side, WebSocketStats
 
 __all__ = [
     "AUDIT_LOG_UNAVAILABLE",
@@ -33,6 +38,7 @@ __all__ = [
     "device_failure",
     "internal",
     "raw_page",
+    "websocket_outcome",
 ]
 
 #: the outcome of a request whose browser went away before its response was complete
@@ -62,6 +68,22 @@ def body_failure(exc: BaseException) -> str:
 def internal(exc: BaseException) -> str:
     """The detail of an unexpected exception (the traceback goes to the relay's log)."""
     return f"internal: {type(exc).__name__}"
+
+
+def websocket_outcome(stats: WebSocketStats, *, ended: bool) -> tuple[str, str]:
+    """The outcome and detail of one WebSocket's entry, from how it went."""
+    summary = stats.summary()
+    if ended:
+        if stats.close_code != POLICY_VIOLATION:  # a close was under way when it ended
+            summary = f"the session ended: close 1008 sent both ways; {summary}"
+        return "ended", summary[:300]
+    if stats.vanished == Side.DEVICE.value:
+        return "error", f"device_reset: {summary}"[:300]
+    if stats.error is not None:
+        return "error", summary[:300]
+    if stats.vanished == Side.BROWSER.value:
+        return CLIENT_GONE, summary[:300]
+    return "ok", summary[:300]
 
 
 @dataclass(frozen=True, slots=True)

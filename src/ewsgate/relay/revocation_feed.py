@@ -29,6 +29,7 @@ from ewsgate.relay.clock import Clock
 from ewsgate.relay.registry import TunnelRegistry
 from ewsgate.relay.revocation import Revocations
 from ewsgate.revocations import Event, EventError, SessionRevoked, Snapshot, SseDecoder
+from ewsgate.textsafe import safe_text
 
 __all__ = ["FeedError", "RevocationFeed"]
 
@@ -70,7 +71,7 @@ class RevocationFeed:
                 raise
             except (httpx.HTTPError, FeedError, EventError) as exc:
                 log.warning("portal event stream %s: %s; reconnecting in %.1f s", self.url,
-                            exc, delay)
+                            safe_text(exc, limit=300), delay)
             except Exception:
                 log.exception("portal event stream failed; reconnecting in %.1f s", delay)
             await asyncio.sleep(delay * (0.5 + random.random()))
@@ -111,7 +112,8 @@ class RevocationFeed:
                      len(event.revoked_sessions), len(event.installations), len(ending))
         for session_id, reason in ending.items():
             if self.registry.tunnel(session_id) is not None:
-                log.info("ending session %s at the portal's word: %s", session_id, reason)
+                log.info("ending session %s at the portal's word: %s",
+                         safe_text(session_id, limit=64), safe_text(reason, limit=300))
             task = asyncio.ensure_future(self.registry.close_session(session_id, reason))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)

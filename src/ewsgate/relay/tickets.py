@@ -35,6 +35,7 @@ from joserfc.jwk import KeySet
 
 from ewsgate.portal.oauth.tokens import TokenError, verify_tunnel_ticket
 from ewsgate.relay.upstream import DeviceView, Endpoint
+from ewsgate.textsafe import safe_text
 from ewsgate.tunnel.credential import decode_credential, encode_credential
 from ewsgate.tunnel.errors import RemoteProtocolError
 
@@ -132,7 +133,8 @@ class JwksKeySource:
                 if self._cached is None:
                     raise TicketError("keys_unavailable", f"cannot fetch the portal's keys from "
                                       f"{self.url}: {exc}; check --portal-url") from exc
-                log.warning("JWKS refresh from %s failed (%s); using cached keys", self.url, exc)
+                log.warning("JWKS refresh from %s failed (%s); using cached keys", self.url,
+                            safe_text(exc, limit=300))
         return self._cached
 
 

@@ -34,6 +34,7 @@ from ewsgate.relay.registry import TunnelRegistry
 from ewsgate.relay.revocation import Revocations
 from ewsgate.relay.tickets import TicketError, TicketVerifier
 from ewsgate.revocations import cert_thumbprint
+from ewsgate.textsafe import safe_text
 from ewsgate.tunnel import ErrorCode, ProtocolConfig, Role
 
 __all__ = ["TunnelServer", "TunnelServerConfig"]
@@ -151,7 +152,9 @@ class TunnelServer:
                  ticket.session_id, ticket.installation_id, ticket.generation, conn.peer)
 
     def _refused(self, conn: _RelaySide, reason: str) -> None:
-        message = f"tunnel from {conn.peer} (installation {conn.installation_id}) refused: {reason}"
+        message = (f"tunnel from {conn.peer} (installation "
+                   f"{safe_text(conn.installation_id, limit=64)}) refused: "
+                   f"{safe_text(reason, limit=300)}")
         log.warning("%s", message)
         self.refusals.append(message)
         del self.refusals[:-100]

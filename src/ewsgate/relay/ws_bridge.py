@@ -19,7 +19,9 @@ Rules:
   UTF-8, bad close code, a control frame over 125 bytes, …) is *failed*: it gets a close with
   wsproto's code (1002/1007/…) and is not read any further; the other side gets the same code.
 - A side that disconnects without a close is logged as 1006; the other side gets 1001 (going
-  away).
+  away). Before any close that is a failure of that side, kept with its cause
+  (:attr:`WebSocketStats.vanished`, :attr:`WebSocketStats.cause`: a device or tunnel stream
+  reset, a transport error, or a plain end of the connection) so the log says what happened.
 - :meth:`WebSocketBridge.end` (the session ended or was revoked) sends close 1008 (policy
   violation) both ways; data arriving after it is dropped.
 
@@ -68,6 +70,10 @@ class WebSocketStats:
     closed_by: str | None = None
     #: a protocol violation, in words, if one ended the WebSocket
     error: str | None = None
+    #: the side whose connection failed (reset, transport error, end without a close) before
+    #: any close, and why
+    vanished: str | None = None
+    cause: str | None = None
 
     def summary(self) -> str:
         """One line for the log's ``detail``."""
@@ -75,6 +81,9 @@ class WebSocketStats:
                   if self.close_code is not None else "not closed")
         text = (f"websocket: {closed}; messages {self.messages_in} in, "
                 f"{self.messages_out} out")
+        if self.vanished is not None:
+            text = (f"{text}; the {self.vanished}'s connection failed mid-stream: "
+                    f"{self.cause or 'it ended without a close'}")
         return f"{text}; {self.error}" if self.error else text
 
 
@@ -100,8 +109,9 @@ class WebSocketBridge:
 
     # -- input -----------------------------------------------------------------------------
 
-    def receive(self, side: Side, data: bytes | None) -> None:
-        """Bytes read from ``side`` (None: it closed its transport)."""
+    def receive(self, side: Side, data: bytes | None, *, cause: str | None = None) -> None:
+        """Bytes read from ``side`` (None: it closed its transport; ``cause``: why, if its
+        transport failed rather than ended)."""
         leg = self._legs[side]
         if leg.finished:
             return
@@ -121,6 +131,10 @@ class WebSocketBridge:
             elif isinstance(event, Pong):
                 self._send(other, Pong(payload=bytes(event.payload)))
             elif isinstance(event, CloseConnection):
+                if data is None and self.stats.close_code is None and not self.ended:
+                    self.stats.vanished = side.value
+                    self.stats.cause = (cause or "it ended the connection without a "
+                                        "WebSocket close")[:200]
                 self._on_close(leg, other, event, disconnected=data is None)
 
     def _forward_data(self, leg: _Leg, other: _Leg,

@@ -18,8 +18,15 @@ from collections.abc import Awaitable, Callable
 
 from ewsgate.relay.upstream import ByteStream
 from ewsgate.relay.ws_bridge import Side, WebSocketBridge, WebSocketStats
+from ewsgate.textsafe import safe_text
 
 __all__ = ["WebSocketProxy"]
+
+
+def _cause(exc: BaseException) -> str:
+    """A transport failure in words for the log (its text may be the peer's: made safe)."""
+    text = safe_text(str(exc), limit=160)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class WebSocketProxy:
@@ -79,18 +86,19 @@ class WebSocketProxy:
     async def _pump(self, side: Side) -> None:
         try:
             while self.bridge.reading(side):
+                cause = None
                 try:
                     data = await self._read[side](self._read_size)
-                except Exception:  # any transport failure: socket, TLS, tunnel
-                    data = b""
-                await self._feed(side, data or None)
+                except Exception as exc:  # any transport failure: socket, TLS, tunnel
+                    data, cause = b"", _cause(exc)
+                await self._feed(side, data or None, cause=cause)
                 if not data:
                     return
         finally:
             self._progress.set()
 
-    async def _feed(self, side: Side, data: bytes | None) -> None:
-        self.bridge.receive(side, data)
+    async def _feed(self, side: Side, data: bytes | None, *, cause: str | None = None) -> None:
+        self.bridge.receive(side, data, cause=cause)
         await self._flush()
         if self.bridge.stats.close_code is not None:
             # the run loop cares only about the closing (its grace) and the end: no wake-up
@@ -110,12 +118,12 @@ class WebSocketProxy:
                     continue
                 try:
                     await self._write[side](data)
-                except Exception:  # any transport failure: socket, TLS, tunnel
-                    failed = side
+                except Exception as exc:  # any transport failure: socket, TLS, tunnel
+                    failed, cause = side, _cause(exc)
                 else:
                     continue
             # that side's transport is gone: as if it had disconnected
-            self.bridge.receive(failed, None)
+            self.bridge.receive(failed, None, cause=cause)
             return await self._flush()
 
     async def end(self, reason: str) -> None:

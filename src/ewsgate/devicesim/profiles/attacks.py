@@ -28,8 +28,10 @@ class Attack:
     name: str
     #: where the browser goes to launch it (add ``?port=N`` for the trap's port)
     path: str
-    #: ``navigate``: open the path top-level; ``page``: open it and read ``#out`` (JSON)
-    kind: Literal["navigate", "page"]
+    #: ``navigate``: open the path top-level; ``page``: open it and read its result (``#out``
+    #: as JSON, or the element the attack's description names); ``websocket``: open
+    #: ``wss://<session host><path>`` from a session page
+    kind: Literal["navigate", "page", "websocket"]
     #: what the relay must do, in a sentence
     expect: str
 

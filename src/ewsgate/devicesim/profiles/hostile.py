@@ -24,9 +24,16 @@ port, whose ``/trapped`` page says the relay let the attack through), so a test 
 there and prove nothing arrived. ``/attacks.json`` lists every attack; :attr:`HostileProfile.hits`
 counts requests to the paths an attack must never reach (``/trapped``, ``/reboot.cgi``).
 
-Another group joins by one line in :data:`ROUTE_GROUPS` (``hostile_ws`` for WebSocket and
-cookie attacks, say): a function in its own module taking the device
-(:class:`~ewsgate.devicesim.profiles.attacks.HostileDevice`) and returning its
+``websocket_attacks``   (in :mod:`.hostile_ws`) WebSocket upgrades answered with a ``101``
+                        that sets cookies (the relay's own name, the parent domain), a ``101``
+                        without or with a wrong ``Sec-WebSocket-Accept`` followed by plain HTTP,
+                        an extension nobody offered, a socket recording every byte after its
+                        ``101``; and a page planting cookies for the parent domain and under
+                        the relay's cookie name, by header and by ``document.cookie`` (around
+                        the relay's wrapper, through an ``about:blank`` frame's setter)
+
+Another group joins by one line in :data:`ROUTE_GROUPS`: a function in its own module taking
+the device (:class:`~ewsgate.devicesim.profiles.attacks.HostileDevice`) and returning its
 :class:`~ewsgate.devicesim.profiles.attacks.Attack` list.
 """
 
@@ -186,6 +193,7 @@ def request_attacks(profile: HostileDevice) -> list[Attack]:
 ROUTE_GROUPS: tuple[str, ...] = (
     "ewsgate.devicesim.profiles.hostile:navigation_attacks",
     "ewsgate.devicesim.profiles.hostile:request_attacks",
+    "ewsgate.devicesim.profiles.hostile_ws:websocket_attacks",
 )
 
 
@@ -196,7 +204,8 @@ class HostileProfile(Profile):
         hostname_prefix="EVL", firmware="6.6.6",
         summary="A compromised device: redirects to internal hosts in browser spellings, "
                 "Refresh/Link/meta refresh, override headers, bad header bytes, ambiguous "
-                "paths, log pollution, navigation into other sessions")
+                "paths, log pollution, navigation into other sessions, WebSocket upgrades "
+                "that set cookies or skip the accept, parent-domain cookies")
     skin = Skin(logo="ACME", product_line="Hostile", header_bg="#5a0000", accent="#a00000")
 
     def setup(self) -> None:

@@ -1,9 +1,12 @@
 """WebSocket and cookie attacks from the device's side, as routes a hostile profile includes.
 
 Not a profile of its own: :class:`HostileWebSockets` registers its routes (all under
-``/hostile/``) on a profile's router, so the ``hostile`` profile (and tests) carry them::
+``/hostile/``) on a router, and :func:`websocket_attacks` is the ``hostile`` profile's attack
+group (named in :data:`~ewsgate.devicesim.profiles.hostile.ROUTE_GROUPS`) that does so on the
+device and lists them as :class:`~ewsgate.devicesim.profiles.attacks.Attack` entries. Tests
+may also mount the routes on a bare router::
 
-    HostileWebSockets().register(self.router)
+    HostileWebSockets().register(router)
 
 Routes (what a relay must do with each is in docs/relay.md's hardening table):
 
@@ -29,6 +32,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+from ewsgate.devicesim.profiles.attacks import Attack, HostileDevice
 from ewsgate.devicesim.web import (
     Request,
     Response,
@@ -39,7 +43,7 @@ from ewsgate.devicesim.web import (
     json_response,
 )
 
-__all__ = ["HOSTILE_WS_ROUTES", "HostileWebSockets"]
+__all__ = ["HOSTILE_WS_ROUTES", "HostileWebSockets", "websocket_attacks"]
 
 HOSTILE_WS_ROUTES = (
     "/hostile/ws/set-cookie", "/hostile/ws/no-accept", "/hostile/ws/wrong-accept",
@@ -139,3 +143,27 @@ class HostileWebSockets:
             await writer.drain()
             while data := await reader.read(65536):
                 self.received += data
+
+
+def websocket_attacks(device: HostileDevice) -> list[Attack]:
+    """The ``hostile`` profile's WebSocket and cookie attack group: the routes above on the
+    device's router, each listed with what the relay must do."""
+    HostileWebSockets().register(device.router)
+    refused = ("the relay answers 502 and splices nothing: the WebSocket never opens and "
+               "the HTTP the device speaks after its 101 reaches no browser")
+    return [
+        Attack("ws-set-cookie", "/hostile/ws/set-cookie", "websocket",
+               "opens, but the 101's Set-Cookie (the relay's cookie name, the parent domain) "
+               "and CSP never reach the browser"),
+        Attack("ws-no-accept", "/hostile/ws/no-accept", "websocket", refused),
+        Attack("ws-wrong-accept", "/hostile/ws/wrong-accept", "websocket", refused),
+        Attack("ws-extension", "/hostile/ws/extension", "websocket",
+               "the relay answers 502: an extension nobody offered"),
+        Attack("ws-raw", "/hostile/ws/raw", "websocket",
+               "opens; only WebSocket frames reach the device, never plain HTTP "
+               "(/hostile/ws/received.json shows what arrived)"),
+        Attack("cookies", "/hostile/cookies.html", "page",
+               "cookies planted by header and by document.cookie (the parent domain, the "
+               "relay's cookie name) reach no other session's device and shadow no relay "
+               "cookie; /hostile/cookies.json shows what a request carried"),
+    ]

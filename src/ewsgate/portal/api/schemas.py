@@ -78,16 +78,24 @@ class CustomerOut(_Out):
     created_at: datetime
 
 
+_SITE_SUBNETS = ("the site's device subnets in CIDR form (e.g. `10.20.0.0/24`); when set, the "
+                 "agent reaches nothing outside them nor outside its own `--site-subnets` "
+                 "(the tighter list wins); no host bits, no loopback, link-local, multicast, "
+                 "carrier-grade NAT or reserved ranges; empty or null: no limit")
+
+
 class InstallationCreate(_In):
     customer_id: int
     name: str
     enabled: bool = True
+    site_subnets: list[str] | None = Field(None, description=_SITE_SUBNETS)
 
 
 class InstallationUpdate(_In):
     customer_id: int | None = None
     name: str | None = None
     enabled: bool | None = None
+    site_subnets: list[str] | None = Field(None, description=_SITE_SUBNETS)
 
 
 class InstallationOut(_Out):
@@ -100,6 +108,7 @@ class InstallationOut(_Out):
     cert_not_after: datetime | None
     agent_version: str | None
     created_at: datetime
+    site_subnets: list[str] | None = None
 
 
 class EnrolmentTokenCreate(_In):
@@ -299,6 +308,8 @@ class JobLogEntryOut(_Out):
     duration_ms: int
     outcome: str
     detail: str | None
+    #: the browser's address as the relay saw it
+    client: str | None = None
 
 
 class JobLogOut(BaseModel):

@@ -235,6 +235,9 @@ class ControlHub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._presence: dict[int, tuple[bool, str | None, dt.datetime]] = {}
         self._presence_dirty = asyncio.Event()
+        #: called with an installation id whenever this hub gains or loses its stream (the
+        #: router subscribes and unsubscribes on the broker: :mod:`.routing`)
+        self.presence_listeners: list[Callable[[int], None]] = []
         self._attach_listeners: list[Callable[[int], Awaitable[Any]]] = []
 
     def add_attach_listener(self, listener: Callable[[int], Awaitable[Any]]) -> None:
@@ -448,6 +451,8 @@ class ControlHub:
     def _note_presence(self, installation_id: int, online: bool, version: str | None) -> None:
         self._presence[installation_id] = (online, version, self.clock())
         self._presence_dirty.set()
+        for listener in self.presence_listeners:
+            listener(installation_id)
 
     async def flush_presence(self) -> None:
         """Write the online/offline changes noted since the last flush, in one batch."""

@@ -140,6 +140,12 @@ class LateHub:
                            payload: Mapping[str, Any] | None = None, *,
                            timeout: float = 30.0,  # noqa: ASYNC109 (the command's deadline)
                            on_progress: ProgressCallback | None = None) -> dict[str, Any]:
+        from ewsgate.portal.control.routing import router_of
+
+        router = router_of(self._ctx)
+        if router is not None:  # in process, or to the replica holding the stream
+            return await router.send_command(installation_id, kind, payload, timeout=timeout,
+                                             on_progress=on_progress)
         control = _control_of(self._ctx)
         if control is None:
             raise InstallationOffline("this portal process runs without its control server, "

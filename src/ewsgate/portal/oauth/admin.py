@@ -7,7 +7,10 @@ Rotation without downtime (see docs/oauth.md, *Keys*)::
     ewsgate admin signing-keys --retire=OLD_KID  # stop publishing the old key
 
 Running portals pick the change up on their next signature or JWKS request (the key directory
-is re-read when it changes); relays re-fetch the JWKS when they meet an unknown ``kid``.
+is re-read when it changes); relays re-fetch the JWKS when they meet an unknown ``kid``. The
+command also writes the change to the database (``--database-url``), from which every other
+replica takes it within a second (:mod:`.key_sync`), and first takes in the keys other replicas
+made, so a key made elsewhere can be retired here.
 
 A ``kid`` is an RFC 7638 thumbprint in base64url, so about one in 64 begins with ``-``; the
 ``--retire=KID`` form is the one that always parses, and it is the form this module prints.
@@ -15,18 +18,44 @@ A ``kid`` is an RFC 7638 thumbprint in base64url, so about one in 64 begins with
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 from ewsgate.config import ConfigError
+from ewsgate.portal.oauth.key_sync import SigningKeySync
 from ewsgate.portal.oauth.keys import SigningKeys
+from ewsgate.portal.store.db import Database, default_database_url
 
 __all__ = ["signing_keys"]
 
 
 def signing_keys(values: dict[str, Any]) -> int:
     """The CLI handler: ``--rotate``, ``--retire=KID``, or neither to list the keys."""
-    ring = SigningKeys.open(Path(values["data_dir"]))
+    data_dir = Path(values["data_dir"])
+    ring = SigningKeys.open(data_dir)
+    url = values.get("database_url") or default_database_url(data_dir)
+    asyncio.run(_with_database(url, ring, pull=True))
+    try:
+        return _change(values, ring)
+    finally:
+        asyncio.run(_with_database(url, ring, pull=False))
+
+
+async def _with_database(url: str, ring: SigningKeys, *, pull: bool) -> None:
+    database = Database(url, pool=False)
+    try:
+        await database.upgrade()
+        sync = SigningKeySync(database, ring)
+        if pull:
+            await sync.sync(ensure_key=False)
+        else:
+            await sync.push(ring.entries())
+    finally:
+        await database.dispose()
+
+
+def _change(values: dict[str, Any], ring: SigningKeys) -> int:
     if values.get("rotate") and values.get("retire"):
         raise ConfigError("give --rotate or --retire=KID, not both (retire only after the "
                           "new key has signed for 30 minutes)")

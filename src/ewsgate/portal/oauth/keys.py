@@ -13,7 +13,8 @@ Rotation: :meth:`SigningKeys.rotate` writes a new key, which becomes active at o
 stays published. After the longest token lifetime (30 minutes, the session cap) has passed,
 :meth:`SigningKeys.retire` takes the old key out of the published set. Another portal process
 sharing the data directory picks changes up on its next read (the directory's modification time
-is checked on every access), so a rotation needs no restart.
+is checked on every access), so a rotation needs no restart. Replicas on several hosts share
+their keys through the database (:mod:`.key_sync`), each keeping its directory in step.
 
 The private keys never leave this module except as signatures.
 """
@@ -132,6 +133,20 @@ class SigningKeys:
     def public_key_set(self) -> KeySet:
         """The published keys as a joserfc :class:`KeySet`, for verifying our own tokens."""
         return KeySet.import_key_set(self.jwks())  # type: ignore[arg-type]
+
+    def entries(self) -> list[SigningKey]:
+        """Every key in the directory, retired ones included, oldest first (no key is made)."""
+        if not self.directory.is_dir():
+            return []
+        self._reload()
+        return list(self._keys)
+
+    def store(self, entry: SigningKey) -> None:
+        """Write ``entry`` as it is (a key another replica made, or its retirement)."""
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._write(entry, exclusive=False)
+        self._seen_mtime = None
+        self._reload()
 
     # -- signing ---------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ returns here (it accepts only same-origin paths as ``next``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -89,6 +89,8 @@ class OAuthEndpoints:
     auth: AuthSettings
     renderer: Renderer
     clock: Callable[[], datetime]
+    #: brings in keys made or retired by other replicas before the JWKS is answered
+    refresh_keys: Callable[[], Awaitable[None]] | None = None
 
     def routes(self) -> list[Route]:
         return [
@@ -164,5 +166,7 @@ class OAuthEndpoints:
 
     async def jwks(self, request: Request) -> Response:
         """``GET /.well-known/jwks.json``: every published signing key (public halves)."""
+        if self.refresh_keys is not None:
+            await self.refresh_keys()
         return JSONResponse(self.keys.jwks(),
                             headers={"Cache-Control": "public, max-age=60", **_JSON_HEADERS})

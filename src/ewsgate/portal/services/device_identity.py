@@ -27,7 +27,7 @@ from ewsgate.portal.services.device_pins import pins_payload, record_check, tls_
 from ewsgate.portal.services.devices import device_customer_id, get_device
 from ewsgate.portal.services.errors import PermissionDenied
 from ewsgate.portal.store.db import Database
-from ewsgate.portal.store.models import Device
+from ewsgate.portal.store.models import Device, Installation
 from ewsgate.portal.store.types import Clock, utc_now
 
 __all__ = ["VERIFY_ACTIONS", "verify_device_identity", "verify_payload"]
@@ -36,8 +36,10 @@ VERIFY_ACTIONS = (Action.MANAGE_INVENTORY, Action.CONFIGURE_REMOTE_TECHNICIAN,
                   Action.OPEN_SESSION)
 
 
-def verify_payload(device: Device, *, timeout: float = 4.0) -> dict[str, Any]:
-    """The ``VerifyDevice`` command payload for a device record (see ``agent/commands.py``)."""
+def verify_payload(device: Device, *, timeout: float = 4.0,
+                   site_subnets: list[str] | None = None) -> dict[str, Any]:
+    """The ``VerifyDevice`` command payload for a device record (see ``agent/commands.py``);
+    ``site_subnets`` is its installation's list (the agent reaches nothing outside it)."""
     endpoints = device.ews_endpoints or []
     port = endpoints[0].get("port") if endpoints and isinstance(endpoints[0], dict) else None
     snmp: dict[str, Any] = {"version": device.snmp_version or "2c",
@@ -54,17 +56,23 @@ def verify_payload(device: Device, *, timeout: float = 4.0) -> dict[str, Any]:
             "make": device.make, "expected_mac": device.mac, "expected_serial": device.serial,
             "ews_port": port, "timeout": timeout, "snmp": snmp,
             # the second factor: pins held (null until learned) and where the certificate is
-            "pins": pins_payload(device), "tls_port": tls_port(device)}
+            "pins": pins_payload(device), "tls_port": tls_port(device),
+            "site_subnets": list(site_subnets or ())}
 
 
-async def _device_for_verify(database: Database, actor: Actor, device_id: int) -> Device:
+async def _device_for_verify(database: Database, actor: Actor, device_id: int
+                             ) -> tuple[Device, list[str] | None]:
+    """The device (access checked) and its installation's site subnets."""
     async with database.transaction() as session:
         denied: PermissionDenied | None = None
         for action in VERIFY_ACTIONS:
             try:
-                return await get_device(session, actor, device_id, action)
+                device = await get_device(session, actor, device_id, action)
             except PermissionDenied as exc:
                 denied = exc
+                continue
+            installation = await session.get(Installation, device.installation_id)
+            return device, installation.site_subnets if installation is not None else None
         assert denied is not None
         raise PermissionDenied(f"checking the identity of device {device_id} needs the "
                                "Administrator, Configurer or User role for it",
@@ -76,8 +84,8 @@ async def verify_device_identity(database: Database, actor: Actor, device_id: in
                                  timeout: float = 20.0,  # noqa: ASYNC109 (the command's)
                                  ) -> dict[str, Any]:
     """Run the identity check on the device's installation; see the module docstring."""
-    device = await _device_for_verify(database, actor, device_id)
-    payload = verify_payload(device)
+    device, site_subnets = await _device_for_verify(database, actor, device_id)
+    payload = verify_payload(device, site_subnets=site_subnets)
     try:
         result = await hub.send_command(device.installation_id, "VerifyDevice", payload,
                                         timeout=timeout)

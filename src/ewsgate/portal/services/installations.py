@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ewsgate.portal.services import audit
 from ewsgate.portal.services.access import Action, Actor, load_tree, require, scope_for
 from ewsgate.portal.services.errors import AuthenticationFailed, Conflict, NotFound
+from ewsgate.portal.services.site_subnets import clean_site_subnets
 from ewsgate.portal.services.validation import (
     check_known,
     clean_bool,
@@ -65,8 +66,8 @@ log = logging.getLogger(__name__)
 
 ENROLMENT_TOKEN_PREFIX = "ewse_"
 DEFAULT_TOKEN_LIFETIME = timedelta(hours=24)
-_CREATE_FIELDS = frozenset({"customer_id", "name", "enabled"})
-_UPDATE_FIELDS = frozenset({"customer_id", "name", "enabled"})
+_CREATE_FIELDS = frozenset({"customer_id", "name", "enabled", "site_subnets"})
+_UPDATE_FIELDS = frozenset({"customer_id", "name", "enabled", "site_subnets"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,14 +116,16 @@ async def get_installation(session: AsyncSession, actor: Actor, installation_id:
 async def create_installation(session: AsyncSession, actor: Actor, values: Mapping[str, Any], *,
                               clock: Clock = utc_now) -> Installation:
     """Create an installation: ``customer_id`` and ``name`` required, ``enabled`` (default
-    true). Administrator of the customer."""
+    true), ``site_subnets`` (default none; see :func:`clean_site_subnets`). Administrator of
+    the customer."""
     check_known(values, _CREATE_FIELDS)
     name = clean_text("name", values.get("name"))
     customer_id = clean_int("customer_id", values.get("customer_id"), low=1, high=2**31 - 1)
     enabled = clean_bool("enabled", values.get("enabled", True))
+    subnets = clean_site_subnets("site_subnets", values.get("site_subnets"))
     await _require_customer(session, actor, customer_id)
     installation = Installation(customer_id=customer_id, name=name, enabled=enabled,
-                                online=False, created_at=clock())
+                                online=False, created_at=clock(), site_subnets=subnets)
     session.add(installation)
     await session.flush()
     await audit.record(session, "installation.create", actor=actor, target_id=installation.id,
@@ -133,14 +136,17 @@ async def create_installation(session: AsyncSession, actor: Actor, values: Mappi
 async def update_installation(session: AsyncSession, actor: Actor, installation_id: int,
                               changes: Mapping[str, Any], *,
                               clock: Clock = utc_now) -> Installation:
-    """Rename, enable/disable or move an installation (Administrator of it and of the target
-    customer). A disabled installation opens no sessions."""
+    """Rename, enable/disable, move an installation or set its site subnets (Administrator of
+    it and of the target customer). A disabled installation opens no sessions; new site
+    subnets apply from the next identity check and session."""
     check_known(changes, _UPDATE_FIELDS)
     installation = await get_installation(session, actor, installation_id,
                                           Action.MANAGE_INVENTORY)
     before = audit.snapshot(installation)
     if "name" in changes:
         installation.name = clean_text("name", changes["name"])
+    if "site_subnets" in changes:
+        installation.site_subnets = clean_site_subnets("site_subnets", changes["site_subnets"])
     if "enabled" in changes:
         enabled = clean_bool("enabled", changes["enabled"])
         if installation.enabled and not enabled:

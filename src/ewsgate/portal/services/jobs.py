@@ -54,7 +54,7 @@ _TRANSITIONS = {
     "failed": set(),
 }
 _LOG_FIELDS = frozenset({"seq", "at", "user_email", "method", "url", "status", "bytes_in",
-                         "bytes_out", "duration_ms", "outcome", "detail"})
+                         "bytes_out", "duration_ms", "outcome", "detail", "client"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +201,7 @@ async def append_job_log(session: AsyncSession, job_id: int,
             status=entry.get("status"), bytes_in=int(entry.get("bytes_in") or 0),
             bytes_out=int(entry.get("bytes_out") or 0),
             duration_ms=int(entry.get("duration_ms") or 0), outcome=str(entry["outcome"])[:32],
-            detail=entry.get("detail")))
+            detail=entry.get("detail"), client=entry.get("client")))
         added += 1
     await session.flush()
     return added

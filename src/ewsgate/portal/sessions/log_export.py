@@ -3,14 +3,16 @@
 Both exports are pure functions over rows in ``seq`` order; the API streams their output.
 
 - **CSV** (RFC 4180, UTF-8, header row): ``seq, time, user, method, url, status, bytes_in,
-  bytes_out, duration_ms, outcome, detail``. A device controls the URLs and details that end up
-  in the log, so a cell that a spreadsheet would read as a formula (starting with ``=``, ``+``,
-  ``-``, ``@``, tab or carriage return) is prefixed with ``'`` (OWASP "CSV injection").
+  bytes_out, duration_ms, outcome, detail, client``. A device controls the URLs and details
+  that end up in the log, so a cell that a spreadsheet would read as a formula (starting with
+  ``=``, ``+``, ``-``, ``@``, tab or carriage return) is prefixed with ``'`` (OWASP "CSV
+  injection").
 - **HAR** 1.2 (the HTTP Archive format browsers' developer tools read): one entry per request
   with ``startedDateTime``, ``time`` (the duration), ``request`` (method, absolute URL, body
   size = bytes from the browser) and ``response`` (status, body size = bytes to the browser);
   the log keeps no headers or bodies, so those are empty, and ``outcome``/``detail`` go in the
-  entry's ``comment``. A relative URL is made absolute against the session URL.
+  entry's ``comment``; the browser's address goes in ``_clientAddress`` (HAR's custom-field
+  convention) and the comment. A relative URL is made absolute against the session URL.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from urllib.parse import urljoin
 __all__ = ["CSV_COLUMNS", "LogRow", "to_csv", "to_har"]
 
 CSV_COLUMNS = ("seq", "time", "user", "method", "url", "status", "bytes_in", "bytes_out",
-               "duration_ms", "outcome", "detail")
+               "duration_ms", "outcome", "detail", "client")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -44,6 +46,7 @@ class LogRow(Protocol):
     duration_ms: int
     outcome: str
     detail: str | None
+    client: str | None
 
 
 def _iso(moment: datetime) -> str:
@@ -82,7 +85,7 @@ def to_csv(rows: Iterable[LogRow], *, purpose: str = "") -> str:
         writer.writerow([
             row.seq, _iso(row.at), _cell(row.user_email), _cell(row.method), _cell(row.url),
             "" if row.status is None else row.status, row.bytes_in, row.bytes_out,
-            row.duration_ms, _cell(row.outcome), _cell(row.detail),
+            row.duration_ms, _cell(row.outcome), _cell(row.detail), _cell(row.client),
         ])
     return out.getvalue()
 
@@ -129,7 +132,10 @@ def to_har(rows: Iterable[LogRow], *, base_url: str, creator_version: str,
             "cache": {},
             "timings": {"send": 0, "wait": row.duration_ms, "receive": 0},
             "comment": f"#{row.seq} {row.user_email or ''} {row.outcome}"
-                       + (f": {row.detail}" if row.detail else ""),
+                       + (f": {row.detail}" if row.detail else "")
+                       + (f" (client {row.client})" if row.client else ""),
+            # HAR has no field for the client's address; custom fields start with "_"
+            "_clientAddress": row.client or "",
         })
     return {
         "log": {

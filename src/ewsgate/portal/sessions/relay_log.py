@@ -10,8 +10,9 @@ neither fail nor duplicate, and the count of new rows comes back in the same sta
 
 An entry is what the relay's access log writes (:class:`ewsgate.relay.access_log.AccessEntry`):
 ``session_id, seq, time`` (epoch seconds) ``, user`` (e-mail) ``, method, url, status,
-bytes_in, bytes_out, duration_ms, outcome, detail``; ``at`` (ISO 8601) and ``user_email`` are
-accepted as the same fields under the job log's names.
+bytes_in, bytes_out, duration_ms, outcome, detail`` and, optionally, ``client`` (the browser's
+address as the relay saw it); ``at`` (ISO 8601) and ``user_email`` are accepted as the same
+fields under the job log's names.
 
 **Begin and completion.** A relay spools a forwarded request twice under one seq: a *begin*
 (``outcome: "pending"``) before the device sees it, and its *completion* (the real outcome)
@@ -53,7 +54,10 @@ MAX_URL = 8192
 MAX_DETAIL = 4000
 _INT_FIELDS = ("bytes_in", "bytes_out", "duration_ms")
 _KNOWN = frozenset({"session_id", "seq", "at", "time", "user_email", "user", "method", "url",
-                    "status", "bytes_in", "bytes_out", "duration_ms", "outcome", "detail"})
+                    "status", "bytes_in", "bytes_out", "duration_ms", "outcome", "detail",
+                    "client"})
+#: the longest client address kept (an IPv6 address with a zone fits)
+MAX_CLIENT = 64
 
 
 class LogEntryError(ValueError):
@@ -138,6 +142,7 @@ def parse_entry(entry: Any) -> dict[str, Any]:
         "status": status,
         "outcome": _text(entry, "outcome", 32, required=True),
         "detail": _text(entry, "detail", MAX_DETAIL, required=False),
+        "client": _text(entry, "client", MAX_CLIENT, required=False),
     }
     for name in _INT_FIELDS:
         number = entry.get(name, 0)
@@ -159,7 +164,7 @@ _JOBS_OF_SESSIONS = select(_SESSIONS.c.id, _SESSIONS.c.job_id).where(
 
 
 _COMPLETED_FIELDS = ("at", "user_email", "method", "url", "status", "bytes_in", "bytes_out",
-                     "duration_ms", "outcome", "detail")
+                     "duration_ms", "outcome", "detail", "client")
 
 
 def _insert_once(insert: Any) -> Any:

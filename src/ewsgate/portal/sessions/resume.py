@@ -54,10 +54,12 @@ def open_session_payload(service: RemoteSessions, *, session_id: str, installati
                          device: Device, relay: Relay, expires_at: datetime,
                          device_view: dict[str, Any],
                          certificate_thumbprint: str | None,
+                         site_subnets: list[str] | None = None,
                          row: RemoteSession | None = None) -> dict[str, Any]:
     """The ``OpenSession`` payload (docs/sessions.md) with a freshly issued tunnel ticket,
-    bound to the installation certificate ``certificate_thumbprint`` (``cnf``), carrying the
-    session's policy (``row``: mode, idle timeout) for the relay."""
+    bound to the installation certificate ``certificate_thumbprint`` (``cnf``) and carrying
+    the session's policy (``row``: mode, idle timeout) for the relay; the identity part carries
+    the installation's ``site_subnets``."""
     ticket = service.tickets.tunnel_ticket(
         relay_id=str(relay.id), installation_id=str(installation_id), session_id=session_id,
         expires_at=expires_at, device=device_view,
@@ -68,7 +70,7 @@ def open_session_payload(service: RemoteSessions, *, session_id: str, installati
         "expires_at": expires_at.isoformat(),
         "expires_at_unix_ms": int(expires_at.timestamp() * 1000),
         "device": device_view,
-        "identity": verify_payload(device),
+        "identity": verify_payload(device, site_subnets=site_subnets),
         "relay": {"id": str(relay.id), "name": relay.name,
                   "tunnel_address": relay.tunnel_address},
         "ticket": ticket.token,
@@ -90,6 +92,7 @@ async def resume_installation(service: RemoteSessions, installation_id: int) -> 
                    RemoteSession.status.in_(_LIVE), RemoteSession.expires_at > now))).all()
         installation = await session.get(Installation, installation_id)
         thumbprint = installation.cert_thumbprint if installation is not None else None
+        subnets = installation.site_subnets if installation is not None else None
         payloads = []
         for row, device, relay in rows:
             if row.id in service._tasks:
@@ -99,7 +102,7 @@ async def resume_installation(service: RemoteSessions, installation_id: int) -> 
             payloads.append((row.id, open_session_payload(
                 service, session_id=row.id, installation_id=installation_id, device=device,
                 relay=relay, expires_at=expires_at, device_view=device_payload(device),
-                certificate_thumbprint=thumbprint, row=row)))
+                certificate_thumbprint=thumbprint, site_subnets=subnets, row=row)))
     for session_id, payload in payloads:
         task = asyncio.ensure_future(_resume(service, session_id, installation_id, payload))
         service._tasks[session_id] = task

@@ -13,7 +13,8 @@ server) and hands it to :func:`mount_remote_technician`, which adds
   page and the job log fragment (:mod:`.pages`),
 
 and keeps itself in ``app.state.ewsgate_rt``. :class:`RemoteTechnician` is a background
-service of the portal (``start``: the sweeper — expiry, teardown, code pruning; ``stop``).
+service of the portal (``start``: the sweeper — expiry, teardown, code pruning, each pass run
+by exactly one replica; ``stop``).
 
 The control hub and the CA are those of the portal's control server, found among the portal's
 background services when needed (it has ``hub`` and ``ca``; it joins them after the app is
@@ -35,6 +36,7 @@ from ewsgate.config import ConfigError
 from ewsgate.pki import CertificateAuthority
 from ewsgate.portal.auth import AuthSettings
 from ewsgate.portal.control.hub import InstallationOffline
+from ewsgate.portal.oauth.key_sync import SigningKeySync
 from ewsgate.portal.oauth.keys import SigningKeys
 from ewsgate.portal.oauth.routes import OAuthEndpoints
 from ewsgate.portal.oauth.server import AuthorizationServer, OAuthConfig
@@ -43,6 +45,7 @@ from ewsgate.portal.sessions.naming import SessionConfig
 from ewsgate.portal.sessions.requests import SessionRequests
 from ewsgate.portal.sessions.service import CommandSender, RemoteSessions
 from ewsgate.portal.store.db import Database
+from ewsgate.portal.store.sweep_lock import SweepLocks
 from ewsgate.portal.ui.rendering import Renderer
 
 __all__ = ["RemoteTechnician", "build_remote_technician", "mount_from_context",
@@ -66,6 +69,13 @@ class _ContextHub:
     async def send_command(self, installation_id: int, kind: str,
                            payload: Any = None, *, timeout: float = 30.0,  # noqa: ASYNC109
                            on_progress: Any = None) -> dict[str, Any]:
+        from ewsgate.portal.control.routing import router_of
+
+        router = router_of(self._ctx)
+        if router is not None:  # in process, or to the replica holding the stream
+            routed: dict[str, Any] = await router.send_command(
+                installation_id, kind, payload, timeout=timeout, on_progress=on_progress)
+            return routed
         control = _control_server(self._ctx)
         if control is None:
             raise InstallationOffline("this portal runs without its control server, so no "
@@ -93,10 +103,20 @@ class RemoteTechnician:
     #: the portal's control server (its ``hub``), when it has one
     hub_source: Callable[[], Any] = lambda: None
     sweep_interval: float = 1.0
+    #: exactly one replica runs each sweep pass (default: locks on ``db``)
+    sweep_locks: SweepLocks | None = None
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
     #: the relays' event streams' shared poller (portal.sessions.revocation_stream), on demand
     revocation_streams: Any = field(default=None, repr=False)
+    _ticks: int = field(default=0, repr=False)
     _requests: SessionRequests | None = field(default=None, repr=False)
+    _locks: SweepLocks = field(init=False, repr=False)
+    #: the signing keys kept in step with the other replicas through the database
+    key_sync: SigningKeySync = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._locks = self.sweep_locks or SweepLocks(self.db)
+        self.key_sync = SigningKeySync(self.db, self.keys)
 
     @property
     def requests(self) -> SessionRequests:
@@ -113,6 +133,11 @@ class RemoteTechnician:
     async def start(self) -> None:
         """Start the sweeper (expiry, teardown of ended sessions, pruning of spent codes)."""
         if self._sweeper is None:
+            try:  # before the first key is made, so that replicas agree on one
+                await self.key_sync.sync()
+            except Exception:
+                log.exception("sharing the signing keys through the database failed; "
+                              "retrying on every sweep")
             self._sweeper = asyncio.ensure_future(self._sweep_forever())
 
     def _listen_for_attaches(self) -> None:
@@ -123,16 +148,27 @@ class RemoteTechnician:
         if callable(add):
             add(self.sessions.installation_connected)
 
+    async def sweep_once(self) -> bool:
+        """One pass, if this replica gets the sweep's lock (:mod:`~ewsgate.portal.store.
+        sweep_lock`); True when it ran. Every 60th pass of a replica also prunes spent codes."""
+        async with self._locks.hold("remote-sessions") as mine:
+            if not mine:
+                return False
+            await self.sessions.sweep()
+            await self.requests.expire()
+        self._ticks += 1
+        if self._ticks % 60 == 0:
+            async with self._locks.hold("oauth-codes") as mine:
+                if mine:
+                    await self.oauth.prune()
+        return True
+
     async def _sweep_forever(self) -> None:
-        ticks = 0
         while True:
             try:
                 self._listen_for_attaches()
-                await self.sessions.sweep()
-                await self.requests.expire()
-                ticks += 1
-                if ticks % 60 == 0:
-                    await self.oauth.prune()
+                await self.key_sync.sync()  # every replica: keys made or retired elsewhere
+                await self.sweep_once()
             except Exception:
                 log.exception("Remote Technician sweep failed; retrying")
             await asyncio.sleep(self.sweep_interval)
@@ -182,7 +218,8 @@ def mount_remote_technician(app: Any, rt: RemoteTechnician, *, pages: bool = Tru
     from ewsgate.portal.sessions import pages as session_pages
 
     app.state.ewsgate_rt = rt
-    endpoints = OAuthEndpoints(rt.oauth, rt.keys, rt.auth, rt.renderer, rt.clock)
+    endpoints = OAuthEndpoints(rt.oauth, rt.keys, rt.auth, rt.renderer, rt.clock,
+                               refresh_keys=rt.key_sync.sync)
     for route in endpoints.routes():
         app.router.routes.append(route)
     app.include_router(remote_sessions.router)

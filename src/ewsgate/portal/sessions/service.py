@@ -230,7 +230,8 @@ class RemoteSessions:
             payload = open_session_payload(
                 self, session_id=session_id, installation_id=installation.id, device=device,
                 relay=relay, expires_at=expires_at, device_view=device_payload(device),
-                certificate_thumbprint=installation.cert_thumbprint, row=row)
+                certificate_thumbprint=installation.cert_thumbprint,
+                site_subnets=installation.site_subnets, row=row)
             await session.flush()
             await audit.record(session, "remote_session.start", actor=actor,
                                target_id=session_id, customer_id=job.customer_id,

@@ -63,10 +63,12 @@ __all__ = [
     "InstallationRevocation",
     "Job",
     "JobLogEntry",
+    "LoginFailure",
     "Relay",
     "RemoteSession",
     "RoleAssignment",
     "SessionRequest",
+    "SigningKeyRow",
     "TunnelReport",
     "User",
     "WebSession",
@@ -142,6 +144,9 @@ class Installation(Base):
     #: ``x5t#S256`` of the current client certificate (tunnel tickets are bound to it)
     cert_thumbprint: Mapped[str | None] = mapped_column(String(64))
     agent_version: Mapped[str | None] = mapped_column(String(64))
+    #: the site's device subnets (CIDR texts); when set, the agent reaches nothing outside them
+    #: (nor outside its own ``--site-subnets``: the tighter list wins)
+    site_subnets: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class InstallationRevocation(Base):
@@ -358,6 +363,8 @@ class JobLogEntry(Base):
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
     outcome: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(Text)
+    #: the browser's address as the relay saw it (None for entries from older relays)
+    client: Mapped[str | None] = mapped_column(String(64))
 
 
 class Relay(Base):
@@ -473,6 +480,28 @@ class AuditEvent(Base):
     before_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     after_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class LoginFailure(Base):
+    """A failed (or in-progress) login attempt for one key, shared by every portal replica
+    (``ewsgate.portal.login_limits``); rows past the failure window and lockout are deleted."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_key_failed_at", "key", "failed_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(400))
+    failed_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class SigningKeyRow(Base):
+    """An ES256 signing key shared by every portal replica (``ewsgate.portal.oauth.key_sync``):
+    the private JWK as JSON, created and (once) retired."""
+
+    __tablename__ = "signing_keys"
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime]
+    retired_at: Mapped[datetime | None]
+    jwk: Mapped[str] = mapped_column(Text)
 
 
 class CustomerPolicy(Base):

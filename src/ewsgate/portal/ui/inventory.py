@@ -31,9 +31,10 @@ from ewsgate.portal.ui.rendering import ago
 from ewsgate.portal.ui.web import Page, PageError, page
 
 __all__ = ["create_customer", "create_enrolment_token", "create_installation", "customer_detail",
-           "customer_list", "delete_customer", "installation_list", "update_customer"]
+           "customer_list", "delete_customer", "installation_list", "set_site_subnets",
+           "update_customer"]
 
-_INSTALLATION_FIELDS = frozenset({"name", "customer_id"})
+_INSTALLATION_FIELDS = frozenset({"name", "customer_id", "site_subnets"})
 _CUSTOMER_FIELDS = frozenset({"name", "parent_id"})
 
 
@@ -132,6 +133,23 @@ async def create_enrolment_token(p: Page, installation_id: int) -> Response:
             return p.failure(exc)
         return await _installations_page(p, status_code=exc.status, error=PageError.of(exc))
     return await _installations_page(p, enrolment=_enrolment(p, name, issued), status_code=201)
+
+
+@page
+async def set_site_subnets(p: Page, installation_id: int) -> Response:
+    """``POST /installations/{id}/site-subnets`` (``site_subnets``: networks separated by
+    commas, spaces or new lines; empty: no limit): Administrators of the installation."""
+    try:
+        async with p.transaction() as session:
+            await installation_service.update_installation(
+                session, p.actor, installation_id, {"site_subnets": p.field("site_subnets")},
+                clock=p.ui.config.clock)
+    except ServiceError as exc:
+        if exc.status == 404:
+            return p.failure(exc)
+        return await _installations_page(p, status_code=exc.status,
+                                         error=PageError.of(exc, _INSTALLATION_FIELDS))
+    return p.redirect("/installations", "site-subnets-saved")
 
 
 async def _customers_page(p: Page, *, form: dict[str, str] | None = None,

@@ -53,6 +53,7 @@ ROUTES: list[tuple[str, Endpoint, list[str]]] = [
     ("/devices/{device_id:int}/open", session_pages.open_device, ["POST"]),
     ("/installations", inventory.installation_list, ["GET"]),
     ("/installations", inventory.create_installation, ["POST"]),
+    ("/installations/{installation_id:int}/site-subnets", inventory.set_site_subnets, ["POST"]),
     ("/installations/{installation_id:int}/enrolment-token", inventory.create_enrolment_token,
      ["POST"]),
     ("/customers", inventory.customer_list, ["GET"]),

@@ -41,7 +41,7 @@ from starlette.responses import RedirectResponse, Response
 
 from ewsgate.portal.auth import (
     AuthSettings,
-    LoginRateLimiter,
+    LoginLimiter,
     SessionInfo,
     check_csrf,
     session_from_cookie,
@@ -81,6 +81,8 @@ NOTICES: dict[str, str] = {
     "customer-saved": "The customer was saved.",
     "policy-saved": "The policy was saved; customers below it inherit it.",
     "customer-deleted": "The customer was deleted.",
+    "site-subnets-saved": "The site subnets were saved; they apply from the next identity "
+                          "check and session.",
     "device-deleted": "The device was deleted. Its jobs and their logs are kept.",
     "device-created": "The device was added. Remote Technician is off until a Configurer "
                       "turns it on.",
@@ -100,6 +102,7 @@ FIELD_LABELS: dict[str, str] = {
     "enabled": "Remote Technician", "csrf_token": "Form", "q": "Search", "customer": "Customer",
     "installation": "Installation", "make": "Make", "rt": "Remote Technician", "type": "Type",
     "status": "Status", "device": "Device", "installation_id": "Installation",
+    "site_subnets": "Site subnets",
     "hostname": "Host name", "mac": "MAC address", "serial": "Serial number",
     "ews_endpoints": "Web server", "identity_method": "Identity by", "snmp_version": "SNMP",
     "snmp_port": "SNMP port", "snmp_community": "SNMP community", "snmp_v3_user": "SNMPv3 user",
@@ -114,7 +117,7 @@ class UIConfig:
 
     database: Database
     auth: AuthSettings
-    limiter: LoginRateLimiter
+    limiter: LoginLimiter
     clock: Clock = utc_now
     #: ``HOST:PORT`` agents give to ``ewsgate agent enroll --portal`` (the enrolment port)
     enrol_address: str | None = None

@@ -1,7 +1,7 @@
 """Customer policies and session requests; a session's mode and idle timeout.
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-04 19:45:00
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import ewsgate.portal.store.types
 
 revision: str = "0010"
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
