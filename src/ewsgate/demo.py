@@ -377,6 +377,7 @@ class DemoStack:
                 serial=profile_info.serial, http_port=http_port, https_port=https_port,
                 snmp_port=snmp_port, endpoints=endpoints))
         configurer.close()
+        logins["approver"] = self._seed_approval_customer(api)
         return DemoInfo(
             portal_url=portal_url, api_url=f"{portal_url}/api/v1",
             grpc=f"{HOST}:{self.grpc_port}", enrolment=f"{HOST}:{self.enrol_port}",
@@ -386,6 +387,32 @@ class DemoStack:
             data_dir=str(self.data_dir), logins=logins, api_token=token,
             customer_id=customer["id"], installation_id=installation["id"], relay_id=relay_id,
             devices=devices, logs=str(self.supervisor.log_dir))
+
+
+    def _seed_approval_customer(self, api: httpx.Client) -> dict[str, str]:
+        """A second customer whose policy requires approval and a reason, with its Customer
+        Approver (and the technician allowed there, so requests can be tried once a site of
+        that customer is enrolled); returns the approver's login."""
+        customer = _post(api, "/customers", {"name": "Banco Meridional"})
+        _post(api, "/installations", {"customer_id": customer["id"],
+                                      "name": "Banco Meridional branch 12"})
+        answer = api.put(f"/customers/{customer['id']}/policy", json={
+            "approval": "required", "reason": "required", "idle_timeout_minutes": 10})
+        _check(answer, "set the policy of the second demo customer")
+        email, password = "approver@demo.example", self.passwords.get("approver") or _password()
+        user = _post(api, "/users", {"email": email, "password": password,
+                                     "name": "Ana Aprovadora"})
+        _post(api, "/role-assignments", {"user_id": user["id"], "role": "approver",
+                                         "customer_id": customer["id"]})
+        listed = api.get("/users")
+        _check(listed, "list the demo users")
+        technician = next((u for u in listed.json() if u.get("email") ==
+                           "technician@demo.example"), None)
+        if technician is not None:
+            _post(api, "/role-assignments", {"user_id": technician["id"], "role": "user",
+                                             "customer_id": customer["id"]})
+        return {"email": email, "password": password, "customer": customer["name"],
+                "customer_id": str(customer["id"])}
 
 
 def _check(response: httpx.Response, what: str) -> None:
@@ -412,7 +439,9 @@ def _banner(info: DemoInfo) -> str:
         "  Sign in as:",
     ]
     for role, login in info.logins.items():
-        lines.append(f"    {role:<14} {login['email']:<28} {login['password']}")
+        lines.append(f"    {role:<14} {login['email']:<28} {login['password']}"
+                     + (f"  ({login['customer']}: approval and a reason required)"
+                        if "customer" in login else ""))
     lines += [
         "",
         "  Devices (Remote Technician enabled; open one as the technician):",

@@ -50,7 +50,7 @@ def with_schema(base_url: str, schema: str) -> str:
 
 WORLD_NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 WORLD_PASSWORD = "correct horse battery"
-ROLE_NAMES = ("administrator", "configurer", "user", "viewer")
+ROLE_NAMES = ("administrator", "configurer", "user", "viewer", "approver")
 
 
 @dataclass

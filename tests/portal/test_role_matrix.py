@@ -28,6 +28,7 @@ from ewsgate.portal.services import (
     devices,
     installations,
     jobs,
+    policies,
     users,
 )
 from ewsgate.portal.store.db import Database
@@ -37,36 +38,43 @@ pytestmark = pytest.mark.db
 
 OK, FORBIDDEN, NOT_FOUND, CONFLICT = "ok", "forbidden", "not_found", "conflict"
 
-# action -> outcome in scope for (administrator, configurer, user, viewer).
+# action -> outcome in scope for (administrator, configurer, user, viewer, approver).
+# A Customer Approver sees what a Viewer sees and changes nothing here; it answers session
+# requests (tests/sessions/test_policy_sessions.py) and reads, never sets, the policy.
 # Out of scope every action is NOT_FOUND (lists: the object is absent).
-IN_SCOPE: dict[str, tuple[str, str, str, str]] = {
-    "get_customer":             (OK, OK, OK, OK),
-    "list_customers":           (OK, OK, OK, OK),
-    "create_child_customer":    (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN),
-    "rename_customer":          (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN),
-    "delete_customer":          (CONFLICT, FORBIDDEN, FORBIDDEN, FORBIDDEN),  # it has a site
-    "get_installation":         (OK, OK, OK, OK),
-    "list_installations":       (OK, OK, OK, OK),
-    "create_installation":      (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN),
-    "rename_installation":      (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN),
-    "delete_installation":      (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN),
-    "create_enrolment_token":   (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN),
-    "get_device":               (OK, OK, OK, OK),
-    "list_devices":             (OK, OK, OK, OK),
-    "create_device":            (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN),
-    "update_device":            (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN),
-    "delete_device":            (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN),
-    "enable_remote_technician": (FORBIDDEN, OK, FORBIDDEN, FORBIDDEN),
-    "disable_remote_technician": (FORBIDDEN, OK, FORBIDDEN, FORBIDDEN),
-    "open_session":             (FORBIDDEN, FORBIDDEN, OK, FORBIDDEN),
-    "get_job":                  (OK, OK, OK, OK),
-    "list_jobs":                (OK, OK, OK, OK),
-    "get_job_log":              (OK, OK, OK, OK),
-    "grant_role":               (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN),
-    "list_role_assignments":    (OK, NOT_FOUND, NOT_FOUND, NOT_FOUND),  # others' grants hidden
-    "list_audit_events":        (OK, NOT_FOUND, NOT_FOUND, NOT_FOUND),  # API: 403 for them
+IN_SCOPE: dict[str, tuple[str, str, str, str, str]] = {
+    "get_customer":             (OK, OK, OK, OK, OK),
+    "list_customers":           (OK, OK, OK, OK, OK),
+    "create_child_customer":    (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN),
+    "rename_customer":          (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN),
+    # delete_customer: the customer has a site
+    "delete_customer":          (CONFLICT, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN),
+    "get_installation":         (OK, OK, OK, OK, OK),
+    "list_installations":       (OK, OK, OK, OK, OK),
+    "create_installation":      (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN),
+    "rename_installation":      (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN),
+    "delete_installation":      (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN),
+    "create_enrolment_token":   (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN),
+    "get_device":               (OK, OK, OK, OK, OK),
+    "list_devices":             (OK, OK, OK, OK, OK),
+    "create_device":            (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN),
+    "update_device":            (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN),
+    "delete_device":            (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN),
+    "enable_remote_technician": (FORBIDDEN, OK, FORBIDDEN, FORBIDDEN, FORBIDDEN),
+    "disable_remote_technician": (FORBIDDEN, OK, FORBIDDEN, FORBIDDEN, FORBIDDEN),
+    "open_session":             (FORBIDDEN, FORBIDDEN, OK, FORBIDDEN, FORBIDDEN),
+    "get_job":                  (OK, OK, OK, OK, OK),
+    "list_jobs":                (OK, OK, OK, OK, OK),
+    "get_job_log":              (OK, OK, OK, OK, OK),
+    "grant_role":               (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN),
+    # list_role_assignments: others' grants are hidden
+    "list_role_assignments":    (OK, NOT_FOUND, NOT_FOUND, NOT_FOUND, NOT_FOUND),
+    "get_policy":               (OK, OK, OK, OK, OK),
+    "get_effective_policy":     (OK, OK, OK, OK, OK),
+    "set_policy":               (OK, FORBIDDEN, FORBIDDEN, FORBIDDEN, FORBIDDEN),
+    "list_audit_events":        (OK, NOT_FOUND, NOT_FOUND, NOT_FOUND, OK),  # API: 403 for them
 }
-ROLES = ("administrator", "configurer", "user", "viewer")
+ROLES = ("administrator", "configurer", "user", "viewer", "approver")
 # (actor scope, target customer, in scope?)
 PLACEMENTS = (("A", "A1", True), ("A", "B", False), ("A", "X", False),
               ("dealer", "B", True), ("dealer", "X", False))
@@ -128,6 +136,11 @@ ACTIONS: dict[str, Action] = {
     "grant_role": lambda s, a, w, t: users.create_role_assignment(
         s, a, {"user_id": w.users["nobody"], "role": "viewer", "customer_id": w.customer[t]}),
     "list_role_assignments": lambda s, a, w, t: _list_grants(s, a, w, t),
+    "get_policy": lambda s, a, w, t: policies.get_policy(s, a, w.customer[t]),
+    "get_effective_policy": lambda s, a, w, t: policies.get_effective_policy(
+        s, a, w.customer[t]),
+    "set_policy": lambda s, a, w, t: policies.set_policy(
+        s, a, w.customer[t], {"approval": "required", "idle_timeout_minutes": 5}),
     "list_audit_events": lambda s, a, w, t: _list_audit(s, a, w, t),
 }
 

@@ -139,6 +139,16 @@ async def test_every_form_post_leaves_an_audit_entry(
         Form("/devices/{device_id}/open", "tech", "remote_session.start", {}),
         Form("/remote-sessions/{session_id}/end", "tech", "remote_session.end",
              {"next": "/devices"}),
+        Form("/customers/{customer_id}/policy", "admin", "customer.policy",
+             {"approval": "required", "reason": "required", "idle_timeout_minutes": "5"}),
+        Form("/devices/{device_id}/open", "tech", "session_request.create",
+             {"reason": "toner low", "ticket": "T-9"}),
+        Form("/session-requests/{request_id}/deny", "admin", "session_request.deny",
+             {"reason": "not today"}),
+        Form("/devices/{device_id}/open", "tech", "session_request.create",
+             {"reason": "toner low, again"}),
+        Form("/session-requests/{request_id}/approve", "admin", "session_request.approve",
+             {"reason": "go ahead"}),
         Form("/users", "admin", "user.create",
              {"email": "form.user@example.com", "name": "Form User",
               "password": "a long password 3", "role": "viewer", "customer_id": ""}),
@@ -179,6 +189,7 @@ async def test_every_form_post_leaves_an_audit_entry(
         url = url.replace("{token_id}", str(ids.get("token", 0)))
         url = url.replace("{session_id}", str(ids.get("session", "")))
         url = url.replace("{notification_id}", str(ids.get("notification", 0)))
+        url = url.replace("{request_id}", str(ids.get("request", 0)))
         data = {k: v.format(**ids) if v.startswith("{") else v for k, v in form.data.items()}
         before = len(await _entries(ui_db, form.action))
         response = await browsers[form.who].post(url, data={**data,
@@ -200,6 +211,8 @@ async def test_every_form_post_leaves_an_audit_entry(
             ids["session"] = entries[-1].target_id
             async with ui_db.transaction() as s:
                 assert await s.get(RemoteSession, ids["session"]) is not None
+        elif form.action == "session_request.create":
+            ids["request"] = int(entries[-1].target_id or 0)
         elif form.action == "user.create":
             ids["user"] = int(entries[-1].target_id or 0)
         elif form.action == "role_assignment.create":

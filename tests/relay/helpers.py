@@ -386,12 +386,13 @@ class Relay:
 
     def add_device(self, target_port: int, *, ip: str = "10.0.0.5", hostname: str | None = None,
                    endpoints: tuple[Endpoint, ...] = (Endpoint("http", 80),),
-                   expires_in: float = 1800, session_id: str | None = None) -> str:
+                   expires_in: float = 1800, session_id: str | None = None,
+                   policy: Any = None) -> str:
         sid = session_id or new_session_id()
         now = self.clock.now()
         info = SessionInfo(session_id=sid, expires_at=now + expires_in,
                            device=DeviceView(ip=ip, hostname=hostname, endpoints=endpoints),
-                           started_at=now)
+                           started_at=now, **({"policy": policy} if policy else {}))
         self.directory.add(info, [("127.0.0.1", target_port)] * len(endpoints))
         return sid
 

@@ -126,6 +126,20 @@ class RtWorld:
             assert user is not None
             return await actor_for(s, user)
 
+    async def set_policy(self, customer: str = "A", **settings: Any) -> None:
+        """Store ``settings`` as the customer's own policy (its JSON form)."""
+        from ewsgate.portal.policy import parse_policy
+        from ewsgate.portal.store.models import CustomerPolicy
+
+        async with self.db.transaction() as s:
+            row = await s.get(CustomerPolicy, self.customer[customer])
+            data = parse_policy(settings).as_json()
+            if row is None:
+                s.add(CustomerPolicy(customer_id=self.customer[customer], settings=data,
+                                     updated_at=T0, updated_by="test"))
+            else:
+                row.settings = data
+
 
 async def _pg_execute(base_url: str, sql: str) -> None:
     import asyncpg
@@ -239,8 +253,11 @@ async def build(db: Database, data_dir: Path, *, max_seconds: int = 1800) -> RtW
                                     ("techB", "user", "B"), ("admin", "administrator", None),
                                     ("adminB", "administrator", "B"),
                                     ("configurer", "configurer", None),
-                                    ("viewer", "viewer", None)):
-            user = User(dealer_id=dealer.id, email=f"{key}@example.com", name=key,
+                                    ("viewer", "viewer", None),
+                                    ("approverA", "approver", "A"),
+                                    ("approverB", "approver", "B"),
+                                    ("viewerB", "viewer", "B")):
+            user = User(dealer_id=dealer.id, email=f"{key.lower()}@example.com", name=key,
                         password_hash=pw, active=True, created_at=T0)
             s.add(user)
             await s.flush()

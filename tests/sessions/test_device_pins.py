@@ -39,6 +39,7 @@ async def _events(rt: RtWorld) -> list[DevicePinEvent]:
 async def test_first_verified_session_pins_what_the_agent_saw_and_later_ones_send_it(
         rt: RtWorld) -> None:
     rt.hub.script = [("ok", _ok({"ews_cert_sha256": FP, "mac": MAC}))]
+    await rt.set_policy(max_sessions_per_user_per_device=2)  # two live sessions in a row
     await rt.sessions.create(await rt.actor("tech"), rt.device["on"])
     await settle(rt)
     first = next(c for c in rt.hub.sent if c.kind == "OpenSession").payload["identity"]

@@ -64,6 +64,7 @@ async def _settle(*replicas: Replica) -> None:
 
 async def _expired_sessions(rt: RtWorld, count: int) -> list[str]:
     actor = await rt.actor("tech")
+    await rt.set_policy(max_sessions_per_device=count, max_sessions_per_user_per_device=count)
     ids = [(await rt.sessions.create(actor, rt.device["on"])).session_id for _ in range(count)]
     await settle(rt)
     rt.clock.advance(30 * 60 + 2)

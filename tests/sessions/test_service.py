@@ -207,6 +207,7 @@ async def test_stuck_open_fails_after_timeout(rt: RtWorld) -> None:
 
 async def test_session_ids_are_distinct_and_relays_spread(rt: RtWorld) -> None:
     actor = await rt.actor("tech")
+    await rt.set_policy(max_sessions_per_device=4, max_sessions_per_user_per_device=4)
     views = [await rt.sessions.create(actor, rt.device["on"]) for _ in range(4)]
     await settle(rt)
     assert len({v.session_id for v in views}) == 4

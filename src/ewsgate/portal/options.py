@@ -92,7 +92,7 @@ DEMO: list[Option] = [
 CREATE_USER: list[Option] = [
     Option("email", "the user's e-mail address (their login)", required=True),
     Option("password", "the user's password (at least 8 characters)", required=True),
-    Option("role", "administrator, configurer, user or viewer", default="viewer"),
+    Option("role", "administrator, configurer, user, viewer or approver", default="viewer"),
     Option("scope", "customer id the role is limited to (omit: the whole dealer)",
            metavar="CUSTOMER_ID"),
     Option("name", "display name (default: the e-mail address)"),

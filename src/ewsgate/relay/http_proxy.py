@@ -110,6 +110,7 @@ from ewsgate.relay.rewrite import (
 )
 from ewsgate.relay.server_names import ServerNames
 from ewsgate.relay.session_pages import render
+from ewsgate.relay.session_policy import IdleWatch
 from ewsgate.relay.sign_out import LOGOUT_PATH, clearing_headers, sign_out_allowed
 from ewsgate.relay.upstream import (
     ByteStream,
@@ -281,6 +282,8 @@ class RelayProxy:
         self.landings = Landings()
         #: browser connections bound to each session (to end them when the session ends)
         self._bound: dict[str, set[_BrowserConnection]] = {}
+        #: the customer's idle timeout, per session (ends it through the directory)
+        self.idle = IdleWatch(clock, self._end_idle)
         subscribe = getattr(directory, "add_session_end_listener", None)
         if callable(subscribe):
             # the tunnel registry: whoever ends a session there ends its browser side here
@@ -309,6 +312,13 @@ class RelayProxy:
 
     def mark_ended(self, session_id: str) -> None:
         self._ended.setdefault(session_id, self.clock.now())
+
+    async def _end_idle(self, session_id: str, reason: str) -> None:
+        """The idle timeout passed: close the tunnel (its end listener cuts the browsers)."""
+        close = getattr(self.directory, "close_session", None)
+        if callable(close):
+            await close(session_id, reason)
+        await self.end_session(session_id, reason)
 
     async def end_session(self, session_id: str,
                           reason: str = "the Remote Technician session ended") -> None:
@@ -896,6 +906,17 @@ class _BrowserConnection:
             return
         self._foreign_navigation = not websocket and foreign_navigation(headers)
         self._handshake = None
+        if self.proxy.idle.expired(session_id):  # its timer has not run yet: not revived
+            await self.proxy._end_idle(session_id, "the customer's idle timeout passed")
+            await self._page(exchange, "session_ended", close=True)
+            return
+        self.proxy.idle.touch(session_id, info.policy.idle_timeout)
+        if (why := info.policy.refusal(request.method, websocket=websocket,
+                                       fields=headers)) is not None:
+            exchange.detail = "read_only"
+            await self._page(exchange, "read_only_refused", close=True, detail=why,
+                             outcome="refused")
+            return
         if websocket:
             handshake = check_browser_request(request.method, request.http_version,
                                               request.headers)
@@ -1616,4 +1637,5 @@ def _outcome_for(kind: str) -> str:
         "bad_request": "refused",
         "navigation_refused": "refused",
         "cross_site_navigation": "refused",
+        "read_only_refused": "refused",
     }.get(kind, "error")

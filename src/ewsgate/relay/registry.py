@@ -32,6 +32,7 @@ from ewsgate.aio.connection import TunnelConnection
 from ewsgate.aio.errors import StreamRefusedError, TunnelError
 from ewsgate.aio.streams import TunnelStream
 from ewsgate.relay.clock import Clock, SystemClock
+from ewsgate.relay.session_policy import SessionPolicy
 from ewsgate.relay.tickets import TunnelTicket
 from ewsgate.relay.upstream import (
     ByteStream,
@@ -162,12 +163,12 @@ class TunnelRegistry:
         now = self.clock.now()
         info = SessionInfo(session_id=ticket.session_id, expires_at=ticket.expires_at,
                            device=ticket.device, installation_id=ticket.installation_id,
-                           started_at=now)
+                           started_at=now, policy=SessionPolicy.from_claims(ticket.claims))
         old = self._live.get(ticket.session_id)
         if old is not None:
             info = SessionInfo(session_id=info.session_id, expires_at=info.expires_at,
                                device=info.device, installation_id=info.installation_id,
-                               started_at=old.info.started_at)
+                               started_at=old.info.started_at, policy=info.policy)
             self._drop(old, ErrorCode.SUPERSEDED, "replaced by a newer tunnel for the session")
         live = LiveTunnel(ticket=ticket, connection=connection, info=info, registered_at=now)
         live.watchdog = asyncio.get_running_loop().create_task(self._watch(live))

@@ -63,6 +63,10 @@ _PAGES: dict[str, tuple[int, str, str, str]] = {
     "cross_site_refused": (
         403, "Request refused",
         "", "Go to the portal"),
+    "read_only_refused": (
+        403, "Read-only session",
+        "This Remote Technician session is read-only under the customer's policy: you can "
+        "view the device's pages, not change them.", "Go to the portal"),
     "not_signed_in": (
         401, "Sign-in needed",
         "This request needs a signed-in session, and no valid session cookie came with it. "

@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ewsgate.relay.session_policy import SessionPolicy
+
 __all__ = [
     "ByteStream",
     "DeviceStreamError",
@@ -125,6 +127,8 @@ class SessionInfo:
     started_at: float | None = None
     #: the portal user id owning the session, when the ticket names it
     user_id: str | None = None
+    #: the customer policy's mode and idle timeout (the ticket's ``pol``)
+    policy: SessionPolicy = field(default_factory=SessionPolicy)
 
 
 class ByteStream(Protocol):

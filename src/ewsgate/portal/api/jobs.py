@@ -14,7 +14,7 @@ from ewsgate import __version__
 from ewsgate.portal.api.deps import Context, CurrentActor, Id, QueryId
 from ewsgate.portal.api.schemas import JobLogEntryOut, JobLogOut, JobOut, TunnelReportOut
 from ewsgate.portal.services import jobs
-from ewsgate.portal.sessions.log_export import to_csv, to_har
+from ewsgate.portal.sessions.log_export import purpose_line, to_csv, to_har
 from ewsgate.portal.store.models import RemoteSession, TunnelReport
 
 __all__ = ["router"]
@@ -70,16 +70,22 @@ async def get_job_log(job_id: Id, actor: CurrentActor, ctx: Context,
                                       after_seq=after_seq if format == "json" else None,
                                       limit=limit)
         remote = await s.scalar(select(RemoteSession.url).where(RemoteSession.job_id == job_id))
+    result = job.result or {}
+    purpose, approval = result.get("purpose"), result.get("approval")
     if format == "json":
         return JobLogOut(job_id=job.id, status=job.status, live=job.status == "running",
+                         purpose=purpose, approval=approval,
                          entries=[JobLogEntryOut.model_validate(r) for r in rows])
     filename = f"job-{job_id}-remote-technician-log"
     headers = {"Cache-Control": "no-store"}
     if format == "csv":
         headers["Content-Disposition"] = f'attachment; filename="{filename}.csv"'
-        return Response(to_csv(rows), media_type="text/csv; charset=utf-8", headers=headers)
+        return Response(to_csv(rows, purpose=purpose_line(purpose, approval)),
+                        media_type="text/csv; charset=utf-8", headers=headers)
+    title = f"Job {job_id}: {job.device_name or 'device'}"
+    if line := purpose_line(purpose, approval):
+        title += f" · {line}"
     har = to_har(rows, base_url=remote or "https://device.invalid/",
-                 creator_version=__version__,
-                 page_title=f"Job {job_id}: {job.device_name or 'device'}")
+                 creator_version=__version__, page_title=title)
     headers["Content-Disposition"] = f'attachment; filename="{filename}.har"'
     return Response(json.dumps(har, indent=1), media_type="application/json", headers=headers)

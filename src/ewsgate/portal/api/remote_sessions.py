@@ -45,9 +45,17 @@ async def start_session(device_id: Id, actor: CurrentActor, request: Request) ->
     """Start *Open device web page* on a device: Remote Technician User, enabled device.
 
     Returns at once with status ``verifying``; poll ``GET /api/v1/remote-sessions/{id}``.
+    The optional body ``{reason, ticket, read_only}`` is the customer policy's purpose; a
+    device whose policy requires approval answers 409 ``approval_required`` (use
+    ``POST /api/v1/devices/{id}/session-requests``).
     """
+    from ewsgate.portal.api.policies import body_of
+    from ewsgate.portal.sessions.gate import clean_purpose
+
     rt = remote_technician_of(request.app)
-    view = await rt.sessions.create(actor, device_id)
+    data = await body_of(request)
+    purpose = clean_purpose(data.get("reason"), data.get("ticket"), data.get("read_only"))
+    view = await rt.sessions.create(actor, device_id, purpose)
     return _ok(view.as_json(rt.clock()), 201)
 
 

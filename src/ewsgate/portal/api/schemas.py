@@ -45,7 +45,7 @@ __all__ = [
     "UserUpdate",
 ]
 
-Role = Literal["administrator", "configurer", "user", "viewer"]
+Role = Literal["administrator", "configurer", "user", "viewer", "approver"]
 
 
 class _In(BaseModel):
@@ -316,6 +316,9 @@ class JobLogOut(BaseModel):
     job_id: int
     status: str
     live: bool = Field(description="the job is still running: more entries may come")
+    #: why the session was asked for (reason, ticket, read-only) and who approved it
+    purpose: dict[str, Any] | None = None
+    approval: dict[str, Any] | None = None
     entries: list[JobLogEntryOut]
 
 

@@ -128,10 +128,12 @@ class TokenIssuer:
         expires_at: datetime,
         device: Mapping[str, Any],
         certificate_thumbprint: str | None = None,
+        policy: Mapping[str, Any] | None = None,
     ) -> IssuedToken:
         """The ticket the agent presents to ``relay_id`` for ``session_id``, bound to the
         installation's client certificate (``cnf``/``x5t#S256``, RFC 8705) when given; relays
-        refuse tickets without that binding."""
+        refuse tickets without that binding. ``policy`` (claim ``pol``: mode, idle seconds,
+        panel) is what the relay enforces on every request."""
         now = self._clock()
         exp = _ts(expires_at)
         if exp <= _ts(now):
@@ -150,6 +152,8 @@ class TokenIssuer:
         }
         if certificate_thumbprint is not None:
             claims["cnf"] = {"x5t#S256": certificate_thumbprint}
+        if policy is not None:
+            claims["pol"] = dict(policy)
         token = self.keys.sign(claims, typ=TICKET_TYP)
         return IssuedToken(token, jti, datetime.fromtimestamp(exp, now.tzinfo), now)
 

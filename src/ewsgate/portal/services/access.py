@@ -9,8 +9,18 @@ Roles are not ranked; each grants a fixed set of actions (:data:`PERMISSIONS`)::
     configurer       x                                              x
     user             x                                                                      x
     viewer           x
+    approver         x
 
-Administrators also hold ``view_audit`` (read the audit trail of their scope).
+    role            approve_session  manage_policy  view_audit
+    administrator         x               x             x
+    approver              x                             x
+
+A Customer Approver (``approver``) is a customer's own user: scoped to its subtree, it sees the
+devices, every session on them and the policy, and answers session requests there. Only an
+Administrator changes a policy (a child customer's policy can only tighten its parent's).
+
+Administrators and Customer Approvers hold ``view_audit`` (read the audit trail of their
+scope).
 
 An object (customer, installation, device, job) belongs to one customer. For an action on it:
 
@@ -57,15 +67,19 @@ class Action(StrEnum):
     MANAGE_ACCESS = "manage_access"
     CONFIGURE_REMOTE_TECHNICIAN = "configure_remote_technician"
     OPEN_SESSION = "open_session"
+    APPROVE_SESSION = "approve_session"
+    MANAGE_POLICY = "manage_policy"
     VIEW_AUDIT = "view_audit"
 
 
 PERMISSIONS: dict[str, frozenset[Action]] = {
     "administrator": frozenset({Action.VIEW, Action.MANAGE_INVENTORY, Action.MANAGE_ACCESS,
+                                Action.APPROVE_SESSION, Action.MANAGE_POLICY,
                                 Action.VIEW_AUDIT}),
     "configurer": frozenset({Action.VIEW, Action.CONFIGURE_REMOTE_TECHNICIAN}),
     "user": frozenset({Action.VIEW, Action.OPEN_SESSION}),
     "viewer": frozenset({Action.VIEW}),
+    "approver": frozenset({Action.VIEW, Action.APPROVE_SESSION, Action.VIEW_AUDIT}),
 }
 
 

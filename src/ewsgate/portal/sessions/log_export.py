@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -58,11 +58,29 @@ def _cell(value: object) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def to_csv(rows: Iterable[LogRow]) -> str:
-    """The log as CSV text with a header row."""
+def purpose_line(purpose: Mapping[str, Any] | None,
+                 approval: Mapping[str, Any] | None) -> str:
+    """One line of why the session was opened and who approved it ("" when nothing was said)."""
+    parts = []
+    if purpose and purpose.get("reason"):
+        parts.append(f"reason: {purpose['reason']}")
+    if purpose and purpose.get("ticket"):
+        parts.append(f"ticket: {purpose['ticket']}")
+    if purpose and purpose.get("read_only"):
+        parts.append("read-only requested")
+    if approval and approval.get("approved_by"):
+        parts.append(f"approved by {approval['approved_by']}")
+    return "; ".join(parts)
+
+
+def to_csv(rows: Iterable[LogRow], *, purpose: str = "") -> str:
+    """The log as CSV text with a header row; ``purpose`` (why the session was opened) comes
+    as a first record ``seq = "purpose"`` so the file stays one table."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
+    if purpose:
+        writer.writerow(["purpose", "", "", "", "", "", "", "", "", "", _cell(purpose)])
     for row in rows:
         writer.writerow([
             row.seq, _iso(row.at), _cell(row.user_email), _cell(row.method), _cell(row.url),

@@ -46,8 +46,16 @@ async def open_device(request: Request) -> Response:
 
 @page
 async def _start_session(p: Page, device_id: int) -> Response:
+    from ewsgate.portal.sessions.gate import clean_purpose
+
     try:
-        view = await _sessions(p).create(p.actor, device_id)
+        purpose = clean_purpose(p.field("reason"), p.field("ticket"),
+                                p.field("read_only") == "1")
+        outcome = await p.request.app.state.ewsgate_rt.requests.ask(p.actor, device_id,
+                                                                    purpose)
+        if outcome.request is not None:
+            return p.redirect(f"/session-requests/{outcome.request.id}")
+        view = outcome.session
     except ServiceError as exc:
         return p.ui.message(
             p.request, title="The session was not started", message=exc.message,
@@ -114,7 +122,9 @@ async def live_sessions(p: Page) -> Response:
 def routes() -> list[Route]:
     """The page routes (kept out of the OpenAPI document)."""
     # ``POST /devices/{id}/open`` is listed with the device pages (ewsgate.portal.ui.routes).
-    return [
+    from ewsgate.portal.sessions import approval_pages
+
+    return [*approval_pages.routes(),
         Route("/remote-sessions", live_sessions, methods=["GET"], include_in_schema=False),
         Route("/remote-sessions/{session_id:str}", session_page, methods=["GET"],
               include_in_schema=False),

@@ -44,18 +44,27 @@ RESTARTED = "installation_restarted: the installation restarted and the session 
 _LIVE = tuple(s.value for s in LIVE)
 
 
+def ticket_policy(row: RemoteSession) -> dict[str, Any]:
+    """The ticket's ``pol`` claim: what the relay enforces (:mod:`ewsgate.relay.session_policy`)."""
+    return {"mode": row.mode or "full", "idle": row.idle_timeout_seconds,
+            "panel": bool(row.allow_panel)}
+
+
 def open_session_payload(service: RemoteSessions, *, session_id: str, installation_id: int,
                          device: Device, relay: Relay, expires_at: datetime,
                          device_view: dict[str, Any],
                          certificate_thumbprint: str | None,
-                         site_subnets: list[str] | None = None) -> dict[str, Any]:
+                         site_subnets: list[str] | None = None,
+                         row: RemoteSession | None = None) -> dict[str, Any]:
     """The ``OpenSession`` payload (docs/sessions.md) with a freshly issued tunnel ticket,
-    bound to the installation certificate ``certificate_thumbprint`` (``cnf``); the identity
-    part carries the installation's ``site_subnets``."""
+    bound to the installation certificate ``certificate_thumbprint`` (``cnf``) and carrying
+    the session's policy (``row``: mode, idle timeout) for the relay; the identity part carries
+    the installation's ``site_subnets``."""
     ticket = service.tickets.tunnel_ticket(
         relay_id=str(relay.id), installation_id=str(installation_id), session_id=session_id,
         expires_at=expires_at, device=device_view,
-        certificate_thumbprint=certificate_thumbprint)
+        certificate_thumbprint=certificate_thumbprint,
+        policy=ticket_policy(row) if row is not None else None)
     return {
         "session_id": session_id,
         "expires_at": expires_at.isoformat(),
@@ -93,7 +102,7 @@ async def resume_installation(service: RemoteSessions, installation_id: int) -> 
             payloads.append((row.id, open_session_payload(
                 service, session_id=row.id, installation_id=installation_id, device=device,
                 relay=relay, expires_at=expires_at, device_view=device_payload(device),
-                certificate_thumbprint=thumbprint, site_subnets=subnets)))
+                certificate_thumbprint=thumbprint, site_subnets=subnets, row=row)))
     for session_id, payload in payloads:
         task = asyncio.ensure_future(_resume(service, session_id, installation_id, payload))
         service._tasks[session_id] = task

@@ -42,6 +42,7 @@ from ewsgate.portal.oauth.routes import OAuthEndpoints
 from ewsgate.portal.oauth.server import AuthorizationServer, OAuthConfig
 from ewsgate.portal.oauth.tokens import TokenIssuer
 from ewsgate.portal.sessions.naming import SessionConfig
+from ewsgate.portal.sessions.requests import SessionRequests
 from ewsgate.portal.sessions.service import CommandSender, RemoteSessions
 from ewsgate.portal.store.db import Database
 from ewsgate.portal.store.sweep_lock import SweepLocks
@@ -108,6 +109,7 @@ class RemoteTechnician:
     #: the relays' event streams' shared poller (portal.sessions.revocation_stream), on demand
     revocation_streams: Any = field(default=None, repr=False)
     _ticks: int = field(default=0, repr=False)
+    _requests: SessionRequests | None = field(default=None, repr=False)
     _locks: SweepLocks = field(init=False, repr=False)
     #: the signing keys kept in step with the other replicas through the database
     key_sync: SigningKeySync = field(init=False, repr=False)
@@ -115,6 +117,13 @@ class RemoteTechnician:
     def __post_init__(self) -> None:
         self._locks = self.sweep_locks or SweepLocks(self.db)
         self.key_sync = SigningKeySync(self.db, self.keys)
+
+    @property
+    def requests(self) -> SessionRequests:
+        """Session requests awaiting a Customer Approver (:mod:`.requests`)."""
+        if self._requests is None:
+            self._requests = SessionRequests(self.sessions)
+        return self._requests
 
     @property
     def ca(self) -> CertificateAuthority | None:
@@ -146,6 +155,7 @@ class RemoteTechnician:
             if not mine:
                 return False
             await self.sessions.sweep()
+            await self.requests.expire()
         self._ticks += 1
         if self._ticks % 60 == 0:
             async with self._locks.hold("oauth-codes") as mine:
@@ -204,7 +214,7 @@ def build_remote_technician(
 def mount_remote_technician(app: Any, rt: RemoteTechnician, *, pages: bool = True) -> None:
     """Add Remote Technician's routes to ``app`` (FastAPI) and keep ``rt`` in its state;
     ``pages`` adds the web pages too (they need the web UI mounted)."""
-    from ewsgate.portal.api import relay_api, remote_sessions
+    from ewsgate.portal.api import policies, relay_api, remote_sessions
     from ewsgate.portal.sessions import pages as session_pages
 
     app.state.ewsgate_rt = rt
@@ -214,6 +224,7 @@ def mount_remote_technician(app: Any, rt: RemoteTechnician, *, pages: bool = Tru
         app.router.routes.append(route)
     app.include_router(remote_sessions.router)
     app.include_router(relay_api.router)
+    app.include_router(policies.router)
     if pages:
         for route in session_pages.routes():
             app.router.routes.append(route)

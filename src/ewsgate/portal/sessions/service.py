@@ -43,6 +43,9 @@ from ewsgate.portal.services import devices as device_service
 from ewsgate.portal.services import jobs as job_service
 from ewsgate.portal.services.access import Action, Actor, load_tree, scope_for
 from ewsgate.portal.services.errors import Conflict, NotFound, PermissionDenied, ServiceError
+from ewsgate.portal.services.policies import effective_for_customer
+from ewsgate.portal.sessions.events import SessionEnded, SessionEvents, SessionStarted
+from ewsgate.portal.sessions.gate import Purpose, admit
 from ewsgate.portal.sessions.naming import (
     SessionConfig,
     expiry_for,
@@ -178,6 +181,8 @@ class RemoteSessions:
         self._next_prune: datetime | None = None
         #: relay heartbeat interval and timeout (portal.sessions.relay_health)
         self.relay_health = RelayHealthConfig()
+        #: session_requested/approved/denied/started/ended, for notifiers
+        self.events = SessionEvents()
 
     def now(self) -> datetime:
         """The service's clock (injected; a fake one in tests)."""
@@ -185,12 +190,24 @@ class RemoteSessions:
 
     # -- create ------------------------------------------------------------------------------
 
-    async def create(self, actor: Actor, device_id: int) -> SessionView:
+    async def create(self, actor: Actor, device_id: int, purpose: Purpose | None = None, *,
+                     approval: Mapping[str, Any] | None = None) -> SessionView:
         """Start *Open device web page* on ``device_id`` for ``actor``; returns at once with
-        status ``verifying`` while ``OpenSession`` runs in the background."""
+        status ``verifying`` while ``OpenSession`` runs in the background.
+
+        The customer's effective policy is applied first (:func:`.gate.admit`); ``approval``
+        is the approved request's record (``request_id``, ``approved_by``, ...) when the
+        policy requires one."""
         now = self._clock()
+        purpose = purpose or Purpose()
         async with self.db.transaction() as session:
             device = await device_service.authorize_open_session(session, actor, device_id)
+            tree = await load_tree(session, actor.dealer_id)
+            customer_id = await device_service.device_customer_id(session, device)
+            policy = await admit(
+                session, await effective_for_customer(session, customer_id, tree),
+                device_id=device.id, user_id=actor.user_id, purpose=purpose,
+                approved=approval is not None, now=now)
             if not device.ews_endpoints:
                 raise Conflict(f"device {device.id} has no web page endpoint configured; an "
                                "administrator can add one (scheme and port)",
@@ -208,16 +225,22 @@ class RemoteSessions:
                 id=session_id, job_id=job.id, device_id=device.id, user_id=actor.user_id,
                 relay_id=relay.id, host=address.host, url=address.url,
                 redirect_uri=address.redirect_uri, status=SessionStatus.VERIFYING.value,
-                created_at=now, expires_at=expires_at)
+                created_at=now, expires_at=expires_at,
+                mode=policy.mode.value if policy.mode else "full",
+                idle_timeout_seconds=(policy.idle_timeout_minutes or 10) * 60,
+                allow_panel=bool(policy.allow_panel))
             session.add(row)
             job.result = {"session_id": session_id, "url": address.url,
                           "expires_at": expires_at.isoformat(), "relay": relay.name,
-                          "status": row.status, "timeline": {"created": now.isoformat()}}
+                          "status": row.status, "timeline": {"created": now.isoformat()},
+                          "purpose": purpose.as_json(), "mode": row.mode,
+                          "idle_timeout_minutes": policy.idle_timeout_minutes,
+                          **({"approval": dict(approval)} if approval else {})}
             payload = open_session_payload(
                 self, session_id=session_id, installation_id=installation.id, device=device,
                 relay=relay, expires_at=expires_at, device_view=device_payload(device),
                 certificate_thumbprint=installation.cert_thumbprint,
-                site_subnets=installation.site_subnets)
+                site_subnets=installation.site_subnets, row=row)
             await session.flush()
             await audit.record(session, "remote_session.start", actor=actor,
                                target_id=session_id, customer_id=job.customer_id,
@@ -227,6 +250,9 @@ class RemoteSessions:
                                clock=self._clock)
             view = _view(row, job)
         self._spawn_open(session_id, installation.id, payload)
+        await self.events.publish(SessionStarted(
+            session_id=session_id, job_id=view.job_id, customer_id=customer_id,
+            device_id=view.device_id, user_email=view.user_email, mode=row.mode))
         return view
 
     async def _pick_relay(self, session: AsyncSession) -> Relay:
@@ -326,6 +352,8 @@ class RemoteSessions:
         if applied and new not in (SessionStatus.VERIFYING, SessionStatus.CONNECTING):
             self._timeline.pop(session_id, None)
         if applied and new in (SessionStatus.ENDED, SessionStatus.FAILED):
+            await self.events.publish(SessionEnded(session_id=session_id, status=new.value,
+                                                   reason=reason))
             task = self._tasks.get(session_id)
             if task is not None and task is not asyncio.current_task():
                 task.cancel()

@@ -33,6 +33,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ewsgate.portal.store.sealed import SealedText
@@ -47,6 +48,8 @@ __all__ = [
     "NOTIFICATION_STATUSES",
     "REMOTE_SESSION_STATUSES",
     "ROLES",
+    "SESSION_MODES",
+    "SESSION_REQUEST_STATUSES",
     "SNMP_VERSIONS",
     "ApiToken",
     "AuditEvent",
@@ -54,6 +57,7 @@ __all__ = [
     "ControlCommand",
     "Customer",
     "CustomerContacts",
+    "CustomerPolicy",
     "Dealer",
     "Device",
     "DevicePinEvent",
@@ -67,13 +71,17 @@ __all__ = [
     "Relay",
     "RemoteSession",
     "RoleAssignment",
+    "SessionRequest",
     "SigningKeyRow",
     "TunnelReport",
     "User",
     "WebSession",
 ]
 
-ROLES = ("administrator", "configurer", "user", "viewer")
+ROLES = ("administrator", "configurer", "user", "viewer", "approver")
+#: a session request's life: pending → approved (→ used) | denied | expired
+SESSION_REQUEST_STATUSES = ("pending", "approved", "denied", "expired", "used")
+SESSION_MODES = ("full", "read-only")
 DEVICE_MAKES = ("hp", "ricoh", "kyocera", "canon", "brother", "lexmark", "xerox", "konica",
                 "sharp", "epson", "other")
 IDENTITY_METHODS = ("mac", "serial")
@@ -405,6 +413,12 @@ class RemoteSession(Base):
     expires_at: Mapped[datetime]
     #: indexed: the relays' revocation streams read the sessions ended in the last seconds
     ended_at: Mapped[datetime | None] = mapped_column(index=True)
+    #: the customer policy's mode for this session (``full`` or ``read-only``), for the relay
+    mode: Mapped[str] = mapped_column(String(16), default="full", server_default="full")
+    #: seconds without a browser request after which the relay ends the session
+    idle_timeout_seconds: Mapped[int | None] = mapped_column(Integer)
+    #: WebSockets allowed in a read-only session (the policy's ``allow_panel``)
+    allow_panel: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
 
 
 class ControlCommand(Base):
@@ -544,3 +558,42 @@ class SigningKeyRow(Base):
     created_at: Mapped[datetime]
     retired_at: Mapped[datetime | None]
     jwk: Mapped[str] = mapped_column(Text)
+
+
+class CustomerPolicy(Base):
+    """A customer's own Remote Technician policy (:mod:`ewsgate.portal.policy`); its children
+    inherit it and may only tighten it. ``settings`` is the policy's JSON form."""
+
+    __tablename__ = "customer_policies"
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime]
+    updated_by: Mapped[str | None] = mapped_column(String(320))
+
+
+class SessionRequest(Base):
+    """A request to open a session on a device that needs a Customer Approver's answer (or
+    that carried a reason); approval is for one session, by a named person."""
+
+    __tablename__ = "session_requests"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dealer_id: Mapped[int] = mapped_column(ForeignKey("dealers.id", ondelete="CASCADE"), index=True)
+    customer_id: Mapped[int | None] = mapped_column(
+        ForeignKey("customers.id", ondelete="SET NULL"), index=True)
+    device_id: Mapped[int | None] = mapped_column(
+        ForeignKey("devices.id", ondelete="SET NULL"), index=True)
+    device_name: Mapped[str | None] = mapped_column(String(200))
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    user_email: Mapped[str | None] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    ticket: Mapped[str | None] = mapped_column(String(200))
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None]
+    decided_by: Mapped[str | None] = mapped_column(String(320))
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    session_id: Mapped[str | None] = mapped_column(String(64))

@@ -34,7 +34,8 @@ from starlette.responses import Response
 from ewsgate.portal.services import device_pins
 from ewsgate.portal.services import devices as device_service
 from ewsgate.portal.services import jobs as job_service
-from ewsgate.portal.services.access import Action
+from ewsgate.portal.services import policies as policy_service
+from ewsgate.portal.services.access import Action, load_tree
 from ewsgate.portal.services.device_identity import VERIFY_ACTIONS, verify_device_identity
 from ewsgate.portal.services.errors import (
     InvalidInput,
@@ -308,6 +309,9 @@ async def _device_page(p: Page, device_id: int, *, error: PageError | None = Non
             jobs = await job_service.list_jobs(session, p.actor,
                                                job_service.JobFilter(device_id=device.id),
                                                limit=5)
+            policy = (await policy_service.effective_for_customer(
+                session, await device_service.device_customer_id(session, device),
+                await load_tree(session, p.actor.dealer_id))).as_json()
     except ServiceError as exc:
         return p.failure(exc)
     customer_id = directory.customer_of_installation(device.installation_id)
@@ -321,7 +325,7 @@ async def _device_page(p: Page, device_id: int, *, error: PageError | None = Non
         "can_configure": can_configure, "is_rt_user": is_rt_user, "can_open": can_open,
         "can_verify": can_verify, "can_manage": can_manage, "jobs": jobs, "error": error,
         "strength": device_pins.identity_strength(device), "pin_events": pin_events,
-        **device_notice,
+        "policy": policy, **device_notice,
     }, status_code=status_code)
 
 

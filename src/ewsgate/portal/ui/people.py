@@ -37,6 +37,9 @@ __all__ = ["add_role", "api_tokens", "create_api_token", "create_user", "delete_
 ROLE_CHOICES: list[tuple[str, str, str]] = [
     ("viewer", ROLE_LABELS["viewer"],
      "Sees devices, installations, customers and jobs in scope; changes nothing."),
+    ("approver", ROLE_LABELS["approver"],
+     "A customer's own user: sees its devices, sessions and policy; approves or denies "
+     "session requests in scope."),
     ("user", ROLE_LABELS["user"],
      "Opens device web pages (Remote Technician sessions) on enabled devices in scope."),
     ("configurer", ROLE_LABELS["configurer"],

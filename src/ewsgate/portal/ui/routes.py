@@ -15,7 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from ewsgate.portal.sessions import pages as session_pages
-from ewsgate.portal.ui import audit, devices, inventory, jobs, login, people
+from ewsgate.portal.ui import audit, devices, inventory, jobs, login, people, policy_pages
 from ewsgate.portal.ui.rendering import STATIC_DIR
 from ewsgate.portal.ui.web import PortalUI, UIConfig
 
@@ -61,6 +61,8 @@ ROUTES: list[tuple[str, Endpoint, list[str]]] = [
     ("/customers/{customer_id:int}", inventory.customer_detail, ["GET"]),
     ("/customers/{customer_id:int}", inventory.update_customer, ["POST"]),
     ("/customers/{customer_id:int}/delete", inventory.delete_customer, ["POST"]),
+    ("/customers/{customer_id:int}/policy", policy_pages.customer_policy, ["GET"]),
+    ("/customers/{customer_id:int}/policy", policy_pages.update_customer_policy, ["POST"]),
     ("/users", people.user_list, ["GET"]),
     ("/users", people.create_user, ["POST"]),
     ("/users/{user_id:int}", people.user_detail, ["GET"]),

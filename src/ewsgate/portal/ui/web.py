@@ -79,6 +79,7 @@ NOTICES: dict[str, str] = {
     "token-revoked": "The token was revoked; it no longer works.",
     "customer-created": "The customer was created.",
     "customer-saved": "The customer was saved.",
+    "policy-saved": "The policy was saved; customers below it inherit it.",
     "customer-deleted": "The customer was deleted.",
     "site-subnets-saved": "The site subnets were saved; they apply from the next identity "
                           "check and session.",
@@ -92,6 +93,7 @@ ROLE_LABELS: dict[str, str] = {
     "configurer": "Remote Technician Configurer",
     "user": "Remote Technician User",
     "viewer": "Viewer",
+    "approver": "Customer Approver",
 }
 
 FIELD_LABELS: dict[str, str] = {
@@ -199,6 +201,9 @@ class PortalUI:
         if actor is not None and (actor.can_anywhere(Action.OPEN_SESSION)
                                   or actor.can_anywhere(Action.MANAGE_ACCESS)):
             items.append(("sessions", "Live sessions", "/remote-sessions"))
+        if actor is not None and (actor.can_anywhere(Action.APPROVE_SESSION)
+                                  or actor.can_anywhere(Action.OPEN_SESSION)):
+            items.append(("requests", "Session requests", "/session-requests"))
         if actor is not None and actor.can_anywhere(Action.VIEW_AUDIT):
             items.append(("audit", "Audit", "/audit"))
         return items
