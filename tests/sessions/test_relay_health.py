@@ -21,6 +21,12 @@ from sessions.rt_world import RtWorld, settle
 pytestmark = pytest.mark.db
 
 
+@pytest.fixture(autouse=True)
+async def _room_for_several_sessions(rt: RtWorld) -> None:
+    """These tests open several sessions of one user on one device (placement, not quotas)."""
+    await rt.set_policy(max_sessions_per_device=8, max_sessions_per_user_per_device=8)
+
+
 async def _beat(rt: RtWorld, name: str, state: str = "serving") -> None:
     async with rt.db.transaction() as s:
         relay = await s.get(Relay, rt.relays[name])

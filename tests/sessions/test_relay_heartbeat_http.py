@@ -35,6 +35,8 @@ async def _start(portal: Portal) -> dict:
 async def test_heartbeat_places_sessions_draining_refuses_and_stopped_ends(
         portal: Portal) -> None:
     world = portal.world
+    # several sessions of one technician on one device: placement, not quotas, is tested
+    await world.set_policy(max_sessions_per_device=8, max_sessions_per_user_per_device=8)
     async with portal.client() as http:
         x = _heartbeat(portal, http, "relay-x")
         assert await x.beat() and x.accepted == 1
