@@ -256,7 +256,9 @@ async def test_a_session_request_is_mailed_to_the_customers_approvers_only(
                              customer_id=None, created_at=rt.clock()))
         await s.flush()
         approvers = await approver_emails(s, dealer_id=rt.dealer, customer_id=rt.customer["A"])
-        assert approvers == ["admin@example.com"]
+        # the dealer's administrator and customer A's Customer Approver; not customer B's
+        # approver, not the inactive administrator
+        assert approvers == ["admin@example.com", "approvera@example.com"]
         await notify(s, "session_requested", dealer_id=rt.dealer, customer_id=rt.customer["A"],
                      data={"user_email": "tech@example.com", "device_name": "Printer on",
                            "reason": "paper jam on tray 2", "ticket": "INC-42"},
@@ -265,9 +267,9 @@ async def test_a_session_request_is_mailed_to_the_customers_approvers_only(
         worker = NotificationWorker(
             rt.db, {"email": EmailSender(_smtp(smtp.port), tls_context=CA.client_context())},
             clock=rt.clock)
-        assert await worker.run_once() == 1
-    [message] = smtp.messages
-    assert message["To"] == "admin@example.com"
+        assert await worker.run_once() == 2
+    assert sorted(m["To"] for m in smtp.messages) == approvers
+    message = smtp.messages[0]
     assert message["Subject"] == "Remote Technician: tech@example.com asks to open Printer on"
     body = message.get_content()
     assert "Reason: paper jam on tray 2" in body and "Ticket: INC-42" in body

@@ -199,3 +199,46 @@ async def test_a_child_customer_cannot_loosen_its_parents_policy(rt: RtWorld) ->
     with pytest.raises(Conflict) as info:
         await rt.sessions.create(await rt.actor("tech"), rt.device["on"])
     assert info.value.code == "approval_required"
+
+
+async def test_requests_and_answers_queue_notifications_in_their_own_transaction(
+        rt: RtWorld) -> None:
+    """The approver hears of a pending request, the customer's contacts of its answer: queued
+    in the outbox with the change itself (ewsgate.portal.notifications)."""
+    from sqlalchemy import select
+
+    from ewsgate.portal.store.models import CustomerContacts, Notification
+
+    await rt.set_policy(approval="required")
+    async with rt.db.transaction() as s:
+        s.add(CustomerContacts(customer_id=rt.customer["A"], emails=["it@customer-a.example"],
+                               updated_at=rt.clock.now))
+
+    async def queued() -> list[tuple[str, str, str | None]]:
+        async with rt.db.transaction() as s:
+            rows = (await s.scalars(select(Notification).order_by(Notification.id))).all()
+            return [(r.kind, r.target, r.payload.get("approver_email")) for r in rows
+                    if r.kind.startswith("session_") and r.kind != "session_started"
+                    and r.kind != "session_ended"]
+
+    requests = _requests(rt)
+    tech = await rt.actor("tech")
+    first = (await requests.ask(tech, rt.device["on"], Purpose(reason="jam"))).request
+    assert first is not None
+    asked = await queued()
+    assert {kind for kind, _, _ in asked} == {"session_requested"}
+    # the customer's approvers (and administrators over it), never another customer's
+    assert "approvera@example.com" in {target for _, target, _ in asked}
+    assert "approverb@example.com" not in {target for _, target, _ in asked}
+    approver = await rt.actor("approverA")
+    _, opened = await requests.approve(approver, first.id, "go ahead")
+    await settle(rt)
+    await rt.sessions.end(tech, opened.session_id)  # room for the next request (quota 1)
+    await settle(rt)
+    assert (await queued())[len(asked):] == [
+        ("session_approved", "it@customer-a.example", "approvera@example.com")]
+    second = (await requests.ask(tech, rt.device["on"], Purpose(reason="again"))).request
+    assert second is not None
+    await requests.deny(approver, second.id, "not today")
+    assert (await queued())[-1] == (
+        "session_denied", "it@customer-a.example", "approvera@example.com")

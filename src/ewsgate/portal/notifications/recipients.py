@@ -17,7 +17,7 @@ from ewsgate.portal.store.models import RoleAssignment, User
 
 __all__ = ["APPROVING_ROLES", "approver_emails"]
 
-APPROVING_ROLES: tuple[str, ...] = ("customer_approver", "administrator")
+APPROVING_ROLES: tuple[str, ...] = ("approver", "administrator")
 
 
 async def approver_emails(session: AsyncSession, *, dealer_id: int, customer_id: int,

@@ -7,9 +7,10 @@
   and it claims each job once across replicas, so each session ends in one event. A session
   that failed before it opened was never started: the contacts hear nothing of it.
 
-The approval workflow's events (``session_requested``, ``session_approved``,
-``session_denied``) are one :func:`~.outbox.notify` call each where a request is made and
-answered.
+The approval workflow's events go through :func:`request_event`, in the transaction that makes
+or answers the request (:mod:`ewsgate.portal.sessions.requests`): ``session_requested`` for
+the customer's approvers, ``session_approved`` (once the approved session exists) and
+``session_denied`` (also when a request expires unanswered) for its contacts.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ewsgate.portal.notifications.outbox import notify
-from ewsgate.portal.store.models import Job, Notification, RemoteSession
+from ewsgate.portal.notifications.recipients import approver_emails
+from ewsgate.portal.store.models import Job, Notification, RemoteSession, SessionRequest
 
-__all__ = ["session_ended", "session_started"]
+__all__ = ["request_event", "session_ended", "session_started"]
 
 
 def _facts(row: RemoteSession, job: Job, now: datetime) -> dict[str, Any]:
@@ -49,3 +51,27 @@ async def session_ended(session: AsyncSession, row: RemoteSession, job: Job, *,
             "ended_reason": row.reason, "started_at": timeline["ready"]}
     return await notify(session, "session_ended", dealer_id=job.dealer_id,
                         customer_id=job.customer_id, data=data, now=now)
+
+
+async def request_event(session: AsyncSession, kind: str, request: SessionRequest, *,
+                        now: datetime, decided_by: str | None = None,
+                        note: str | None = None) -> list[Notification]:
+    """Queue ``session_requested`` (for the customer's approvers) or ``session_approved`` /
+    ``session_denied`` (for its contacts) for ``request``, in the caller's transaction."""
+    data: dict[str, Any] = {
+        "request_id": request.id, "device_id": request.device_id,
+        "device_name": request.device_name, "user_email": request.user_email,
+        "reason": request.reason, "ticket": request.ticket, "read_only": request.read_only,
+        "expires_at": request.expires_at.isoformat(), "at": now.isoformat()}
+    if decided_by is not None:
+        data["approver_email"] = decided_by
+    if note:
+        data["note"] = note
+    approvers: list[str] = []
+    if kind == "session_requested" and request.customer_id is not None:
+        approvers = await approver_emails(session, dealer_id=request.dealer_id,
+                                          customer_id=request.customer_id)
+    return await notify(session, kind, dealer_id=request.dealer_id,
+                        customer_id=request.customer_id, data=data, now=now,
+                        approver_emails=approvers)
+

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ewsgate.portal.notifications.session_events import request_event
 from ewsgate.portal.policy import Approval
 from ewsgate.portal.services import audit
 from ewsgate.portal.services import devices as device_service
@@ -127,6 +128,7 @@ class SessionRequests:
                                    target_id=row.id, customer_id=customer_id,
                                    after={"device_id": device.id, **purpose.as_json()},
                                    clock=self.sessions.now)
+                await request_event(session, "session_requested", row, now=now)  # outbox
         if row is None:
             return RequestOutcome(await self.sessions.create(actor, device_id, purpose), None)
         await self.events.publish(SessionRequested(
@@ -217,6 +219,8 @@ class SessionRequests:
             fresh.session_id = view.session_id
             await session.flush()
             result = _view(fresh)
+            await request_event(session, "session_approved", fresh, now=now,
+                                decided_by=actor.email, note=note)
         await self.events.publish(SessionApproved(
             request_id=request_id, customer_id=result.customer_id, approved_by=actor.email,
             user_email=result.user_email, session_id=view.session_id))
@@ -248,6 +252,8 @@ class SessionRequests:
                                clock=self.sessions.now)
             await session.refresh(row)
             result = _view(row)
+            await request_event(session, "session_denied", row, now=now,
+                                decided_by=actor.email, note=note)
         await self.events.publish(SessionDenied(
             request_id=request_id, customer_id=result.customer_id, denied_by=actor.email,
             reason=note, user_email=result.user_email))
@@ -277,6 +283,9 @@ class SessionRequests:
                 row.status = "expired"
                 row.decision_reason = "nobody answered the request in time; ask again"
             await session.flush()
+            for row in due:
+                await request_event(session, "session_denied", row, now=now,
+                                    note=row.decision_reason)
             gone = [(r.id, r.customer_id, r.user_email) for r in due]
         for request_id, customer_id, email in gone:
             await self.events.publish(SessionDenied(
