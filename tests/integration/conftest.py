@@ -54,6 +54,28 @@ def _free_block(span: int = PORT_SPAN) -> int:
     raise RuntimeError("no block of free loopback ports")
 
 
+def _room_for_the_suite(info: DemoInfo) -> None:
+    """The suite shares one stack: its technician opens many sessions on one device, and a
+    session may sit unused for minutes between tests. The default quotas (1 per technician per
+    device) and idle timeout (10 min) are tested where they are the subject
+    (tests/sessions/test_policy_*.py, test_read_only_browser.py); here the demo customer's
+    policy makes room for the suite."""
+    client, csrf = sign_in(info, "administrator")
+    try:
+        customers = client.get(f"{info.api_url}/customers")
+        assert customers.status_code == 200, customers.text
+        body = customers.json()
+        rows = body["items"] if isinstance(body, dict) else body
+        [acme] = [c for c in rows if c["name"] == "Acme Logistics"]
+        answer = client.put(f"{info.api_url}/customers/{acme['id']}/policy", json={
+            "max_sessions_per_device": 100, "max_sessions_per_user_per_device": 100,
+            "idle_timeout_minutes": 30},
+            headers={"X-CSRF-Token": csrf, "Origin": info.portal_url})
+        assert answer.status_code == 200, answer.text
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="session")
 def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
     """The shared stack itself (its supervisor, ``restart``); most tests want ``demo``."""
@@ -61,6 +83,8 @@ def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
                       passwords={"administrator": "admin-pass-1", "configurer": "config-pass-1",
                                  "user": "tech-pass-1"})
     with stack:
+        assert stack.info is not None
+        _room_for_the_suite(stack.info)
         yield stack
 
 
@@ -78,6 +102,7 @@ def short_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoInfo]:
                       passwords={"administrator": "admin-pass-1", "configurer": "config-pass-1",
                                  "user": "tech-pass-1"})
     with stack as info:
+        _room_for_the_suite(info)
         yield info
 
 

@@ -60,6 +60,8 @@ DRAIN_SECONDS = 4.0
 @pytest.fixture
 async def fleet(rt: RtWorld, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     processes: dict[str, asyncio.subprocess.Process] = {}
+    # one technician opens several sessions on one device here (placement, not quotas)
+    await rt.set_policy(max_sessions_per_device=8, max_sessions_per_user_per_device=8)
     now = dt.datetime.now(dt.UTC)
     ca = create_ca(now=now)
     agent_dir = tmp_path / "agent"
