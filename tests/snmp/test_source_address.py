@@ -173,3 +173,20 @@ async def test_connected_sockets_are_bounded() -> None:
     finally:
         peers.close(engine)
         engine.close_dispatcher()
+
+
+async def test_concurrent_checks_of_one_device_share_one_socket() -> None:
+    """Several sessions of one device resumed at once (an agent restart) open its socket
+    together: one registration, no 'transport already registered' crash."""
+    from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
+
+    engine = SnmpEngine()
+    peers = PeerTransports()
+    try:
+        domains = await asyncio.gather(*(peers.ensure(engine, "127.0.0.20", 161)
+                                         for _ in range(5)))
+        assert len(set(domains)) == 1
+        assert peers.get("127.0.0.20", 161) is not None
+    finally:
+        peers.close(engine)
+        engine.close_dispatcher()

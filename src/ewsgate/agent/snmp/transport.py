@@ -88,6 +88,9 @@ class PeerTransports:
         self.max_peers = max_peers
         self._domains: dict[tuple[str, int], tuple[int, ...]] = {}
         self._open: OrderedDict[tuple[str, int], PeerTransport] = OrderedDict()
+        #: one opener at a time per target: concurrent checks of one device (several sessions
+        #: resumed at once) must share one socket, not register its domain twice
+        self._opening: dict[tuple[str, int], asyncio.Lock] = {}
 
     def domain(self, ip: str, port: int) -> tuple[int, ...]:
         """The transport domain of ``ip:port`` (stable for the process's life)."""
@@ -103,9 +106,13 @@ class PeerTransports:
 
     async def ensure(self, engine: Any, ip: str, port: int) -> tuple[int, ...]:
         """Open (or reuse) the connected socket for ``ip:port`` on ``engine``; its domain."""
+        key = (str(ipaddress.ip_address(ip)), port)
+        async with self._opening.setdefault(key, asyncio.Lock()):
+            return await self._ensure(engine, key)
+
+    async def _ensure(self, engine: Any, key: tuple[str, int]) -> tuple[int, ...]:
         from pysnmp.entity import config
 
-        key = (str(ipaddress.ip_address(ip)), port)
         domain = self.domain(*key)
         existing = self._open.get(key)
         if existing is not None and existing.transport is not None \
