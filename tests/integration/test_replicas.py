@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from ewsgate.devicesim.snmp_agent import SnmpAgentConfig, serve_snmp
 from ewsgate.portal.services.access import actor_for
 from ewsgate.portal.services.users import create_api_token
 from ewsgate.portal.store.db import Database, parse_database_url
+from ewsgate.portal.store.keyring import load_or_create_keyring
 from ewsgate.portal.store.models import Customer, Installation, RoleAssignment, User
 
 pytestmark = [pytest.mark.integration, pytest.mark.db]
@@ -132,6 +134,9 @@ async def replicas(pg_url: str, nats_url: str,
     paths = (ca_dir / "ca.crt", ca_dir / "ca.key")
     started = []
     try:
+        # replicas share DATA_DIR/keys (the sealed columns' keys), as in production
+        load_or_create_keyring(tmp_path / "a")
+        shutil.copytree(tmp_path / "a" / "keys", tmp_path / "b" / "keys")
         for name in ("a", "b"):  # one after the other: the first one migrates the database
             replica = PortalProcess(name, pg_url, nats_url, tmp_path / name, paths)
             started.append(replica)
@@ -160,7 +165,7 @@ async def _administrator_token(db: Database, installation_id: int) -> str:
 async def test_a_request_on_replica_a_runs_on_the_agent_held_by_replica_b(
         replicas, pg_url: str, tmp_path: Path) -> None:
     a, b = replicas
-    db = Database(pg_url)
+    db = Database(pg_url, keyring=load_or_create_keyring(tmp_path / "a"))
     printer = await serve_snmp(SnmpAgentConfig(listen=HostPort("127.0.0.1", 0), mac=MAC,
                                                serial=SERIAL))
     agent_task = None
